@@ -1,0 +1,3 @@
+//! sqsbeat (crate docs filled in below)
+pub mod duration;
+pub mod schedule;

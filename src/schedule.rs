@@ -1,0 +1,357 @@
+//! When an entry fires: cron strings, Celery crontab tables and anchored
+//! intervals, as pure functions of an instant.
+//!
+//! Cron matching (fields, names, `L`/`W`/`#`, macros) is croner's; what
+//! croner searches is *naive wall-clock time*. Mapping wall time to instants,
+//! which is where DST lives, is done here, with the split Vixie cron uses:
+//!
+//! - a *wildcard* entry (minute or hour field starts with `*`) fires at every
+//!   matching wall time that exists, on both passes of a repeated hour, and
+//!   not at all for wall times inside a skipped hour;
+//! - a *fixed-time* entry fires once per matching local date and time: a
+//!   repeated time at its first occurrence only, a skipped time once at the
+//!   first instant after the gap.
+//!
+//! Invariant: `next_after(t)` is strictly greater than `t`, and the sequence
+//! of fires does not depend on where a walk through it starts.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+/// How a wall-clock schedule treats DST gaps and repeated hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DstRule {
+    /// Minute or hour field starts with `*`: every existing matching wall time.
+    Wildcard,
+    /// Any other: once per local date and time.
+    Fixed,
+}
+
+/// How the day-of-month and day-of-week fields combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayRule {
+    /// Vixie cron (cron strings): either field may match when both are
+    /// restricted; a field starting with `*` makes it both.
+    Vixie,
+    /// Celery's `crontab()` (crontab tables): every field must match.
+    Celery,
+}
+
+/// A cron or crontab schedule that failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CronParseError(pub String);
+
+/// A wall-clock schedule in one IANA time zone.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    /// The expression as the user would recognise it, for display.
+    pub expr: String,
+    cron: Cron,
+    pub dst: DstRule,
+    pub days: DayRule,
+    pub tz: Tz,
+    /// False when no date ever matches (e.g. February 30), so callers can
+    /// warn once instead of searching to the end of time on every tick.
+    pub ever_fires: bool,
+}
+
+/// Fires at `anchor + k * every` for every integer `k`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntervalSchedule {
+    pub every: Duration,
+    pub anchor: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Cron(CronSchedule),
+    Interval(IntervalSchedule),
+}
+
+/// What a DST transition did to a fire, for previews and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DstNote {
+    /// The wall time did not exist (clocks went forward); fired at the first
+    /// instant after the gap instead.
+    MovedOutOfGap { wall: NaiveDateTime },
+    /// The wall time happened twice; a fixed-time entry fires on the first pass only.
+    FirstPassOnly { wall: NaiveDateTime },
+    /// The wall time happened twice; a wildcard entry fires on both passes.
+    RepeatedFirstPass { wall: NaiveDateTime },
+    RepeatedSecondPass { wall: NaiveDateTime },
+}
+
+impl fmt::Display for DstNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hm = |w: &NaiveDateTime| w.format("%H:%M").to_string();
+        match self {
+            DstNote::MovedOutOfGap { wall } => {
+                write!(f, "moved: {} skipped by DST, fires after the gap", hm(wall))
+            }
+            DstNote::FirstPassOnly { wall } => {
+                write!(f, "merged: {} repeats (DST), fires on the first pass only", hm(wall))
+            }
+            DstNote::RepeatedFirstPass { wall } => {
+                write!(f, "{} repeats (DST): first pass", hm(wall))
+            }
+            DstNote::RepeatedSecondPass { wall } => {
+                write!(f, "{} repeats (DST): second pass", hm(wall))
+            }
+        }
+    }
+}
+
+/// One fire instant and what DST did to it, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fire {
+    pub at: DateTime<Utc>,
+    pub dst: Option<DstNote>,
+}
+
+impl Schedule {
+    /// The first fire strictly after `after`, or `None` if there is none.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<Fire> {
+        match self {
+            Schedule::Cron(c) => c.next_after(after),
+            Schedule::Interval(i) => i.next_after(after).map(|at| Fire { at, dst: None }),
+        }
+    }
+
+    /// The zone fire instants are shown in: the entry's for cron, UTC for
+    /// intervals (which run in real time).
+    pub fn display_tz(&self) -> Tz {
+        match self {
+            Schedule::Cron(c) => c.tz,
+            Schedule::Interval(_) => Tz::UTC,
+        }
+    }
+}
+
+impl IntervalSchedule {
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let every = self.every.num_milliseconds();
+        if every <= 0 {
+            return None;
+        }
+        let since = (after - self.anchor).num_milliseconds();
+        // Floor division, so instants before the anchor extend the same grid.
+        let k = since.div_euclid(every) + 1;
+        let offset = k.checked_mul(every)?;
+        self.anchor.checked_add_signed(Duration::milliseconds(offset))
+    }
+}
+
+/// The five or six cron fields of a Celery `crontab()` table, already strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrontabFields {
+    pub minute: String,
+    pub hour: String,
+    pub day_of_week: String,
+    pub day_of_month: String,
+    pub month_of_year: String,
+}
+
+impl CronSchedule {
+    /// Parses a cron string with Vixie semantics: 5 fields, or 6 with a
+    /// leading seconds field, or an `@` macro.
+    pub fn parse_cron(expr: &str, tz: Tz) -> Result<Self, CronParseError> {
+        let trimmed = expr.trim();
+        let pattern = match trimmed.to_ascii_lowercase().as_str() {
+            "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
+            "@monthly" => "0 0 1 * *".to_string(),
+            "@weekly" => "0 0 * * 0".to_string(),
+            "@daily" | "@midnight" => "0 0 * * *".to_string(),
+            "@hourly" => "0 * * * *".to_string(),
+            m if m.starts_with('@') => {
+                return Err(CronParseError(format!(
+                    "unknown macro {trimmed:?}; use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly"
+                )));
+            }
+            _ => trimmed.to_string(),
+        };
+        let fields: Vec<&str> = pattern.split_whitespace().collect();
+        let (minute, hour, dom, dow) = match fields.len() {
+            5 => (fields[0], fields[1], fields[2], fields[4]),
+            6 => (fields[1], fields[2], fields[3], fields[5]),
+            n => {
+                return Err(CronParseError(format!(
+                    "cron {trimmed:?} has {n} fields; expected 5 (minute hour day-of-month month day-of-week) or 6 (with leading seconds)"
+                )));
+            }
+        };
+        // Vixie: a day field that starts with `*` (even `*/2`) makes the two
+        // day fields AND; croner only treats a bare `*` that way.
+        let and_days = dom.starts_with('*') || dow.starts_with('*');
+        Self::build(trimmed, &pattern, minute, hour, and_days, DayRule::Vixie, tz)
+    }
+
+    /// Builds a schedule from a Celery `crontab()` table: all day fields must match.
+    pub fn parse_crontab(fields: &CrontabFields, tz: Tz) -> Result<Self, CronParseError> {
+        let pattern = format!(
+            "{} {} {} {} {}",
+            fields.minute, fields.hour, fields.day_of_month, fields.month_of_year, fields.day_of_week
+        );
+        for (name, value) in [
+            ("minute", &fields.minute),
+            ("hour", &fields.hour),
+            ("day_of_week", &fields.day_of_week),
+            ("day_of_month", &fields.day_of_month),
+            ("month_of_year", &fields.month_of_year),
+        ] {
+            if value.trim().is_empty() || value.split_whitespace().count() != 1 {
+                return Err(CronParseError(format!(
+                    "crontab {name} {value:?} must be one field (e.g. \"*\", \"0\", \"*/15\", \"mon-fri\")"
+                )));
+            }
+        }
+        let display = format!(
+            "crontab(minute={}, hour={}, day_of_week={}, day_of_month={}, month_of_year={})",
+            fields.minute, fields.hour, fields.day_of_week, fields.day_of_month, fields.month_of_year
+        );
+        Self::build(&display, &pattern, &fields.minute, &fields.hour, true, DayRule::Celery, tz)
+    }
+
+    fn build(
+        display: &str,
+        pattern: &str,
+        minute: &str,
+        hour: &str,
+        and_days: bool,
+        days: DayRule,
+        tz: Tz,
+    ) -> Result<Self, CronParseError> {
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .dom_and_dow(and_days)
+            .build()
+            .parse(pattern)
+            .map_err(|e| CronParseError(format!("invalid cron {display:?}: {e}")))?;
+        let dst = if minute.starts_with('*') || hour.starts_with('*') {
+            DstRule::Wildcard
+        } else {
+            DstRule::Fixed
+        };
+        let mut schedule = CronSchedule {
+            expr: display.to_string(),
+            cron,
+            dst,
+            days,
+            tz,
+            ever_fires: true,
+        };
+        // Any schedule that fires at all fires within 28 years (the Gregorian
+        // weekday cycle, covering leap days on a given weekday).
+        let from = naive(2001, 1, 1);
+        schedule.ever_fires = schedule
+            .next_wall(from, true)
+            .is_some_and(|w| w < naive(2001 + 28 * 2, 1, 1));
+        Ok(schedule)
+    }
+
+    /// First matching wall time at or after (`inclusive`) / after `from`.
+    fn next_wall(&self, from: NaiveDateTime, inclusive: bool) -> Option<NaiveDateTime> {
+        let as_utc = Utc.from_utc_datetime(&from);
+        self.cron
+            .find_next_occurrence(&as_utc, inclusive)
+            .ok()
+            .map(|dt| dt.naive_utc())
+    }
+
+    /// The first fire strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<Fire> {
+        if !self.ever_fires {
+            return None;
+        }
+        let local = after.with_timezone(&self.tz);
+        let wall_now = local.naive_local();
+        // Wall times before `wall_now` can still fire after `after` only on the
+        // second pass of a repeated hour, and only when `after` is on its first
+        // pass: then look back by the size of the repeat.
+        let mut wall = match self.tz.from_local_datetime(&wall_now) {
+            LocalResult::Ambiguous(early, late) if early == local && self.dst == DstRule::Wildcard => {
+                wall_now - (late.naive_utc() - early.naive_utc())
+            }
+            _ => wall_now,
+        };
+        // Early/single/gap fires are monotone in wall time, so the first one
+        // found is the least; second-pass fires are monotone among themselves.
+        // The answer is the lesser of the first of each.
+        let mut best_late: Option<Fire> = None;
+        let mut inclusive = true;
+        // A bound on wall times visited, so a pathological zone cannot spin.
+        for _ in 0..100_000 {
+            let w = self.next_wall(wall, inclusive)?;
+            inclusive = false;
+            wall = w;
+            let primary = match self.tz.from_local_datetime(&w) {
+                LocalResult::Single(dt) => Some(Fire {
+                    at: dt.with_timezone(&Utc),
+                    dst: None,
+                }),
+                LocalResult::Ambiguous(early, late) => {
+                    let (early, late) = (early.with_timezone(&Utc), late.with_timezone(&Utc));
+                    match self.dst {
+                        DstRule::Fixed => Some(Fire {
+                            at: early,
+                            dst: Some(DstNote::FirstPassOnly { wall: w }),
+                        }),
+                        DstRule::Wildcard => {
+                            if late > after && best_late.is_none() {
+                                best_late = Some(Fire {
+                                    at: late,
+                                    dst: Some(DstNote::RepeatedSecondPass { wall: w }),
+                                });
+                            }
+                            Some(Fire {
+                                at: early,
+                                dst: Some(DstNote::RepeatedFirstPass { wall: w }),
+                            })
+                        }
+                    }
+                }
+                LocalResult::None => match self.dst {
+                    DstRule::Wildcard => None,
+                    DstRule::Fixed => self.gap_end(w).map(|at| Fire {
+                        at,
+                        dst: Some(DstNote::MovedOutOfGap { wall: w }),
+                    }),
+                },
+            };
+            if let Some(fire) = primary.filter(|f| f.at > after) {
+                return Some(match best_late {
+                    Some(late) if late.at < fire.at => late,
+                    _ => fire,
+                });
+            }
+        }
+        best_late
+    }
+
+    /// The first instant after the DST gap that swallowed wall time `w`.
+    fn gap_end(&self, w: NaiveDateTime) -> Option<DateTime<Utc>> {
+        let start = w.with_second(0)?.with_nanosecond(0)?;
+        // Real gaps are at most a day long (Samoa skipped 2011-12-30).
+        (1..=26 * 60).find_map(|minutes| {
+            match self.tz.from_local_datetime(&(start + Duration::minutes(minutes))) {
+                LocalResult::Single(dt) => Some(dt.with_timezone(&Utc)),
+                LocalResult::Ambiguous(early, _) => Some(early.with_timezone(&Utc)),
+                LocalResult::None => None,
+            }
+        })
+    }
+}
+
+fn naive(y: i32, m: u32, d: u32) -> NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(y, m, d)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
