@@ -14,11 +14,15 @@ use chrono::{DateTime, Duration, Utc};
 pub enum ParseError {
     #[error("empty duration; write e.g. \"30s\", \"15m\", \"1h30m\", \"14d\"")]
     Empty,
-    #[error("invalid duration {0:?}: expected numbers with units ms, s, m, h, d, w (e.g. \"90s\", \"1h30m\", \"2w\")")]
+    #[error(
+        "invalid duration {0:?}: expected numbers with units ms, s, m, h, d, w (e.g. \"90s\", \"1h30m\", \"2w\")"
+    )]
     Syntax(String),
     #[error("duration {0:?} is too large")]
     Overflow(String),
-    #[error("invalid instant {0:?}: expected RFC 3339 with an offset, e.g. \"2026-12-01T09:00:00Z\" or \"2026-12-01T09:00:00-03:00\"")]
+    #[error(
+        "invalid instant {0:?}: expected RFC 3339 with an offset, e.g. \"2026-12-01T09:00:00Z\" or \"2026-12-01T09:00:00-03:00\""
+    )]
     Instant(String),
 }
 
@@ -133,15 +137,29 @@ mod tests {
             ("0s", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text).unwrap().num_milliseconds(), ms, "{text}");
+            assert_eq!(
+                parse_duration(text).unwrap().num_milliseconds(),
+                ms,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", " ", "10", "s", "1x", "1.5h", "-5s", "1h 30m", "h1", "1H",
-            "99999999999999999999s", "999999999999w",
+            "",
+            " ",
+            "10",
+            "s",
+            "1x",
+            "1.5h",
+            "-5s",
+            "1h 30m",
+            "h1",
+            "1H",
+            "99999999999999999999s",
+            "999999999999w",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -1,3 +1,46 @@
-//! sqsbeat (crate docs filled in below)
+//! sqsbeat: Celery beat for Amazon SQS.
+//!
+//! Fires periodic entries (cron strings, Celery crontab tables, anchored
+//! intervals) as Celery task messages on SQS that an unmodified Celery
+//! worker executes.
+//!
+//! # Architecture
+//!
+//! Pure modules (no I/O, no clock; everything takes `now` as an argument):
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`duration`] | the duration (`90s`, `1h30m`, `2w`) and instant grammar |
+//! | [`schedule`] | cron / crontab / interval → next fire instant, with the DST rules |
+//! | [`entry`] | raw entry → validated [`entry::Entry`]; jitter; the entry's message |
+//! | [`schedule_file`] | schedule TOML text → entries + diagnostics with file and line |
+//! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
+//! | [`celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
+//! | [`preview`] | what `sqsbeat next` shows |
+//!
+//! Thin I/O: [`cli`] (clap) and [`cmd`] (one module per command).
+//!
+//! # Our names and Celery's
+//!
+//! | sqsbeat | Celery |
+//! | --- | --- |
+//! | entry (`[entries.NAME]`) | `beat_schedule` item / `ScheduleEntry` |
+//! | `cron` string | (none: Celery has no cron strings; Vixie cron semantics) |
+//! | `crontab` table | `celery.schedules.crontab(...)` |
+//! | `every` | `timedelta` / `schedule(run_every)` (but anchored, not drifting) |
+//! | `task` | task name (`headers.task`) |
+//! | `queue` | `options.queue` → `delivery_info.routing_key`; SQS name via kombu's mangling |
+//! | `expires` | `options.expires` → `headers.expires` + `properties.expiration` |
+//! | fire / slot | one due run of an entry (`last_run_at` in beat) |
+//! | periodic task id | random in beat; here UUIDv5(entry, slot), see [`celery::fire_task_id`] |
+//! | `sqsbeat run` | `celery beat` |
+
+pub mod celery;
+pub mod cli;
+pub mod cmd;
+pub mod config;
 pub mod duration;
+pub mod entry;
+pub mod preview;
 pub mod schedule;
+pub mod schedule_file;

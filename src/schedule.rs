@@ -69,7 +69,8 @@ pub struct IntervalSchedule {
 
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Cron(CronSchedule),
+    /// Boxed: a parsed cron pattern is a few hundred bytes, an interval 24.
+    Cron(Box<CronSchedule>),
     Interval(IntervalSchedule),
 }
 
@@ -78,12 +79,20 @@ pub enum Schedule {
 pub enum DstNote {
     /// The wall time did not exist (clocks went forward); fired at the first
     /// instant after the gap instead.
-    MovedOutOfGap { wall: NaiveDateTime },
+    MovedOutOfGap {
+        wall: NaiveDateTime,
+    },
     /// The wall time happened twice; a fixed-time entry fires on the first pass only.
-    FirstPassOnly { wall: NaiveDateTime },
+    FirstPassOnly {
+        wall: NaiveDateTime,
+    },
     /// The wall time happened twice; a wildcard entry fires on both passes.
-    RepeatedFirstPass { wall: NaiveDateTime },
-    RepeatedSecondPass { wall: NaiveDateTime },
+    RepeatedFirstPass {
+        wall: NaiveDateTime,
+    },
+    RepeatedSecondPass {
+        wall: NaiveDateTime,
+    },
 }
 
 impl fmt::Display for DstNote {
@@ -94,7 +103,11 @@ impl fmt::Display for DstNote {
                 write!(f, "moved: {} skipped by DST, fires after the gap", hm(wall))
             }
             DstNote::FirstPassOnly { wall } => {
-                write!(f, "merged: {} repeats (DST), fires on the first pass only", hm(wall))
+                write!(
+                    f,
+                    "merged: {} repeats (DST), fires on the first pass only",
+                    hm(wall)
+                )
             }
             DstNote::RepeatedFirstPass { wall } => {
                 write!(f, "{} repeats (DST): first pass", hm(wall))
@@ -142,7 +155,8 @@ impl IntervalSchedule {
         // Floor division, so instants before the anchor extend the same grid.
         let k = since.div_euclid(every) + 1;
         let offset = k.checked_mul(every)?;
-        self.anchor.checked_add_signed(Duration::milliseconds(offset))
+        self.anchor
+            .checked_add_signed(Duration::milliseconds(offset))
     }
 }
 
@@ -187,14 +201,26 @@ impl CronSchedule {
         // Vixie: a day field that starts with `*` (even `*/2`) makes the two
         // day fields AND; croner only treats a bare `*` that way.
         let and_days = dom.starts_with('*') || dow.starts_with('*');
-        Self::build(trimmed, &pattern, minute, hour, and_days, DayRule::Vixie, tz)
+        Self::build(
+            trimmed,
+            &pattern,
+            minute,
+            hour,
+            and_days,
+            DayRule::Vixie,
+            tz,
+        )
     }
 
     /// Builds a schedule from a Celery `crontab()` table: all day fields must match.
     pub fn parse_crontab(fields: &CrontabFields, tz: Tz) -> Result<Self, CronParseError> {
         let pattern = format!(
             "{} {} {} {} {}",
-            fields.minute, fields.hour, fields.day_of_month, fields.month_of_year, fields.day_of_week
+            fields.minute,
+            fields.hour,
+            fields.day_of_month,
+            fields.month_of_year,
+            fields.day_of_week
         );
         for (name, value) in [
             ("minute", &fields.minute),
@@ -211,9 +237,21 @@ impl CronSchedule {
         }
         let display = format!(
             "crontab(minute={}, hour={}, day_of_week={}, day_of_month={}, month_of_year={})",
-            fields.minute, fields.hour, fields.day_of_week, fields.day_of_month, fields.month_of_year
+            fields.minute,
+            fields.hour,
+            fields.day_of_week,
+            fields.day_of_month,
+            fields.month_of_year
         );
-        Self::build(&display, &pattern, &fields.minute, &fields.hour, true, DayRule::Celery, tz)
+        Self::build(
+            &display,
+            &pattern,
+            &fields.minute,
+            &fields.hour,
+            true,
+            DayRule::Celery,
+            tz,
+        )
     }
 
     fn build(
@@ -231,7 +269,11 @@ impl CronSchedule {
             .dom_and_dow(and_days)
             .build()
             .parse(pattern)
-            .map_err(|e| CronParseError(format!("invalid cron {display:?}: {e}")))?;
+            .map_err(|e| {
+                CronParseError(format!(
+                    "invalid cron {display:?}: {e} (fields: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or SUN-SAT)"
+                ))
+            })?;
         let dst = if minute.starts_with('*') || hour.starts_with('*') {
             DstRule::Wildcard
         } else {
@@ -274,7 +316,9 @@ impl CronSchedule {
         // second pass of a repeated hour, and only when `after` is on its first
         // pass: then look back by the size of the repeat.
         let mut wall = match self.tz.from_local_datetime(&wall_now) {
-            LocalResult::Ambiguous(early, late) if early == local && self.dst == DstRule::Wildcard => {
+            LocalResult::Ambiguous(early, late)
+                if early == local && self.dst == DstRule::Wildcard =>
+            {
                 wall_now - (late.naive_utc() - early.naive_utc())
             }
             _ => wall_now,
@@ -338,7 +382,10 @@ impl CronSchedule {
         let start = w.with_second(0)?.with_nanosecond(0)?;
         // Real gaps are at most a day long (Samoa skipped 2011-12-30).
         (1..=26 * 60).find_map(|minutes| {
-            match self.tz.from_local_datetime(&(start + Duration::minutes(minutes))) {
+            match self
+                .tz
+                .from_local_datetime(&(start + Duration::minutes(minutes)))
+            {
                 LocalResult::Single(dt) => Some(dt.with_timezone(&Utc)),
                 LocalResult::Ambiguous(early, _) => Some(early.with_timezone(&Utc)),
                 LocalResult::None => None,

@@ -15,7 +15,7 @@ fn tz(name: &str) -> Tz {
 }
 
 fn cron(expr: &str, zone: &str) -> Schedule {
-    Schedule::Cron(CronSchedule::parse_cron(expr, tz(zone)).unwrap())
+    Schedule::Cron(Box::new(CronSchedule::parse_cron(expr, tz(zone)).unwrap()))
 }
 
 fn crontab(minute: &str, hour: &str, dow: &str, dom: &str, moy: &str, zone: &str) -> Schedule {
@@ -26,7 +26,9 @@ fn crontab(minute: &str, hour: &str, dow: &str, dom: &str, moy: &str, zone: &str
         day_of_month: dom.into(),
         month_of_year: moy.into(),
     };
-    Schedule::Cron(CronSchedule::parse_crontab(&fields, tz(zone)).unwrap())
+    Schedule::Cron(Box::new(
+        CronSchedule::parse_crontab(&fields, tz(zone)).unwrap(),
+    ))
 }
 
 /// The next `n` fires after `after`, as UTC RFC 3339 strings.
@@ -96,7 +98,11 @@ fn new_york_several_skipped_times_merge_into_one_fire() {
     let s = cron("0,30 2 * * *", "America/New_York");
     assert_eq!(
         fires(&s, "2026-03-08T00:00:00Z", 3),
-        ["2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z", "2026-03-09T06:30:00Z"]
+        [
+            "2026-03-08T07:00:00Z",
+            "2026-03-09T06:00:00Z",
+            "2026-03-09T06:30:00Z"
+        ]
     );
 }
 
@@ -208,7 +214,11 @@ fn lord_howe_half_hour_shift() {
     let fixed = cron("15 2 * * *", "Australia/Lord_Howe");
     assert_eq!(
         fires(&fixed, "2026-10-02T12:00:00Z", 3),
-        ["2026-10-02T15:45:00Z", "2026-10-03T15:30:00Z", "2026-10-04T15:15:00Z"]
+        [
+            "2026-10-02T15:45:00Z",
+            "2026-10-03T15:30:00Z",
+            "2026-10-04T15:15:00Z"
+        ]
     );
     assert_eq!(
         fires(&wild, "2026-10-03T15:10:00Z", 2),
@@ -222,17 +232,28 @@ fn sao_paulo_historical_midnight_transitions() {
     let s = cron("0 0 * * *", "America/Sao_Paulo");
     assert_eq!(
         fires(&s, "2018-11-02T12:00:00Z", 3),
-        ["2018-11-03T03:00:00Z", "2018-11-04T03:00:00Z", "2018-11-05T02:00:00Z"]
+        [
+            "2018-11-03T03:00:00Z",
+            "2018-11-04T03:00:00Z",
+            "2018-11-05T02:00:00Z"
+        ]
     );
     // 2019-02-17 00:00 -02 -> 2019-02-16 23:00 -03: 23:30 happened twice.
     let s = cron("30 23 * * *", "America/Sao_Paulo");
     assert_eq!(
         fires(&s, "2019-02-15T12:00:00Z", 3),
-        ["2019-02-16T01:30:00Z", "2019-02-17T01:30:00Z", "2019-02-18T02:30:00Z"]
+        [
+            "2019-02-16T01:30:00Z",
+            "2019-02-17T01:30:00Z",
+            "2019-02-18T02:30:00Z"
+        ]
     );
     // No DST since 2019: always -03.
     let s = cron("0 3 * * *", "America/Sao_Paulo");
-    assert_eq!(fires(&s, "2026-11-01T00:00:00Z", 1), ["2026-11-01T06:00:00Z"]);
+    assert_eq!(
+        fires(&s, "2026-11-01T00:00:00Z", 1),
+        ["2026-11-01T06:00:00Z"]
+    );
 }
 
 #[test]
@@ -245,14 +266,20 @@ fn leap_days_month_ends_and_impossible_dates() {
     let s = cron("0 0 L * *", "UTC");
     assert_eq!(
         fires(&s, "2028-01-15T00:00:00Z", 3),
-        ["2028-01-31T00:00:00Z", "2028-02-29T00:00:00Z", "2028-03-31T00:00:00Z"]
+        [
+            "2028-01-31T00:00:00Z",
+            "2028-02-29T00:00:00Z",
+            "2028-03-31T00:00:00Z"
+        ]
     );
     let s = cron("0 0 31 * *", "UTC");
     assert_eq!(
         fires(&s, "2026-03-31T12:00:00Z", 2),
         ["2026-05-31T00:00:00Z", "2026-07-31T00:00:00Z"]
     );
-    let Schedule::Cron(feb30) = cron("0 0 30 2 *", "UTC") else { unreachable!() };
+    let Schedule::Cron(feb30) = cron("0 0 30 2 *", "UTC") else {
+        unreachable!()
+    };
     assert!(!feb30.ever_fires);
     assert!(feb30.next_after(at("2026-01-01T00:00:00Z")).is_none());
 }
@@ -340,15 +367,27 @@ fn seconds_field() {
     let s = cron("*/20 * * * * *", "UTC");
     assert_eq!(
         fires(&s, "2026-11-21T00:00:05Z", 3),
-        ["2026-11-21T00:00:20Z", "2026-11-21T00:00:40Z", "2026-11-21T00:01:00Z"]
+        [
+            "2026-11-21T00:00:20Z",
+            "2026-11-21T00:00:40Z",
+            "2026-11-21T00:01:00Z"
+        ]
     );
 }
 
 #[test]
 fn bad_cron_strings_are_errors() {
     for bad in [
-        "", "* * * *", "* * * * * * *", "61 * * * *", "* 24 * * *", "* * 32 * *",
-        "* * * 13 *", "* * * * 8", "abc * * * *", "@every 5m",
+        "",
+        "* * * *",
+        "* * * * * * *",
+        "61 * * * *",
+        "* 24 * * *",
+        "* * 32 * *",
+        "* * * 13 *",
+        "* * * * 8",
+        "abc * * * *",
+        "@every 5m",
     ] {
         assert!(CronSchedule::parse_cron(bad, Tz::UTC).is_err(), "{bad:?}");
     }

@@ -1,0 +1,23 @@
+//! `sqsbeat check`: validate schedule files, report every problem.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::schedule_file;
+
+/// Prints diagnostics; returns whether the schedules are valid.
+pub fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
+    let paths = super::schedule_paths(paths, config);
+    let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    let errors = loaded.errors().count();
+    if errors > 0 {
+        eprintln!("{errors} error(s); the schedule is not valid");
+        return Ok(false);
+    }
+    let files = schedule_file::expand_paths(&paths)?.len();
+    println!("ok: {} entries in {files} file(s)", loaded.entries.len());
+    Ok(true)
+}

@@ -1,0 +1,485 @@
+//! `sqsbeat.toml` and `SQSBEAT_<SECTION>_<KEY>` environment variables →
+//! a validated `Config`.
+//!
+//! Precedence: command-line flag > environment > file > default. The file
+//! is parsed to a TOML table, environment values are laid over it key by
+//! key, and only then is it deserialized (unknown keys rejected) and
+//! validated, so a setting behaves the same from either source.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::Duration;
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::celery::BodyEncoding;
+use crate::duration::parse_duration;
+
+/// What a setting's value is, for reading it from an environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Bool,
+    Int,
+    /// Comma-separated list.
+    List,
+    Secret,
+}
+
+/// One documented setting. The README's configuration reference is this table.
+pub struct Setting {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        section: "sqs",
+        key: "endpoint_url",
+        kind: Kind::Text,
+        default: "(AWS)",
+        help: "custom SQS endpoint (moto, ElasticMQ, LocalStack); also AWS_ENDPOINT_URL_SQS",
+    },
+    Setting {
+        section: "sqs",
+        key: "region",
+        kind: Kind::Text,
+        default: "(AWS chain)",
+        help: "AWS region; else AWS_REGION / profile / instance metadata",
+    },
+    Setting {
+        section: "sqs",
+        key: "queue_name_prefix",
+        kind: Kind::Text,
+        default: "\"\"",
+        help: "prefix added to every logical queue name before mangling (kombu's queue_name_prefix)",
+    },
+    Setting {
+        section: "sqs",
+        key: "create_missing_queues",
+        kind: Kind::Bool,
+        default: "false",
+        help: "create a queue that does not exist instead of failing its sends",
+    },
+    Setting {
+        section: "sqs",
+        key: "base64_encoding",
+        kind: Kind::Bool,
+        default: "true",
+        help: "base64 the SQS body as kombu does (kombu's sqs_base64_encoding)",
+    },
+    Setting {
+        section: "sqs",
+        key: "max_message_bytes",
+        kind: Kind::Int,
+        default: "1048576",
+        help: "refuse messages larger than this (the queue's MaximumMessageSize)",
+    },
+    Setting {
+        section: "sqs",
+        key: "queues",
+        kind: Kind::Text,
+        default: "{}",
+        help: "predefined queue URLs keyed by SQS queue name: [sqs.queues] celery = \"https://...\" (file only)",
+    },
+    Setting {
+        section: "schedules",
+        key: "paths",
+        kind: Kind::List,
+        default: "[\"schedules\"]",
+        help: "schedule files or directories of *.toml files",
+    },
+    Setting {
+        section: "schedules",
+        key: "timezone",
+        kind: Kind::Text,
+        default: "\"UTC\"",
+        help: "zone for entries that name none",
+    },
+    Setting {
+        section: "database",
+        key: "url",
+        kind: Kind::Secret,
+        default: "(none)",
+        help: "PostgreSQL URL; also DATABASE_URL",
+    },
+    Setting {
+        section: "http",
+        key: "addr",
+        kind: Kind::Text,
+        default: "\"127.0.0.1:9405\"",
+        help: "address of /healthz, /readyz and /metrics",
+    },
+    Setting {
+        section: "releaser",
+        key: "window",
+        kind: Kind::Text,
+        default: "\"15m\"",
+        help: "how long before its due instant a one-off job goes to SQS with DelaySeconds (at most 15m)",
+    },
+];
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    sqs: RawSqs,
+    #[serde(default)]
+    schedules: RawSchedules,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    releaser: RawReleaser,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqs {
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    queue_name_prefix: Option<String>,
+    create_missing_queues: Option<bool>,
+    base64_encoding: Option<bool>,
+    max_message_bytes: Option<i64>,
+    #[serde(default)]
+    queues: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedules {
+    paths: Option<Vec<String>>,
+    timezone: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReleaser {
+    window: Option<String>,
+}
+
+/// A value that must never reach a log line, `Debug` output included.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub queue_name_prefix: String,
+    pub create_missing_queues: bool,
+    pub body_encoding: BodyEncoding,
+    pub max_message_bytes: usize,
+    /// Predefined queue URLs, keyed by the mangled SQS name.
+    pub queues: BTreeMap<String, String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sqs: SqsConfig,
+    pub schedule_paths: Vec<PathBuf>,
+    pub timezone: Tz,
+    pub database_url: Option<Secret>,
+    pub http_addr: String,
+    pub release_window: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: invalid TOML at line {line}: {message}")]
+    Toml {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("cannot read {file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+/// The environment variable name of a setting.
+pub fn env_name(section: &str, key: &str) -> String {
+    format!("SQSBEAT_{}_{}", section.to_uppercase(), key.to_uppercase())
+}
+
+/// Builds the configuration from the file's text (if any) and an
+/// environment lookup. Pure: the caller supplies both.
+pub fn parse(
+    file: &str,
+    text: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = match text {
+        None => toml::Table::new(),
+        Some(t) => t.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+            file: file.to_string(),
+            line: e
+                .span()
+                .map_or(1, |s| t[..s.start.min(t.len())].matches('\n').count() + 1),
+            message: e.message().trim().to_string(),
+        })?,
+    };
+    for s in SETTINGS {
+        let var = env_name(s.section, s.key);
+        let value = env(&var).or_else(|| match (s.section, s.key) {
+            ("database", "url") => {
+                env("DATABASE_URL").filter(|_| !table_has(&table, "database", "url"))
+            }
+            _ => None,
+        });
+        let Some(value) = value else { continue };
+        let bad = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message,
+        };
+        let v = match s.kind {
+            Kind::Text | Kind::Secret => toml::Value::String(value),
+            Kind::Bool => match value.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+                "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
+                _ => return Err(bad(format!("expected true or false, got {value:?}"))),
+            },
+            Kind::Int => toml::Value::Integer(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("expected a whole number, got {value:?}")))?,
+            ),
+            Kind::List => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| toml::Value::String(p.into()))
+                    .collect(),
+            ),
+        };
+        if s.key == "queues" {
+            return Err(bad(
+                "predefined queues can only be set in the config file".into()
+            ));
+        }
+        let section = table
+            .entry(s.section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section {
+            toml::Value::Table(t) => {
+                t.insert(s.key.to_string(), v);
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    file: file.into(),
+                    message: format!("[{}] must be a table", s.section),
+                });
+            }
+        }
+    }
+    let raw: RawConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            file: file.into(),
+            message: e.message().trim().to_string(),
+        })?;
+    validate(file, raw)
+}
+
+fn table_has(t: &toml::Table, section: &str, key: &str) -> bool {
+    t.get(section)
+        .and_then(|s| s.as_table())
+        .is_some_and(|s| s.contains_key(key))
+}
+
+fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        file: file.to_string(),
+        message,
+    };
+    let timezone = match raw.schedules.timezone.as_deref() {
+        None => Tz::UTC,
+        Some(z) => z
+            .parse()
+            .map_err(|_| invalid(format!("[schedules] timezone: unknown timezone {z:?}")))?,
+    };
+    let release_window = match raw.releaser.window.as_deref() {
+        None => Duration::minutes(15),
+        Some(w) => {
+            let d = parse_duration(w).map_err(|e| invalid(format!("[releaser] window: {e}")))?;
+            if d > Duration::minutes(15) || d < Duration::zero() {
+                return Err(invalid(format!(
+                    "[releaser] window = {w:?}: must be between 0s and 15m (SQS DelaySeconds stops at 900)"
+                )));
+            }
+            d
+        }
+    };
+    let max_message_bytes = match raw.sqs.max_message_bytes {
+        None => crate::celery::SQS_MAX_MESSAGE_BYTES,
+        Some(n) if (1024..=crate::celery::SQS_MAX_MESSAGE_BYTES as i64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(invalid(format!(
+                "[sqs] max_message_bytes = {n}: must be 1024..=1048576"
+            )));
+        }
+    };
+    for (name, url) in &raw.sqs.queues {
+        if name.ends_with(".fifo") != url.ends_with(".fifo") {
+            return Err(invalid(format!(
+                "[sqs.queues] {name} = {url:?}: a FIFO queue's name and URL must both end in .fifo"
+            )));
+        }
+    }
+    Ok(Config {
+        sqs: SqsConfig {
+            endpoint_url: raw.sqs.endpoint_url.filter(|u| !u.is_empty()),
+            region: raw.sqs.region.filter(|r| !r.is_empty()),
+            queue_name_prefix: raw.sqs.queue_name_prefix.unwrap_or_default(),
+            create_missing_queues: raw.sqs.create_missing_queues.unwrap_or(false),
+            body_encoding: if raw.sqs.base64_encoding.unwrap_or(true) {
+                BodyEncoding::Base64
+            } else {
+                BodyEncoding::RawJson
+            },
+            max_message_bytes,
+            queues: raw.sqs.queues,
+        },
+        schedule_paths: raw
+            .schedules
+            .paths
+            .unwrap_or_else(|| vec!["schedules".into()])
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        timezone,
+        database_url: raw.database.url.filter(|u| !u.is_empty()).map(Secret),
+        http_addr: raw.http.addr.unwrap_or_else(|| "127.0.0.1:9405".into()),
+        release_window,
+    })
+}
+
+/// Reads the config file (`--config`, else `sqsbeat.toml` in the working
+/// directory if present) and the process environment.
+pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    let (file, text) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Io {
+                file: p.display().to_string(),
+                source: e,
+            })?;
+            (p.display().to_string(), Some(text))
+        }
+        None => match std::fs::read_to_string("sqsbeat.toml") {
+            Ok(t) => ("sqsbeat.toml".to_string(), Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ("(defaults)".to_string(), None),
+            Err(e) => {
+                return Err(ConfigError::Io {
+                    file: "sqsbeat.toml".into(),
+                    source: e,
+                });
+            }
+        },
+    };
+    parse(&file, text.as_deref(), &|k| std::env::var(k).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let c = parse("x", None, &env(&[])).unwrap();
+        assert_eq!(c.schedule_paths, [PathBuf::from("schedules")]);
+        assert_eq!(c.release_window, Duration::minutes(15));
+        assert!(!c.sqs.create_missing_queues);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let file = "[sqs]\nendpoint_url = \"http://file\"\ncreate_missing_queues = false\n[schedules]\npaths = [\"a\"]\n";
+        let c = parse(
+            "sqsbeat.toml",
+            Some(file),
+            &env(&[
+                ("SQSBEAT_SQS_ENDPOINT_URL", "http://env"),
+                ("SQSBEAT_SQS_CREATE_MISSING_QUEUES", "true"),
+                ("SQSBEAT_SCHEDULES_PATHS", "b, c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sqs.endpoint_url.as_deref(), Some("http://env"));
+        assert!(c.sqs.create_missing_queues);
+        assert_eq!(c.schedule_paths, [PathBuf::from("b"), PathBuf::from("c")]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = parse("f.toml", Some("[sqs]\nendpoint = \"x\"\n"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("endpoint"), "{e}");
+        let e = parse("f.toml", Some("[releaser]\nwindow = \"16m\"\n"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("15m"), "{e}");
+        let e = parse(
+            "f.toml",
+            None,
+            &env(&[("SQSBEAT_SQS_CREATE_MISSING_QUEUES", "perhaps")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("SQSBEAT_SQS_CREATE_MISSING_QUEUES"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn database_url_is_redacted_in_debug() {
+        let c = parse(
+            "x",
+            None,
+            &env(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]),
+        )
+        .unwrap();
+        assert!(c.database_url.is_some());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

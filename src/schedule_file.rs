@@ -1,0 +1,503 @@
+//! Schedule files: TOML text → validated entries, every problem with its
+//! file and line.
+//!
+//! Two stages: `parse_str` is pure (text in, entries and diagnostics out);
+//! `load_paths` does the I/O (expands directories, reads files) and the
+//! cross-file check for duplicate names.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::entry::{self, Context, DEFAULT_KEYS, ENTRY_KEYS, Entry, Origin, RawEntry};
+
+/// One finding about a schedule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub entry: Option<String>,
+    pub message: String,
+    pub warning: bool,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if self.warning {
+            f.write_str("warning: ")?;
+        }
+        if let Some(e) = &self.entry {
+            write!(f, "entry '{e}': ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// What a set of schedule files holds.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub entries: Vec<Entry>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Every entry name defined, valid or not, for the duplicate check.
+    pub names: Vec<(String, Origin)>,
+}
+
+impl Loaded {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| !d.warning)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+}
+
+/// Why schedule paths could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: no such file or directory")]
+    Missing(String),
+    #[error("no schedule files (*.toml) found in {0}")]
+    Empty(String),
+}
+
+/// 1-based line of a byte offset.
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses one schedule file's text. `file` names it in diagnostics.
+pub fn parse_str(file: &str, src: &str, ctx: &Context) -> Loaded {
+    let mut out = Loaded::default();
+    let diag = |line: usize, entry: Option<&str>, message: String, warning: bool| Diagnostic {
+        file: file.to_string(),
+        line,
+        entry: entry.map(str::to_string),
+        message,
+        warning,
+    };
+    let root = match DeTable::parse(src) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e.span().map_or(1, |s| line_of(src, s.start));
+            out.diagnostics.push(diag(
+                line,
+                None,
+                format!("invalid TOML: {}", e.message().trim()),
+                false,
+            ));
+            return out;
+        }
+    };
+    let root = root.into_inner();
+
+    let mut defaults = RawEntry::default();
+    let mut entries_table = None;
+    for (key, value) in root.iter() {
+        let line = line_of(src, key.span().start);
+        match key.get_ref().as_ref() {
+            "defaults" => {
+                if let Some(bad) = unknown_keys(value, DEFAULT_KEYS, src) {
+                    for (k, l) in bad {
+                        out.diagnostics.push(diag(l, None, format!(
+                            "unknown key `{k}` in [defaults]; allowed: {}", DEFAULT_KEYS.join(", ")
+                        ), false));
+                    }
+                }
+                match deserialize_entry(value.clone(), src) {
+                    Ok(d) => defaults = d,
+                    Err((l, m)) => out.diagnostics.push(diag(l, None, format!("[defaults]: {m}"), false)),
+                }
+            }
+            "entries" => match value.get_ref() {
+                DeValue::Table(t) => entries_table = Some(t.clone()),
+                _ => out.diagnostics.push(diag(line, None, "`entries` must be a table of entries: [entries.NAME]".into(), false)),
+            },
+            other => out.diagnostics.push(diag(line, None, format!(
+                "unknown top-level key `{other}`; a schedule file has [defaults] and [entries.NAME] tables"
+            ), false)),
+        }
+    }
+    let Some(entries) = entries_table else {
+        if !out.has_errors() {
+            out.diagnostics.push(diag(
+                1,
+                None,
+                "no entries: add one as [entries.NAME] with task and cron, crontab or every".into(),
+                true,
+            ));
+        }
+        return out;
+    };
+
+    for (key, value) in entries.iter() {
+        let name = key.get_ref().to_string();
+        let entry_line = line_of(src, key.span().start);
+        let origin = Origin {
+            file: file.to_string(),
+            line: entry_line,
+        };
+        out.names.push((name.clone(), origin.clone()));
+        if !matches!(value.get_ref(), DeValue::Table(_)) {
+            out.diagnostics.push(diag(
+                entry_line,
+                Some(&name),
+                "must be a table with task and cron, crontab or every".into(),
+                false,
+            ));
+            continue;
+        }
+        let mut bad_keys = false;
+        for (k, l) in unknown_keys(value, ENTRY_KEYS, src).unwrap_or_default() {
+            bad_keys = true;
+            let hint = suggest(&k, ENTRY_KEYS)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            out.diagnostics.push(diag(
+                l,
+                Some(&name),
+                format!("unknown key `{k}`{hint}"),
+                false,
+            ));
+        }
+        let raw = match deserialize_entry(value.clone(), src) {
+            Ok(r) => r.with_defaults(&defaults),
+            Err((l, m)) => {
+                out.diagnostics.push(diag(l, Some(&name), m, false));
+                continue;
+            }
+        };
+        let key_lines = key_lines(value, src);
+        let (entry, problems) = entry::validate(&name, raw, origin, ctx);
+        for p in problems {
+            let line = p
+                .key
+                .and_then(|k| key_lines.get(k).copied())
+                .unwrap_or(entry_line);
+            out.diagnostics
+                .push(diag(line, Some(&name), p.message, p.warning));
+        }
+        if let Some(e) = entry.filter(|_| !bad_keys) {
+            out.entries.push(e);
+        }
+    }
+    out.diagnostics.sort_by_key(|d| d.line);
+    out
+}
+
+/// Keys of a table value that are not in `allowed`, with their lines.
+fn unknown_keys(
+    value: &Spanned<DeValue<'_>>,
+    allowed: &[&str],
+    src: &str,
+) -> Option<Vec<(String, usize)>> {
+    let DeValue::Table(t) = value.get_ref() else {
+        return None;
+    };
+    Some(
+        t.iter()
+            .filter(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))
+            .map(|(k, _)| (k.get_ref().to_string(), line_of(src, k.span().start)))
+            .collect(),
+    )
+}
+
+fn key_lines(value: &Spanned<DeValue<'_>>, src: &str) -> HashMap<&'static str, usize> {
+    let mut lines = HashMap::new();
+    if let DeValue::Table(t) = value.get_ref() {
+        for (k, _) in t.iter() {
+            if let Some(known) = ENTRY_KEYS.iter().find(|n| **n == k.get_ref().as_ref()) {
+                lines.insert(*known, line_of(src, k.span().start));
+            }
+        }
+    }
+    lines
+}
+
+fn deserialize_entry(value: Spanned<DeValue<'_>>, src: &str) -> Result<RawEntry, (usize, String)> {
+    let start = value.span().start;
+    RawEntry::deserialize(ValueDeserializer::from(value))
+        .map(|mut r| {
+            for v in [&mut r.args, &mut r.kwargs, &mut r.headers]
+                .into_iter()
+                .flatten()
+            {
+                untoml_datetimes(v);
+            }
+            r
+        })
+        .map_err(|e| {
+            let line = line_of(src, e.span().map_or(start, |s| s.start));
+            (line, e.message().trim().replace('\n', " "))
+        })
+}
+
+/// TOML datetimes inside args/kwargs arrive as serde's private wrapper;
+/// a task receives them as RFC 3339 strings.
+fn untoml_datetimes(v: &mut Value) {
+    const KEY: &str = "$__toml_private_datetime";
+    match v {
+        Value::Object(m) => {
+            if m.len() == 1
+                && let Some(Value::String(s)) = m.get(KEY)
+            {
+                *v = Value::String(s.clone());
+                return;
+            }
+            m.values_mut().for_each(untoml_datetimes);
+        }
+        Value::Array(a) => a.iter_mut().for_each(untoml_datetimes),
+        _ => {}
+    }
+}
+
+/// The allowed key closest to a misspelt one, if any is close.
+fn suggest(key: &str, allowed: &[&str]) -> Option<&'static str> {
+    let _ = allowed;
+    ENTRY_KEYS
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The schedule files named by `paths`: files as given, directories expanded
+/// to their `*.toml` files in name order.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::Missing(p.display().to_string()),
+            _ => LoadError::Io {
+                path: p.display().to_string(),
+                source: e,
+            },
+        })?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| LoadError::Io {
+                    path: p.display().to_string(),
+                    source: e,
+                })?
+                .filter_map(|d| d.ok().map(|d| d.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
+                .collect();
+            if found.is_empty() {
+                return Err(LoadError::Empty(p.display().to_string()));
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Reads and validates every schedule file under `paths`; names must be
+/// unique across all of them.
+pub fn load_paths(paths: &[PathBuf], ctx: &Context) -> Result<Loaded, LoadError> {
+    let mut sources = Vec::new();
+    for file in expand_paths(paths)? {
+        let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
+            path: file.display().to_string(),
+            source: e,
+        })?;
+        sources.push((display_path(&file), text));
+    }
+    Ok(parse_sources(&sources, ctx))
+}
+
+/// Validates several named sources together (pure: no I/O).
+pub fn parse_sources(sources: &[(String, String)], ctx: &Context) -> Loaded {
+    let mut all = Loaded::default();
+    for (name, text) in sources {
+        let one = parse_str(name, text, ctx);
+        all.entries.extend(one.entries);
+        all.diagnostics.extend(one.diagnostics);
+        all.names.extend(one.names);
+    }
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    let mut duplicates = Vec::new();
+    for (name, origin) in &all.names {
+        match seen.get(name.as_str()) {
+            Some(first) => duplicates.push(Diagnostic {
+                file: origin.file.clone(),
+                line: origin.line,
+                entry: Some(name.clone()),
+                message: format!(
+                    "duplicate entry name; first defined at {}:{}",
+                    first.file, first.line
+                ),
+                warning: false,
+            }),
+            None => {
+                seen.insert(name, origin);
+            }
+        }
+    }
+    // A duplicate is not loaded, not even its first definition: which one
+    // wins would be an accident of file order.
+    let dup_names: std::collections::HashSet<String> =
+        duplicates.iter().filter_map(|d| d.entry.clone()).collect();
+    let unique: Vec<Entry> = std::mem::take(&mut all.entries)
+        .into_iter()
+        .filter(|e| !dup_names.contains(&e.name))
+        .collect();
+    all.diagnostics.extend(duplicates);
+    all.entries = unique;
+    all
+}
+
+fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Loaded {
+        parse_str("s.toml", src, &Context::default())
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let l = parse(
+            r#"
+[defaults]
+timezone = "America/Sao_Paulo"
+queue = "celery"
+
+[entries.capture-payments]
+task = "payment.tasks.capture_payment"
+cron = "*/5 * * * *"
+kwargs = { batch = 100 }
+expires = "4m"
+
+[entries.nightly-report]
+task = "reports.tasks.nightly"
+crontab = { minute = "0", hour = "3", day_of_week = "mon-fri" }
+
+[entries.heartbeat]
+task = "app.tasks.heartbeat"
+every = "30s"
+"#,
+        );
+        assert!(!l.has_errors(), "{:?}", l.diagnostics);
+        assert_eq!(l.entries.len(), 3);
+        assert_eq!(
+            l.entries[1].schedule.display_tz().name(),
+            "America/Sao_Paulo"
+        );
+        assert_eq!(l.entries[0].kwargs["batch"], 100);
+    }
+
+    #[test]
+    fn errors_carry_lines_and_all_are_reported() {
+        let src = "[entries.a]\ntask = \"x.y\"\ncron = \"* * *\"\n\n[entries.b]\ntask = \"x.y\"\nevery = \"5m\"\ncorn = \"1\"\n";
+        let l = parse(src);
+        let msgs: Vec<String> = l.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("s.toml:3: entry 'a': ") && m.contains("3 fields")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m
+                    .starts_with("s.toml:8: entry 'b': unknown key `corn`; did you mean `cron`?")),
+            "{msgs:?}"
+        );
+        assert!(l.entries.is_empty());
+    }
+
+    #[test]
+    fn wrong_types_name_the_line() {
+        let l = parse("[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\nenabled = \"yes\"\n");
+        let d = &l.diagnostics[0];
+        assert_eq!((d.line, d.entry.as_deref()), (4, Some("a")), "{d}");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_a_line() {
+        let l = parse("[entries.a]\ntask = \"x.y\n");
+        assert_eq!(l.diagnostics.len(), 1);
+        assert!(
+            l.diagnostics[0].message.starts_with("invalid TOML"),
+            "{}",
+            l.diagnostics[0]
+        );
+        assert_eq!(l.diagnostics[0].line, 2);
+    }
+
+    #[test]
+    fn duplicate_names_across_files() {
+        let a = (
+            "a.toml".to_string(),
+            "[entries.x]\ntask = \"t.t\"\nevery = \"1m\"\n".to_string(),
+        );
+        let b = (
+            "b.toml".to_string(),
+            "\n[entries.x]\ntask = \"t.t\"\nevery = \"2m\"\n".to_string(),
+        );
+        let l = parse_sources(&[a, b], &Context::default());
+        let d: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+        assert_eq!(
+            d,
+            ["b.toml:2: entry 'x': duplicate entry name; first defined at a.toml:1"]
+        );
+    }
+
+    #[test]
+    fn oversized_payload_is_refused() {
+        let big = "x".repeat(700 * 1024);
+        let l = parse(&format!(
+            "[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\nargs = [\"{big}\"]\n"
+        ));
+        assert!(
+            l.errors().any(|d| d.message.contains("byte limit")),
+            "{:?}",
+            l.diagnostics
+        );
+    }
+
+    #[test]
+    fn toml_datetimes_in_kwargs_become_strings() {
+        let l = parse(
+            "[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\nkwargs = { since = 2026-01-01T00:00:00Z }\n",
+        );
+        assert!(!l.has_errors(), "{:?}", l.diagnostics);
+        assert_eq!(l.entries[0].kwargs["since"], "2026-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,241 @@
+//! The real `sqsbeat` binary on schedule files in a temp dir.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sqsbeat(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sqsbeat"))
+        .args(args)
+        .current_dir(dir)
+        // No stray config from the developer's environment.
+        .env_remove("SQSBEAT_SCHEDULES_PATHS")
+        .env_remove("SQSBEAT_SCHEDULES_TIMEZONE")
+        .output()
+        .expect("run sqsbeat")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).unwrap();
+}
+
+#[test]
+fn check_accepts_the_example_schedules() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = sqsbeat(repo, &["check", "schedules"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.toml",
+        "[entries.bad-cron]\ntask = \"a.b\"\ncron = \"* * 32 * *\"\n\n[entries.tz]\ntask = \"a.b\"\nevery = \"1m\"\ntimezone = \"Nowhere/Land\"\n\n[entries.x]\ntask = \"a.b\"\nevery = \"1m\"\n",
+    );
+    write(
+        dir.path(),
+        "b.toml",
+        "[entries.x]\ntask = \"a.b\"\ncron = \"@daily\"\nevery = \"1h\"\nfoo = 1\n",
+    );
+    let out = sqsbeat(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "./a.toml:3: entry 'bad-cron': invalid cron",
+        "./a.toml:8: entry 'tz': unknown timezone \"Nowhere/Land\"",
+        "./b.toml:3: entry 'x': set exactly one of `cron`, `crontab` or `every`",
+        "./b.toml:5: entry 'x': unknown key `foo`",
+        "./b.toml:1: entry 'x': duplicate entry name; first defined at ./a.toml:10",
+        "5 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_warns_but_passes_on_feb_30_and_day_rule_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.toml",
+        "[entries.f]\ntask = \"a.b\"\ncron = \"0 0 30 2 *\"\n\n[entries.g]\ntask = \"a.b\"\ncron = \"0 0 13 * 5\"\n",
+    );
+    let out = sqsbeat(dir.path(), &["check", "s.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("s.toml:3: warning: entry 'f': 0 0 30 2 * never fires"),
+        "{err}"
+    );
+    assert!(
+        err.contains("s.toml:7: warning: entry 'g'") && err.contains("OR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_missing_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sqsbeat(dir.path(), &["check", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nope: no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn next_json_lines_across_dst() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.toml",
+        "[entries.ny]\ntask = \"a.b\"\ncron = \"30 2 * * *\"\ntimezone = \"America/New_York\"\n",
+    );
+    let out = sqsbeat(
+        dir.path(),
+        &[
+            "next",
+            "s.toml",
+            "--count",
+            "3",
+            "--after",
+            "2026-03-07T00:00:00Z",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|v| (v["fire_at"].as_str().unwrap(), v["local"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-03-07T07:30:00Z", "2026-03-07T02:30:00-05:00"),
+            ("2026-03-08T07:00:00Z", "2026-03-08T03:00:00-04:00"),
+            ("2026-03-09T06:30:00Z", "2026-03-09T02:30:00-04:00"),
+        ]
+    );
+    assert!(lines.iter().all(|v| v["entry"] == "ny"));
+}
+
+#[test]
+fn next_table_says_when_dst_moves_or_merges_a_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "s.toml",
+        "[entries.ny]\ntask = \"a.b\"\ncron = \"30 1 * * *\"\ntimezone = \"America/New_York\"\n",
+    );
+    let out = sqsbeat(
+        dir.path(),
+        &[
+            "next",
+            "s.toml",
+            "--count",
+            "2",
+            "--after",
+            "2026-10-31T12:00:00Z",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    let expected = "\
+ENTRY  FIRE AT (UTC)         LOCAL                      NOTE
+ny     2026-11-01T05:30:00Z  2026-11-01T01:30:00-04:00  merged: 01:30 repeats (DST), fires on the first pass only
+ny     2026-11-02T06:30:00Z  2026-11-02T01:30:00-05:00
+";
+    assert_eq!(stdout, expected);
+}
+
+#[test]
+fn next_filters_by_entry_and_rejects_unknown_names() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = sqsbeat(
+        repo,
+        &[
+            "next",
+            "schedules",
+            "--entry",
+            "heartbeat",
+            "--count",
+            "2",
+            "--after",
+            "2026-11-21T00:00:00Z",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "{\"entry\":\"heartbeat\",\"fire_at\":\"2026-11-21T00:00:10Z\",\"local\":\"2026-11-21T00:00:10+00:00\"}\n\
+         {\"entry\":\"heartbeat\",\"fire_at\":\"2026-11-21T00:00:20Z\",\"local\":\"2026-11-21T00:00:20+00:00\"}\n"
+    );
+    let out = sqsbeat(repo, &["next", "schedules", "--entry", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no entry named \"nope\""));
+}
+
+#[test]
+fn next_refuses_an_invalid_schedule_and_a_bad_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", "[entries.a]\ntask = \"a.b\"\n");
+    let out = sqsbeat(dir.path(), &["next", "s.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("s.toml:1: entry 'a': no schedule"));
+    let out = sqsbeat(dir.path(), &["next", "s.toml", "--after", "tomorrow"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    assert!(text(&out.stderr).contains("RFC 3339"));
+}
+
+#[test]
+fn config_file_and_environment_choose_the_schedule_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    write(
+        &dir.path().join("a"),
+        "s.toml",
+        "[entries.from-a]\ntask = \"a.b\"\nevery = \"1m\"\n",
+    );
+    write(
+        &dir.path().join("b"),
+        "s.toml",
+        "[entries.from-b]\ntask = \"a.b\"\nevery = \"1m\"\n",
+    );
+    write(dir.path(), "sqsbeat.toml", "[schedules]\npaths = [\"a\"]\n");
+    let out = sqsbeat(dir.path(), &["next", "--count", "1", "--output", "json"]);
+    assert!(
+        text(&out.stdout).contains("from-a"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sqsbeat"))
+        .args(["next", "--count", "1", "--output", "json"])
+        .current_dir(dir.path())
+        .env("SQSBEAT_SCHEDULES_PATHS", "b")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("from-b"),
+        "env beats file: {}",
+        text(&out.stdout)
+    );
+}
