@@ -57,6 +57,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Fire the schedule's entries as Celery tasks on SQS until SIGTERM/SIGINT.
+    Run {
+        /// Schedule files or directories (default: [schedules] paths, else ./schedules).
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn parse_instant_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

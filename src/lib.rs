@@ -17,8 +17,12 @@
 //! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
 //! | [`celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
 //! | [`preview`] | what `sqsbeat next` shows |
+//! | [`queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
+//! | [`tick`] | beat state + now → fires due, fires missed, next wake-up |
 //!
-//! Thin I/O: [`cli`] (clap) and [`cmd`] (one module per command).
+//! Effectful, kept thin: [`sink`] (SQS through aws-sdk-sqs), [`beat`] (the
+//! driver loop: the one place that reads the wall clock), [`cli`] (clap)
+//! and [`cmd`] (one module per command).
 //!
 //! # Our names and Celery's
 //!
@@ -35,6 +39,7 @@
 //! | periodic task id | random in beat; here UUIDv5(entry, slot), see [`celery::fire_task_id`] |
 //! | `sqsbeat run` | `celery beat` |
 
+pub mod beat;
 pub mod celery;
 pub mod cli;
 pub mod cmd;
@@ -42,5 +47,8 @@ pub mod config;
 pub mod duration;
 pub mod entry;
 pub mod preview;
+pub mod queue;
 pub mod schedule;
 pub mod schedule_file;
+pub mod sink;
+pub mod tick;

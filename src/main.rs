@@ -1,14 +1,16 @@
-//! The `sqsbeat` binary: parse the command line, dispatch, map outcomes to
-//! exit codes (0 ok, 1 invalid input or failure, 2 usage).
+//! The `sqsbeat` binary: parse the command line, set up logging, dispatch,
+//! map outcomes to exit codes (0 ok, 1 invalid input or failure, 2 usage).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use sqsbeat::cli::{Cli, Command};
+use sqsbeat::cli::{Cli, Command, LogFormat};
 use sqsbeat::{cmd, config};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match dispatch(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -16,6 +18,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("SQSBEAT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 
@@ -40,5 +58,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             },
             &config,
         ),
+        Command::Run { paths } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(cmd::run::run(&paths, &config)),
     }
 }

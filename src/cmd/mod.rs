@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod next;
+pub mod run;
 
 use std::path::PathBuf;
 

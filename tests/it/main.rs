@@ -1,4 +1,7 @@
 //! Integration tests, compiled into one binary.
 
 mod cli;
+mod e2e;
 mod golden;
+mod run_errors;
+mod stack;

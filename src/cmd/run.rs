@@ -1,0 +1,93 @@
+//! `sqsbeat run`: load config and schedules, connect to SQS, fire until
+//! SIGTERM/SIGINT.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::beat::{self, Options};
+use crate::config::Config;
+use crate::queue::QueueName;
+use crate::schedule_file;
+use crate::sink::SqsSink;
+use crate::tick::{Beat, DEFAULT_MAX_CATCH_UP};
+
+pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
+    // Signals first: a SIGTERM during start-up must stop cleanly too.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let paths = super::schedule_paths(paths, config);
+    let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
+    for d in &loaded.diagnostics {
+        if d.warning {
+            warn!("{d}")
+        } else {
+            error!("{d}")
+        }
+    }
+    if loaded.has_errors() {
+        error!(
+            "the schedule is not valid; not starting (run `sqsbeat check` to see every problem)"
+        );
+        return Ok(false);
+    }
+    let sink = tokio::select! {
+        s = SqsSink::connect(config.sqs.clone()) => s.context("cannot set up SQS")?,
+        _ = shutdown.cancelled() => return Ok(true),
+    };
+
+    // Resolve every queue once in the background, so a missing one is
+    // reported at start-up without delaying the first fires; its entries
+    // keep retrying, the others fire normally.
+    let queues: BTreeSet<String> = loaded
+        .entries
+        .iter()
+        .filter(|e| e.enabled)
+        .map(|e| e.queue.clone())
+        .collect();
+    let (probe, prefix) = (sink.clone(), config.sqs.queue_name_prefix.clone());
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        for q in queues {
+            let name = QueueName::new(&prefix, &q);
+            let resolved = tokio::select! {
+                r = probe.queue_url(&name) => r,
+                _ = stop.cancelled() => return,
+            };
+            match resolved {
+                Ok(url) => info!(queue = %q, sqs_name = %name.sqs, %url, "queue ready"),
+                Err(e) => error!(queue = %q, "{e}"),
+            }
+        }
+    });
+
+    let start = chrono::Utc::now();
+    let beat = Beat::new(loaded.entries, start, |_| None, DEFAULT_MAX_CATCH_UP);
+    let opts = Options {
+        origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
+        queue_name_prefix: config.sqs.queue_name_prefix.clone(),
+        body_encoding: config.sqs.body_encoding,
+    };
+    beat::run(beat, sink, opts, shutdown).await;
+    Ok(true)
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+async fn watch_signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: finishing in-flight sends, then stopping"),
+        _ = int.recv() => info!("SIGINT: finishing in-flight sends, then stopping"),
+    }
+    token.cancel();
+}

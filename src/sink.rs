@@ -1,0 +1,337 @@
+//! Sending task messages to SQS (aws-sdk-sqs).
+//!
+//! Queue URLs come from the config's predefined map (keyed by SQS name, as
+//! kombu's `predefined_queues`), else `GetQueueUrl`, cached. A missing
+//! queue is an error naming it, unless `create_missing_queues` is set.
+//! Messages go out with `SendMessageBatch` (10 per call, 1 MiB per call),
+//! batches in parallel, and every message gets its own outcome: a message
+//! counts as sent only when SQS listed it as successful.
+//!
+//! Transient failures (throttling, 5xx, timeouts) are retried inside the
+//! SDK with exponential backoff and jitter; what still fails is returned to
+//! the caller, which schedules its own retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::SqsConfig;
+use crate::queue::QueueName;
+
+/// Most entries in one `SendMessageBatch`.
+pub const BATCH_MAX: usize = 10;
+/// Most bytes of bodies in one `SendMessageBatch` (SQS counts the total).
+const BATCH_MAX_BYTES: usize = 1_048_576;
+/// Batches in flight at once.
+const PARALLEL_BATCHES: usize = 16;
+/// Visibility timeout of queues sqsbeat creates: kombu's default.
+const CREATED_VISIBILITY_TIMEOUT: &str = "1800";
+
+/// One message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub queue: QueueName,
+    pub body: String,
+    /// FIFO only.
+    pub group_id: Option<String>,
+    /// FIFO only: the task id, so SQS drops a re-send within 5 minutes.
+    pub dedup_id: Option<String>,
+    /// 0..=900; ignored on FIFO queues, which take no per-message delay.
+    pub delay_seconds: i32,
+}
+
+/// Why one message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error(
+        "queue {logical:?} (SQS name {sqs:?}) does not exist; create it, list it under [sqs.queues], or set [sqs] create_missing_queues = true"
+    )]
+    QueueMissing { logical: String, sqs: String },
+    #[error("SQS refused the message: {code}: {message}")]
+    Rejected {
+        code: String,
+        message: String,
+        sender_fault: bool,
+    },
+    #[error("SQS request failed: {0}")]
+    Request(String),
+}
+
+/// Why the SQS client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "no AWS credentials found ({0}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a container or instance role, or web identity (for a local emulator any dummy keys will do)"
+    )]
+    Credentials(String),
+    #[error("no AWS region configured; set [sqs] region, SQSBEAT_SQS_REGION or AWS_REGION")]
+    Region,
+}
+
+/// SQS through the AWS SDK.
+#[derive(Clone)]
+pub struct SqsSink {
+    client: Client,
+    config: Arc<SqsConfig>,
+    /// SQS name → URL. A std mutex: never held across an await.
+    urls: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl SqsSink {
+    /// Builds the client from the standard AWS chain plus the config's
+    /// overrides, and checks credentials once so a misconfiguration fails
+    /// at start-up rather than at the first fire.
+    pub async fn connect(config: SqsConfig) -> Result<Self, SetupError> {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        // Pinned, not `latest()`: behaviour must not change with an SDK bump.
+        let mut loader = aws_config::defaults(BehaviorVersion::v2025_08_07())
+            .http_client(http)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        if shared.region().is_none() {
+            return Err(SetupError::Region);
+        }
+        match shared.credentials_provider() {
+            None => return Err(SetupError::Credentials("no provider".into())),
+            Some(p) => {
+                use aws_credential_types::provider::ProvideCredentials;
+                p.provide_credentials()
+                    .await
+                    .map_err(|e| SetupError::Credentials(DisplayErrorContext(e).to_string()))?;
+            }
+        }
+        let urls = config.queues.clone().into_iter().collect();
+        Ok(SqsSink {
+            client: Client::new(&shared),
+            config: Arc::new(config),
+            urls: Arc::new(Mutex::new(urls)),
+        })
+    }
+
+    /// The URL of a queue, resolving and caching it on first use.
+    pub async fn queue_url(&self, q: &QueueName) -> Result<String, SendError> {
+        if let Some(u) = self.urls.lock().ok().and_then(|m| m.get(&q.sqs).cloned()) {
+            return Ok(u);
+        }
+        let url = match self.client.get_queue_url().queue_name(&q.sqs).send().await {
+            Ok(out) => out.queue_url.unwrap_or_default(),
+            Err(e) if is_queue_missing(&e) => {
+                if !self.config.create_missing_queues {
+                    return Err(SendError::QueueMissing {
+                        logical: q.logical.clone(),
+                        sqs: q.sqs.clone(),
+                    });
+                }
+                let mut req = self.client.create_queue().queue_name(&q.sqs).attributes(
+                    QueueAttributeName::VisibilityTimeout,
+                    CREATED_VISIBILITY_TIMEOUT,
+                );
+                if q.fifo {
+                    req = req.attributes(QueueAttributeName::FifoQueue, "true");
+                }
+                let out = req.send().await.map_err(request_error)?;
+                info!(queue = %q.logical, sqs_name = %q.sqs, "created missing queue");
+                out.queue_url.unwrap_or_default()
+            }
+            Err(e) => return Err(request_error(e)),
+        };
+        if let Ok(mut m) = self.urls.lock() {
+            m.insert(q.sqs.clone(), url.clone());
+        }
+        Ok(url)
+    }
+
+    /// Sends every message; returns one outcome per message, in order.
+    pub async fn send_all(&self, messages: Vec<Outgoing>) -> Vec<Result<(), SendError>> {
+        let mut results: Vec<Option<Result<(), SendError>>> = vec![None; messages.len()];
+        // Group by queue, keeping each message's index.
+        let mut by_queue: HashMap<QueueName, Vec<(usize, Outgoing)>> = HashMap::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            by_queue.entry(m.queue.clone()).or_default().push((i, m));
+        }
+        let mut batches = Vec::new();
+        for (queue, items) in by_queue {
+            let url = match self.queue_url(&queue).await {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(queue = %queue.logical, sqs_name = %queue.sqs, error = %e, "queue unavailable");
+                    for (i, _) in items {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
+            let mut batch: Vec<(usize, Outgoing)> = Vec::new();
+            let mut bytes = 0;
+            for item in items {
+                let len = item.1.body.len();
+                if batch.len() == BATCH_MAX || (bytes + len > BATCH_MAX_BYTES && !batch.is_empty())
+                {
+                    batches.push((url.clone(), queue.fifo, std::mem::take(&mut batch)));
+                    bytes = 0;
+                }
+                bytes += len;
+                batch.push(item);
+            }
+            if !batch.is_empty() {
+                batches.push((url, queue.fifo, batch));
+            }
+        }
+        let mut set = JoinSet::new();
+        let mut pending = batches.into_iter();
+        loop {
+            while set.len() < PARALLEL_BATCHES {
+                let Some((url, fifo, batch)) = pending.next() else {
+                    break;
+                };
+                let client = self.client.clone();
+                set.spawn(async move { send_batch(&client, &url, fifo, batch).await });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok(outcomes) => {
+                    for (i, r) in outcomes {
+                        results[i] = Some(r);
+                    }
+                }
+                // A panicked send task loses no fire: its messages stay
+                // without an outcome and are reported as failed below.
+                Err(e) => warn!(error = %e, "send task failed"),
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(SendError::Request("send task did not finish".into())))
+            })
+            .collect()
+    }
+}
+
+async fn send_batch(
+    client: &Client,
+    url: &str,
+    fifo: bool,
+    batch: Vec<(usize, Outgoing)>,
+) -> Vec<(usize, Result<(), SendError>)> {
+    let mut req = client.send_message_batch().queue_url(url);
+    for (n, (_, m)) in batch.iter().enumerate() {
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(n.to_string())
+            .message_body(&m.body);
+        if fifo {
+            entry = entry
+                .set_message_group_id(m.group_id.clone())
+                .set_message_deduplication_id(m.dedup_id.clone());
+        } else if m.delay_seconds > 0 {
+            entry = entry.delay_seconds(m.delay_seconds.min(900));
+        }
+        match entry.build() {
+            Ok(e) => req = req.entries(e),
+            Err(e) => warn!(error = %e, "could not build batch entry"),
+        }
+    }
+    let started = std::time::Instant::now();
+    match req.send().await {
+        Err(e) => {
+            let err = request_error(e);
+            batch
+                .into_iter()
+                .map(|(i, _)| (i, Err(err.clone())))
+                .collect()
+        }
+        Ok(out) => {
+            debug!(
+                entries = batch.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "SendMessageBatch"
+            );
+            let ok: std::collections::HashSet<String> =
+                out.successful.iter().map(|s| s.id.clone()).collect();
+            let failed: HashMap<String, SendError> = out
+                .failed
+                .iter()
+                .map(|f| {
+                    (
+                        f.id.clone(),
+                        SendError::Rejected {
+                            code: f.code.clone(),
+                            message: f.message.clone().unwrap_or_default(),
+                            sender_fault: f.sender_fault,
+                        },
+                    )
+                })
+                .collect();
+            batch
+                .into_iter()
+                .enumerate()
+                .map(|(n, (i, _))| {
+                    let id = n.to_string();
+                    let r = if ok.contains(&id) {
+                        Ok(())
+                    } else {
+                        Err(failed.get(&id).cloned().unwrap_or_else(|| {
+                            SendError::Request("SQS did not report this entry".into())
+                        }))
+                    };
+                    (i, r)
+                })
+                .collect()
+        }
+    }
+}
+
+fn is_queue_missing<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
+}
+
+fn request_error<E, R>(e: SdkError<E, R>) -> SendError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
+        return SendError::Rejected {
+            code: code.to_string(),
+            message: e
+                .as_service_error()
+                .and_then(|s| s.message())
+                .unwrap_or_default()
+                .to_string(),
+            sender_fault: !code.contains("InternalError")
+                && !code.contains("ServiceUnavailable")
+                && !code.contains("Throttl"),
+        };
+    }
+    SendError::Request(DisplayErrorContext(e).to_string())
+}

@@ -1,0 +1,199 @@
+//! Real processes for end-to-end tests: moto's SQS server, a Celery worker
+//! (examples/worker.py) that records what it executed, and `sqsbeat run`.
+//! Every process is killed when its guard drops, also when a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv Python with moto and celery (scripts/test sets it up).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("SQSBEAT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "end-to-end tests need the Python venv with moto and celery: run `scripts/test` (or scripts/setup-python) first; looked for {}",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} not ready within {within:?}");
+}
+
+/// moto's SQS server on a free loopback port.
+pub fn moto(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+    let child = Command::new(python())
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start moto");
+    let p = Proc { child };
+    wait_for("moto", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
+/// A Celery worker consuming `queues`, recording outcomes to `dir/record.jsonl`.
+pub fn worker(dir: &Path, endpoint: &str, queues: &str, task_names: &str) -> Proc {
+    let log_path = dir.join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(python())
+        .args([
+            "-m", "celery", "-A", "worker", "worker", "-P", "solo", "-c", "1", "-Q", queues, "-l",
+            "INFO",
+        ])
+        .args([
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            &format!("e2e-{}@%h", std::process::id()),
+        ])
+        .current_dir(repo().join("examples"))
+        .env("SQS_ENDPOINT", endpoint)
+        .env("RECORD_FILE", dir.join("record.jsonl"))
+        .env("TASK_NAMES", task_names)
+        .env("AWS_REGION", "us-east-1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start celery worker");
+    let mut p = Proc { child };
+    wait_for("celery worker", Duration::from_secs(60), || {
+        if let Ok(Some(s)) = p.child.try_wait() {
+            panic!(
+                "worker exited ({s}): {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("ready."))
+    });
+    p
+}
+
+/// `sqsbeat run` with JSON logs to `dir/sqsbeat.log`.
+pub fn sqsbeat_run(dir: &Path, endpoint: &str, schedule: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join("sqsbeat.log")).unwrap();
+    let child = sqsbeat_command(dir, endpoint, schedule)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sqsbeat");
+    Proc { child }
+}
+
+/// The `sqsbeat run` command line with emulator credentials, not started.
+pub fn sqsbeat_command(dir: &Path, endpoint: &str, schedule: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqsbeat"));
+    cmd.args(["--log-format", "json", "run"])
+        .arg(schedule)
+        .current_dir(dir)
+        .env("SQSBEAT_SQS_ENDPOINT_URL", endpoint)
+        .env("SQSBEAT_SQS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE");
+    cmd
+}
+
+/// Creates a queue through moto with boto3 (not through sqsbeat).
+pub fn create_queue(endpoint: &str, name: &str) {
+    let code = format!(
+        "import boto3; boto3.client('sqs', endpoint_url='{endpoint}', region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='y').create_queue(QueueName='{name}')"
+    );
+    let st = Command::new(python()).args(["-c", &code]).status().unwrap();
+    assert!(st.success(), "create queue {name}");
+}
+
+/// JSON lines of a file (missing file: none).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+/// Waits until `done(records)` holds, re-reading the worker's record file.
+pub fn wait_records(
+    dir: &Path,
+    within: Duration,
+    mut done: impl FnMut(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let recs = json_lines(&dir.join("record.jsonl"));
+        if done(&recs) || Instant::now() > deadline {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
