@@ -31,7 +31,7 @@ pub struct Options {
 }
 
 /// The wall clock. Everything else receives `now` from here.
-fn now() -> DateTime<Utc> {
+pub fn now() -> DateTime<Utc> {
     Utc::now()
 }
 

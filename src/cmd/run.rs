@@ -64,7 +64,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         }
     });
 
-    let start = chrono::Utc::now();
+    let start = beat::now();
     let beat = Beat::new(loaded.entries, start, |_| None, DEFAULT_MAX_CATCH_UP);
     let opts = Options {
         origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),

@@ -139,3 +139,45 @@ fn invalid_schedule_refuses_to_start_and_names_file_and_line() {
     );
     assert!(err.contains("not starting"), "{err}");
 }
+
+#[test]
+fn predefined_queue_urls_are_used_without_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    // The URL names a queue other than the entry's: only the predefined
+    // map can route the message there (kombu keys it by the SQS name).
+    stack::create_queue(&endpoint, "real-name");
+    std::fs::write(
+        d.join("sqsbeat.toml"),
+        format!("[sqs.queues]\n\"virtual-q\" = \"{endpoint}/123456789012/real-name\"\n"),
+    )
+    .unwrap();
+    let schedule = d.join("s.toml");
+    std::fs::write(
+        &schedule,
+        "[entries.a]\ntask = \"a.b\"\nevery = \"1s\"\nqueue = \"virtual.q\"\n",
+    )
+    .unwrap();
+    let mut beat = stack::sqsbeat_run(d, &endpoint, &schedule);
+    std::thread::sleep(Duration::from_millis(3500));
+    beat.terminate(Duration::from_secs(10)).expect("stops");
+    let sent = json_lines(&d.join("sqsbeat.log"))
+        .iter()
+        .filter(|l| l["message"] == "sent")
+        .count();
+    assert!(sent >= 2, "{}", log_text(d));
+    let code = format!(
+        "import boto3; q = boto3.client('sqs', endpoint_url='{endpoint}', region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='y'); \
+         print(q.get_queue_attributes(QueueUrl='{endpoint}/123456789012/real-name', AttributeNames=['ApproximateNumberOfMessages'])['Attributes']['ApproximateNumberOfMessages'])"
+    );
+    let out = std::process::Command::new(stack::python())
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    let in_queue: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(
+        in_queue, sent,
+        "every sent message is in the predefined queue"
+    );
+}
