@@ -9,14 +9,18 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::celery::{BodyEncoding, fire_task_id};
+use crate::entry::Entry;
+use crate::leader::Role;
 use crate::queue::QueueName;
 use crate::sink::{Outgoing, SendError, SqsSink};
-use crate::tick::{Beat, Fire, MissReason};
+use crate::store::{self, Store, StoreError};
+use crate::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason};
 
 /// Longest single sleep: the loop re-reads the wall clock at least this
 /// often, so a clock step or a suspended host is noticed.
@@ -50,6 +54,13 @@ pub fn backoff(attempt: u32, task_id: &str) -> Duration {
 /// Most send tasks in flight; past this the loop waits for one to finish.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Durable state and leadership. Without it the beat runs alone, in memory.
+#[derive(Clone)]
+pub struct Durable {
+    pub store: Store,
+    pub role: watch::Receiver<Role>,
+}
+
 /// What a finished send task hands back.
 struct Sent {
     due: Vec<Fire>,
@@ -60,32 +71,152 @@ struct Sent {
 
 /// Runs until `shutdown` is cancelled, then waits for in-flight sends.
 ///
-/// Deciding and sending are decoupled: each turn's due fires go out in a
-/// task of their own, so a slow or unreachable endpoint delays no other
-/// fire's decision, and the loop `select!`s on its next deadline, a
-/// finished send, and shutdown.
-pub async fn run(mut beat: Beat, sink: SqsSink, opts: Options, shutdown: CancellationToken) {
-    info!(entries = beat.entries().len(), "beat started");
+/// With a store, fires only while this replica leads: on each election it
+/// rebuilds its state from the ledger (cursors, unconfirmed claims), and it
+/// stops deciding the moment the role changes or a fenced write fails.
+pub async fn run(
+    entries: Vec<Entry>,
+    sink: SqsSink,
+    opts: Options,
+    durable: Option<Durable>,
+    shutdown: CancellationToken,
+) {
+    info!(entries = entries.len(), "beat started");
+    let Some(mut durable) = durable else {
+        let beat = Beat::new(entries, now(), |_| None, DEFAULT_MAX_CATCH_UP);
+        lead(beat, &sink, &opts, None, &shutdown).await;
+        info!("beat stopped");
+        return;
+    };
+    while !shutdown.is_cancelled() {
+        let role = *durable.role.borrow_and_update();
+        let Role::Leader { epoch, .. } = role else {
+            tokio::select! {
+                changed = durable.role.changed() => if changed.is_err() { break },
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        };
+        match resume(&entries, &durable.store, epoch).await {
+            Ok(beat) => lead(beat, &sink, &opts, Some((&mut durable, epoch)), &shutdown).await,
+            Err(e) => {
+                error!(epoch, error = %e, "cannot load state as leader; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    info!("beat stopped");
+}
+
+/// The beat as the ledger left it: each entry resumes after its last
+/// decided slot, except one that was disabled or is new, which starts now
+/// (a re-enabled entry does not fire the slots it missed while disabled).
+/// Claims never confirmed are due again, with their task ids.
+async fn resume(entries: &[Entry], store: &Store, epoch: i64) -> Result<Beat, StoreError> {
+    let start = now();
+    let stored = store::load_cursors(store.pool()).await?;
+    let mut beat = Beat::new(
+        entries.to_vec(),
+        start,
+        |e| match stored.get(&e.name) {
+            Some((at, true)) if e.enabled => Some(*at),
+            _ => None,
+        },
+        DEFAULT_MAX_CATCH_UP,
+    );
+    let cursors: Vec<store::Cursor> = beat
+        .entries()
+        .iter()
+        .map(|e| store::Cursor {
+            entry: e.name.clone(),
+            cursor: beat.cursors()[e.name.as_str()],
+            enabled: e.enabled,
+        })
+        .collect();
+    store::record_cursors(store.pool(), epoch, &cursors).await?;
+    let index: std::collections::HashMap<&str, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.as_str(), i))
+        .collect();
+    let pending = store::unconfirmed(store.pool()).await?;
+    for (entry, slot, attempts) in pending {
+        match index.get(entry.as_str()) {
+            Some(&i) => {
+                info!(%entry, slot = %slot.to_rfc3339(), "re-sending a fire claimed but never confirmed");
+                beat.retry(
+                    Fire {
+                        entry: i,
+                        nominal: slot,
+                        attempt: attempts.max(0) as u32,
+                    },
+                    start,
+                );
+            }
+            None => {
+                warn!(%entry, slot = %slot.to_rfc3339(), "unconfirmed fire of an entry no longer in the schedule; not sent")
+            }
+        }
+    }
+    Ok(beat)
+}
+
+/// Decides and sends until shutdown, or (with a store) until leadership
+/// ends or a fenced write fails.
+async fn lead(
+    mut beat: Beat,
+    sink: &SqsSink,
+    opts: &Options,
+    mut durable: Option<(&mut Durable, i64)>,
+    shutdown: &CancellationToken,
+) {
     let mut in_flight: JoinSet<Sent> = JoinSet::new();
+    let pool = durable.as_ref().map(|(d, _)| d.store.pool().clone());
     loop {
         let decision = beat.tick(now());
         report_missed(&beat, &decision.missed);
-        if !decision.due.is_empty() {
+        let mut due = decision.due;
+        if let Some((d, epoch)) = durable.as_mut() {
+            match record(&beat, &d.store, *epoch, &due, &decision.missed).await {
+                Ok(ours) => {
+                    let ours: std::collections::HashSet<(String, DateTime<Utc>)> =
+                        ours.into_iter().collect();
+                    due.retain(|f| {
+                        ours.contains(&(beat.entries()[f.entry].name.clone(), f.nominal))
+                    });
+                }
+                Err(e) => {
+                    error!(epoch = *epoch, error = %e, "stopped firing: could not record the decision");
+                    break;
+                }
+            }
+        }
+        if !due.is_empty() {
             while in_flight.len() >= MAX_IN_FLIGHT {
                 if let Some(done) = in_flight.join_next().await {
                     settle(&mut beat, done);
                 }
             }
-            let (outgoing, ids) = build(&beat, &opts, &decision.due, now());
-            let sink = sink.clone();
-            let due = decision.due;
+            let (outgoing, ids) = build(&beat, opts, &due, now());
+            let keys: Vec<(String, DateTime<Utc>)> = due
+                .iter()
+                .map(|f| (beat.entries()[f.entry].name.clone(), f.nominal))
+                .collect();
+            let (sink, pool) = (sink.clone(), pool.clone());
             in_flight.spawn(async move {
                 let results = sink.send_all(outgoing).await;
+                let accepted_at = now();
+                if let Some(pool) = pool {
+                    confirm(&pool, &keys, &results).await;
+                }
                 Sent {
                     due,
                     ids,
                     results,
-                    accepted_at: now(),
+                    accepted_at,
                 }
             });
         }
@@ -93,9 +224,22 @@ pub async fn run(mut beat: Beat, sink: SqsSink, opts: Options, shutdown: Cancell
             Some(wake) => (wake - now()).to_std().unwrap_or_default().min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
+        // Resolves to true when this replica no longer leads under `epoch`.
+        let lost = async {
+            match durable.as_mut() {
+                Some((d, epoch)) => {
+                    d.role.changed().await.is_err() || d.role.borrow().epoch() != Some(*epoch)
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => settle(&mut beat, done),
+            lost = lost => if lost {
+                warn!("no longer leader: stopped firing");
+                break;
+            },
             _ = shutdown.cancelled() => break,
         }
     }
@@ -105,18 +249,98 @@ pub async fn run(mut beat: Beat, sink: SqsSink, opts: Options, shutdown: Cancell
     while let Some(done) = in_flight.join_next().await {
         settle(&mut beat, done);
     }
-    info!("beat stopped");
+}
+
+/// Claims due fires and records misses under `epoch`; returns the fires
+/// that are this leader's to send.
+async fn record(
+    beat: &Beat,
+    store: &Store,
+    epoch: i64,
+    due: &[Fire],
+    missed: &[crate::tick::Missed],
+) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    if due.is_empty() && missed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claims: Vec<store::Claim> = due
+        .iter()
+        .map(|f| {
+            let e = &beat.entries()[f.entry];
+            store::Claim {
+                entry: e.name.clone(),
+                slot: f.nominal,
+                task_id: fire_task_id(&e.name, f.nominal),
+                queue: e.queue.clone(),
+            }
+        })
+        .collect();
+    let misses: Vec<store::Miss> = missed
+        .iter()
+        .map(|m| store::Miss {
+            entry: beat.entries()[m.entry].name.clone(),
+            slot: m.nominal,
+            reason: miss_reason(m.reason),
+        })
+        .collect();
+    let touched: std::collections::BTreeSet<usize> = due
+        .iter()
+        .map(|f| f.entry)
+        .chain(missed.iter().map(|m| m.entry))
+        .collect();
+    let cursors = beat.cursors();
+    let cursors: Vec<store::Cursor> = touched
+        .into_iter()
+        .map(|i| {
+            let e = &beat.entries()[i];
+            store::Cursor {
+                entry: e.name.clone(),
+                cursor: cursors[e.name.as_str()],
+                enabled: e.enabled,
+            }
+        })
+        .collect();
+    store::record_decision(store.pool(), epoch, &claims, &misses, &cursors).await
+}
+
+/// Confirms what SQS accepted and notes what it did not. A confirm that
+/// fails leaves the fire claimed: the next leader re-sends it with the
+/// same task id, the one duplicate the design allows.
+async fn confirm(
+    pool: &sqlx::PgPool,
+    keys: &[(String, DateTime<Utc>)],
+    results: &[Result<(), SendError>],
+) {
+    let sent: Vec<(String, DateTime<Utc>)> = keys
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if let Err(e) = store::confirm_sent(pool, &sent).await {
+        warn!(error = %e, fires = sent.len(), "could not confirm sent fires; they stay claimed");
+    }
+    for (k, r) in keys.iter().zip(results) {
+        if let Err(err) = r
+            && let Err(e) = store::record_failure(pool, &k.0, k.1, &err.to_string()).await
+        {
+            warn!(error = %e, "could not record a send failure");
+        }
+    }
+}
+
+fn miss_reason(r: MissReason) -> String {
+    match r {
+        MissReason::Expired => "expired before it could be sent".to_string(),
+        MissReason::CatchUp(p) => format!("later than grace; catch_up = {}", p.as_str()),
+        MissReason::Bound => "beyond the catch-up bound".to_string(),
+    }
 }
 
 fn report_missed(beat: &Beat, missed: &[crate::tick::Missed]) {
     for m in missed {
         let e = &beat.entries()[m.entry];
-        let why = match m.reason {
-            MissReason::Expired => "expired before it could be sent".to_string(),
-            MissReason::CatchUp(p) => format!("later than grace; catch_up = {}", p.as_str()),
-            MissReason::Bound => "beyond the catch-up bound".to_string(),
-        };
-        warn!(entry = %e.name, slot = %m.nominal.to_rfc3339(), "missed fire: {why}");
+        warn!(entry = %e.name, slot = %m.nominal.to_rfc3339(), "missed fire: {}", miss_reason(m.reason));
     }
 }
 

@@ -57,6 +57,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Create sqsbeat's schema and apply pending migrations (run also does this).
+    Migrate,
     /// Fire the schedule's entries as Celery tasks on SQS until SIGTERM/SIGINT.
     Run {
         /// Schedule files or directories (default: [schedules] paths, else ./schedules).

@@ -164,6 +164,7 @@ struct RawSchedules {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
+    schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +208,7 @@ pub struct Config {
     pub schedule_paths: Vec<PathBuf>,
     pub timezone: Tz,
     pub database_url: Option<Secret>,
+    pub database_schema: String,
     pub http_addr: String,
     pub release_window: Duration,
 }
@@ -384,6 +386,7 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             .collect(),
         timezone,
         database_url: raw.database.url.filter(|u| !u.is_empty()).map(Secret),
+        database_schema: raw.database.schema.unwrap_or_else(|| "sqsbeat".into()),
         http_addr: raw.http.addr.unwrap_or_else(|| "127.0.0.1:9405".into()),
         release_window,
     })

@@ -20,7 +20,9 @@
 //! | [`queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
 //! | [`tick`] | beat state + now → fires due, fires missed, next wake-up |
 //!
-//! Effectful, kept thin: [`sink`] (SQS through aws-sdk-sqs), [`beat`] (the
+//! Effectful, kept thin: [`sink`] (SQS through aws-sdk-sqs), [`store`]
+//! (PostgreSQL: ledger, cursors, leader row), [`leader`] (the advisory-lock
+//! campaign and heartbeat), [`beat`] (the
 //! driver loop: the one place that reads the wall clock), [`cli`] (clap)
 //! and [`cmd`] (one module per command).
 //!
@@ -46,9 +48,11 @@ pub mod cmd;
 pub mod config;
 pub mod duration;
 pub mod entry;
+pub mod leader;
 pub mod preview;
 pub mod queue;
 pub mod schedule;
 pub mod schedule_file;
 pub mod sink;
+pub mod store;
 pub mod tick;

@@ -58,9 +58,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             },
             &config,
         ),
-        Command::Run { paths } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(cmd::run::run(&paths, &config)),
+        Command::Run { paths } => runtime()?.block_on(cmd::run::run(&paths, &config)),
+        Command::Migrate => runtime()?.block_on(cmd::migrate::run(&config)),
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

@@ -80,19 +80,17 @@ pub struct Beat {
 }
 
 impl Beat {
-    /// `cursor(name)` is the last slot already decided for an entry (from a
-    /// ledger); `None` means nothing is known and only slots after `start`
-    /// are considered.
+    /// `cursor(entry)` is the last slot already decided for an entry (from
+    /// a ledger); `None` means nothing is known and only slots after
+    /// `start` are considered.
     pub fn new(
         entries: Vec<Entry>,
         start: DateTime<Utc>,
-        cursor: impl Fn(&str) -> Option<DateTime<Utc>>,
+        cursor: impl Fn(&Entry) -> Option<DateTime<Utc>>,
         max_catch_up: usize,
     ) -> Self {
-        let cursors: Vec<DateTime<Utc>> = entries
-            .iter()
-            .map(|e| cursor(&e.name).unwrap_or(start))
-            .collect();
+        let cursors: Vec<DateTime<Utc>> =
+            entries.iter().map(|e| cursor(e).unwrap_or(start)).collect();
         let mut beat = Beat {
             entries,
             cursors,

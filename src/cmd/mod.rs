@@ -1,6 +1,7 @@
 //! The CLI commands: thin I/O around the pure modules.
 
 pub mod check;
+pub mod migrate;
 pub mod next;
 pub mod run;
 

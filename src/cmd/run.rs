@@ -8,17 +8,22 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::beat::{self, Options};
+use tokio::sync::watch;
+
+use crate::beat::{self, Durable, Options};
 use crate::config::Config;
+use crate::leader::{self, Role};
 use crate::queue::QueueName;
 use crate::schedule_file;
 use crate::sink::SqsSink;
-use crate::tick::{Beat, DEFAULT_MAX_CATCH_UP};
+use crate::store::Store;
 
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     // Signals first: a SIGTERM during start-up must stop cleanly too.
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
+    let leader_stop = CancellationToken::new();
+    let mut leadership = None;
     let paths = super::schedule_paths(paths, config);
     let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
     for d in &loaded.diagnostics {
@@ -64,14 +69,45 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         }
     });
 
-    let start = beat::now();
-    let beat = Beat::new(loaded.entries, start, |_| None, DEFAULT_MAX_CATCH_UP);
+    let durable = match &config.database_url {
+        None => {
+            warn!(
+                "no database configured: fires are tracked in memory only, and two replicas would both fire; set [database] url for a ledger and leadership"
+            );
+            None
+        }
+        Some(url) => {
+            let store = tokio::select! {
+                s = Store::connect(&url.0, &config.database_schema) => s.context("cannot open the database")?,
+                _ = shutdown.cancelled() => return Ok(true),
+            };
+            let (tx, rx) = watch::channel(Role::Standby);
+            let holder = format!(
+                "{}:{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            );
+            leadership = Some(tokio::spawn(leader::campaign(
+                store.clone(),
+                holder,
+                tx,
+                leader_stop.clone(),
+            )));
+            Some(Durable { store, role: rx })
+        }
+    };
     let opts = Options {
         origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
         queue_name_prefix: config.sqs.queue_name_prefix.clone(),
         body_encoding: config.sqs.body_encoding,
     };
-    beat::run(beat, sink, opts, shutdown).await;
+    beat::run(loaded.entries, sink, opts, durable, shutdown).await;
+    // Only after the beat drained its sends does the lock go, so a standby
+    // never starts while this replica still has fires in flight.
+    leader_stop.cancel();
+    if let Some(l) = leadership {
+        let _ = l.await;
+    }
     Ok(true)
 }
 

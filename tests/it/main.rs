@@ -3,5 +3,7 @@
 mod cli;
 mod e2e;
 mod golden;
+mod pg;
 mod run_errors;
 mod stack;
+mod store;

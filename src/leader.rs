@@ -1,0 +1,194 @@
+//! Leadership: one replica fires periodic entries.
+//!
+//! The leader holds a session advisory lock on a dedicated connection (never
+//! a pooled one: the lock belongs to the session), bumps the fencing epoch
+//! in the `leader` row, and heartbeats that row. The current role is
+//! published on a `watch` channel; the beat fires only while it says
+//! `Leader`.
+//!
+//! How leadership ends, and how fast (see the README for measured figures):
+//! - leader killed: Postgres frees the lock when the session ends (ms); a
+//!   standby polls every `POLL` and takes over;
+//! - leader loses the database or a heartbeat is late: it stops firing at
+//!   once and drops the session;
+//! - leader frozen (SIGSTOP, VM pause): the server ends its idle session
+//!   after `idle_session_timeout` (3 s) and frees the lock;
+//! - leader cut off by a partition: TCP keepalives / user timeout (about
+//!   3 s) end the session server-side.
+//!
+//! A frozen ex-leader that wakes cannot claim a fire: claims check the
+//! epoch in their transaction (`store::record_decision`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::store::Store;
+
+/// How often a standby tries the lock.
+const POLL: Duration = Duration::from_millis(250);
+/// How often the leader heartbeats.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A heartbeat slower than this ends leadership.
+const HEARTBEAT_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// This replica's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standby,
+    Leader { epoch: i64, since: DateTime<Utc> },
+}
+
+impl Role {
+    pub fn epoch(&self) -> Option<i64> {
+        match self {
+            Role::Leader { epoch, .. } => Some(*epoch),
+            Role::Standby => None,
+        }
+    }
+}
+
+/// Session settings that bound how long a frozen or cut-off holder keeps
+/// the lock (server side; the client may be unable to act).
+const SESSION_LIMITS: &[(&str, &str)] = &[
+    ("idle_session_timeout", "3s"),
+    ("tcp_keepalives_idle", "2"),
+    ("tcp_keepalives_interval", "1"),
+    ("tcp_keepalives_count", "2"),
+    ("tcp_user_timeout", "3000"),
+];
+
+async fn lock_session(store: &Store) -> Result<PgConnection, sqlx::Error> {
+    let limited = store
+        .connect_options()
+        .options(SESSION_LIMITS.iter().copied());
+    match PgConnection::connect_with(&limited).await {
+        Ok(c) => Ok(c),
+        // Servers before 14 lack idle_session_timeout; the keepalives remain.
+        Err(e) if e.to_string().contains("idle_session_timeout") => {
+            warn!(
+                "server has no idle_session_timeout (PostgreSQL < 14): a frozen leader keeps the lock until TCP gives up"
+            );
+            let rest = SESSION_LIMITS
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "idle_session_timeout");
+            PgConnection::connect_with(&store.connect_options().options(rest)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Campaigns for leadership until `shutdown`, publishing the role.
+/// `holder` names this replica in the leader row.
+pub async fn campaign(
+    store: Store,
+    holder: String,
+    role: watch::Sender<Role>,
+    shutdown: CancellationToken,
+) {
+    let key = store.lock_key();
+    while !shutdown.is_cancelled() {
+        let mut conn = match lock_session(&store).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot open the leadership session; retrying");
+                if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        match lead_while_possible(&mut conn, key, &holder, &role, &shutdown).await {
+            Ok(()) => {}
+            Err(e) => warn!(error = %e, "leadership session failed"),
+        }
+        role.send_replace(Role::Standby);
+        // Dropping the session frees the lock if we still had it.
+        let _ = conn.close().await;
+        if sleep_or_shutdown(POLL, &shutdown).await {
+            break;
+        }
+    }
+    role.send_replace(Role::Standby);
+}
+
+/// Waits for the lock on `conn`, then leads until the session fails, a
+/// heartbeat is late, or shutdown.
+async fn lead_while_possible(
+    conn: &mut PgConnection,
+    key: i64,
+    holder: &str,
+    role: &watch::Sender<Role>,
+    shutdown: &CancellationToken,
+) -> Result<(), sqlx::Error> {
+    loop {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if got {
+            break;
+        }
+        if sleep_or_shutdown(POLL, shutdown).await {
+            return Ok(());
+        }
+    }
+    let (epoch, since): (i64, DateTime<Utc>) = sqlx::query_as(
+        "INSERT INTO leader (id, epoch, holder, since, heartbeat) VALUES (1, 1, $1, now(), now())
+         ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = $1, since = now(), heartbeat = now()
+         RETURNING epoch, since",
+    )
+    .bind(holder)
+    .fetch_one(&mut *conn)
+    .await?;
+    info!(epoch, "became leader");
+    role.send_replace(Role::Leader { epoch, since });
+    loop {
+        if sleep_or_shutdown(HEARTBEAT, shutdown).await {
+            info!(epoch, "releasing leadership");
+            return Ok(());
+        }
+        let beat = sqlx::query("UPDATE leader SET heartbeat = now() WHERE id = 1 AND epoch = $1")
+            .bind(epoch)
+            .execute(&mut *conn);
+        match tokio::time::timeout(HEARTBEAT_DEADLINE, beat).await {
+            Ok(Ok(r)) if r.rows_affected() == 1 => {}
+            Ok(Ok(_)) => {
+                error!(
+                    epoch,
+                    "lost leadership: another replica holds a newer epoch; stopped firing"
+                );
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                role.send_replace(Role::Standby);
+                error!(epoch, error = %e, "lost leadership: database unreachable; stopped firing");
+                return Err(e);
+            }
+            Err(_) => {
+                role.send_replace(Role::Standby);
+                error!(
+                    epoch,
+                    deadline_ms = HEARTBEAT_DEADLINE.as_millis() as u64,
+                    "lost leadership: heartbeat late; stopped firing"
+                );
+                // A query cut off mid-flight leaves the session in an
+                // unknown state: the caller drops it.
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Sleeps; returns true if shutdown came first.
+async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
