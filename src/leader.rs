@@ -93,7 +93,11 @@ pub async fn campaign(
 ) {
     let key = store.lock_key();
     while !shutdown.is_cancelled() {
-        let mut conn = match lock_session(&store).await {
+        let session = tokio::select! {
+            c = lock_session(&store) => c,
+            _ = shutdown.cancelled() => break,
+        };
+        let mut conn = match session {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot open the leadership session; retrying");
@@ -103,9 +107,13 @@ pub async fn campaign(
                 continue;
             }
         };
-        match lead_while_possible(&mut conn, key, &holder, &role, &shutdown).await {
-            Ok(()) => {}
-            Err(e) => warn!(error = %e, "leadership session failed"),
+        let outcome = tokio::select! {
+            r = lead_while_possible(&mut conn, key, &holder, &role, &shutdown) => r,
+            // Cut off mid-query: the session is dropped below either way.
+            _ = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(e) = outcome {
+            warn!(error = %e, "leadership session failed");
         }
         role.send_replace(Role::Standby);
         // Dropping the session frees the lock if we still had it.

@@ -65,15 +65,23 @@ impl Store {
         let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let options = base.clone().options([("search_path", schema)]);
         // The schema must exist before a search_path session can migrate.
+        // CREATE SCHEMA IF NOT EXISTS races when replicas start together
+        // (a unique violation), so creation is serialized on a lock.
         let setup = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(base.clone())
             .await?;
+        let mut tx = setup.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(schema_lock_key(schema))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
         )))
-        .execute(&setup)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         setup.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -104,13 +112,22 @@ impl Store {
     /// The advisory lock key of this schema's leadership, so deployments in
     /// different schemas of one database never contend.
     pub fn lock_key(&self) -> i64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in format!("sqsbeat-leader:{}", self.schema).bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h as i64
+        key(&format!("sqsbeat-leader:{}", self.schema))
     }
+}
+
+fn schema_lock_key(schema: &str) -> i64 {
+    key(&format!("sqsbeat-schema:{schema}"))
+}
+
+/// A stable 64-bit advisory lock key for a name (FNV-1a).
+fn key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// A fire to claim before sending.

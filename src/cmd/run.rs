@@ -21,7 +21,12 @@ use crate::store::Store;
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     // Signals first: a SIGTERM during start-up must stop cleanly too.
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
+    // Registered here, synchronously: a signal that arrives before the
+    // watcher task first runs is still caught, never the default action.
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::spawn(watch_signals(term, int, shutdown.clone()));
     let leader_stop = CancellationToken::new();
     let mut leadership = None;
     let paths = super::schedule_paths(paths, config);
@@ -112,15 +117,11 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
-async fn watch_signals(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
+async fn watch_signals(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    token: CancellationToken,
+) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: finishing in-flight sends, then stopping"),
         _ = int.recv() => info!("SIGINT: finishing in-flight sends, then stopping"),

@@ -2,8 +2,10 @@
 
 mod cli;
 mod e2e;
+mod failover;
 mod golden;
 mod pg;
+mod restart;
 mod run_errors;
 mod stack;
 mod store;

@@ -137,8 +137,26 @@ pub fn worker(dir: &Path, endpoint: &str, queues: &str, task_names: &str) -> Pro
 
 /// `sqsbeat run` with JSON logs to `dir/sqsbeat.log`.
 pub fn sqsbeat_run(dir: &Path, endpoint: &str, schedule: &Path) -> Proc {
-    let log = std::fs::File::create(dir.join("sqsbeat.log")).unwrap();
-    let child = sqsbeat_command(dir, endpoint, schedule)
+    sqsbeat_replica(dir, endpoint, schedule, "sqsbeat.log", None)
+}
+
+/// One `sqsbeat run` replica logging to `dir/log`, with a database if given.
+pub fn sqsbeat_replica(
+    dir: &Path,
+    endpoint: &str,
+    schedule: &Path,
+    log: &str,
+    database_url: Option<&str>,
+) -> Proc {
+    let log = std::fs::File::create(dir.join(log)).unwrap();
+    let mut cmd = sqsbeat_command(dir, endpoint, schedule);
+    match database_url {
+        Some(url) => cmd.env("SQSBEAT_DATABASE_URL", url),
+        None => cmd
+            .env_remove("SQSBEAT_DATABASE_URL")
+            .env_remove("DATABASE_URL"),
+    };
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -58,6 +58,22 @@ async fn migrations_are_idempotent_and_stay_in_their_schema() {
 }
 
 #[tokio::test]
+async fn replicas_starting_together_create_the_schema_once() {
+    // Regression: concurrent CREATE SCHEMA IF NOT EXISTS failed one replica
+    // with a unique violation on pg_namespace.
+    let db = TestDb::new().await;
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Store::connect(&url, "sqsbeat").await })
+        })
+        .collect();
+    for s in starts {
+        s.await.unwrap().expect("every replica starts");
+    }
+}
+
+#[tokio::test]
 async fn claims_are_fenced_by_epoch_and_never_repeated_once_sent() {
     let db = TestDb::new().await;
     let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
