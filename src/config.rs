@@ -165,6 +165,7 @@ struct RawSchedules {
 struct RawDatabase {
     url: Option<String>,
     schema: Option<String>,
+    ledger_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +210,7 @@ pub struct Config {
     pub timezone: Tz,
     pub database_url: Option<Secret>,
     pub database_schema: String,
+    pub ledger_retention: Duration,
     pub http_addr: String,
     pub release_window: Duration,
 }
@@ -347,6 +349,18 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             d
         }
     };
+    let ledger_retention = match raw.database.ledger_retention.as_deref() {
+        None => Duration::days(30),
+        Some(r) => match parse_duration(r) {
+            Ok(d) if d >= Duration::hours(1) => d,
+            Ok(_) => {
+                return Err(invalid(format!(
+                    "[database] ledger_retention = {r:?}: keep at least 1h"
+                )));
+            }
+            Err(e) => return Err(invalid(format!("[database] ledger_retention: {e}"))),
+        },
+    };
     let max_message_bytes = match raw.sqs.max_message_bytes {
         None => crate::celery::SQS_MAX_MESSAGE_BYTES,
         Some(n) if (1024..=crate::celery::SQS_MAX_MESSAGE_BYTES as i64).contains(&n) => n as usize,
@@ -387,6 +401,7 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         timezone,
         database_url: raw.database.url.filter(|u| !u.is_empty()).map(Secret),
         database_schema: raw.database.schema.unwrap_or_else(|| "sqsbeat".into()),
+        ledger_retention,
         http_addr: raw.http.addr.unwrap_or_else(|| "127.0.0.1:9405".into()),
         release_window,
     })

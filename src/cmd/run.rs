@@ -98,6 +98,12 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
                 tx,
                 leader_stop.clone(),
             )));
+            tokio::spawn(prune_ledger(
+                store.clone(),
+                rx.clone(),
+                config.ledger_retention,
+                shutdown.clone(),
+            ));
             Some(Durable { store, role: rx })
         }
     };
@@ -114,6 +120,28 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         let _ = l.await;
     }
     Ok(true)
+}
+
+/// Deletes settled ledger rows past the retention, hourly, while leading.
+async fn prune_ledger(
+    store: Store,
+    role: watch::Receiver<Role>,
+    retention: chrono::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if role.borrow().epoch().is_some() {
+            match crate::store::prune(store.pool(), beat::now() - retention).await {
+                Ok(0) => {}
+                Ok(n) => info!(rows = n, "pruned old ledger rows"),
+                Err(e) => warn!(error = %e, "could not prune the ledger"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.

@@ -73,7 +73,11 @@ fn kill_9_of_the_leader_loses_no_fire() {
     spawn(&mut logs, &mut procs);
     spawn(&mut logs, &mut procs);
 
-    let kills = 3;
+    // Three in the test suite; SQSBEAT_FAILOVER_KILLS=20 for a measurement.
+    let kills: usize = std::env::var("SQSBEAT_FAILOVER_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
     let mut failovers = Vec::new();
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(2500));
@@ -175,4 +179,116 @@ fn kill_9_of_the_leader_loses_no_fire() {
         duplicated
     );
     assert!(lost.is_empty(), "lost: {lost:?}");
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_cannot_fire_after_waking() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    let schedule = d.join("s.toml");
+    std::fs::write(&schedule, "[entries.tick]\ntask = \"e2e.tick\"\nevery = \"1s\"\nqueue = \"fz\"\ncatch_up = \"all\"\ngrace = \"30s\"\n").unwrap();
+    std::fs::write(
+        d.join("sqsbeat.toml"),
+        "[sqs]\ncreate_missing_queues = true\n",
+    )
+    .unwrap();
+    let logs = ["a.log".to_string(), "b.log".to_string()];
+    let mut procs: Vec<Proc> = logs
+        .iter()
+        .map(|l| stack::sqsbeat_replica(d, &endpoint, &schedule, l, Some(&db.url)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (idx, epoch) = leader_of(d, &logs).expect("a leader");
+    let pid = procs[idx].child.id().to_string();
+    let frozen_at = Utc::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // The server ends the frozen session (idle_session_timeout) and the
+    // standby takes the lock.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let took = loop {
+        if let Some((i, e)) = leader_of(d, &logs)
+            && e > epoch
+        {
+            assert_ne!(i, idx);
+            break (Utc::now() - frozen_at).num_milliseconds();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no takeover within 15 s of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    for p in procs.iter_mut() {
+        assert!(
+            p.terminate(Duration::from_secs(10))
+                .is_some_and(|s| s.success())
+        );
+    }
+
+    // After waking, the ex-leader sent nothing for a slot after its freeze.
+    let late_sends: Vec<String> = json_lines(&d.join(&logs[idx]))
+        .into_iter()
+        .filter(|l| l["message"] == "sent")
+        .filter_map(|l| l["slot"].as_str().map(String::from))
+        .filter(|s| {
+            DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+                > frozen_at + chrono::Duration::seconds(1)
+        })
+        .collect();
+    assert!(
+        late_sends.is_empty(),
+        "the frozen ex-leader sent fires it no longer owned: {late_sends:?}"
+    );
+    let ex_log = std::fs::read_to_string(d.join(&logs[idx])).unwrap();
+    assert!(
+        ex_log.contains("stopped firing"),
+        "the ex-leader says it stopped: {ex_log}"
+    );
+    // And no slot was lost across the freeze.
+    let rows = rt.block_on(async {
+        let s = sqsbeat::store::Store::connect(&db.url, "sqsbeat")
+            .await
+            .unwrap();
+        sqlx::query("SELECT slot, outcome FROM ledger WHERE entry = 'tick' ORDER BY slot")
+            .fetch_all(s.pool())
+            .await
+            .unwrap()
+    });
+    let slots: Vec<(DateTime<Utc>, String)> = rows
+        .iter()
+        .map(|r| (r.get("slot"), r.get("outcome")))
+        .collect();
+    for w in slots.windows(2) {
+        assert_eq!(
+            (w[1].0 - w[0].0).num_seconds(),
+            1,
+            "{:?} -> {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(slots.iter().all(|(_, o)| o == "sent"), "{slots:?}");
+    eprintln!(
+        "frozen leader: SIGSTOP -> new leader elected in {took} ms; {} slots, all sent",
+        slots.len()
+    );
 }
