@@ -117,7 +117,7 @@ pub async fn run(
 /// Claims never confirmed are due again, with their task ids.
 async fn resume(entries: &[Entry], store: &Store, epoch: i64) -> Result<Beat, StoreError> {
     let start = now();
-    let stored = store::load_cursors(store.pool()).await?;
+    let stored = store.load_cursors().await?;
     let mut beat = Beat::new(
         entries.to_vec(),
         start,
@@ -136,13 +136,13 @@ async fn resume(entries: &[Entry], store: &Store, epoch: i64) -> Result<Beat, St
             enabled: e.enabled,
         })
         .collect();
-    store::record_cursors(store.pool(), epoch, &cursors).await?;
+    store.record_cursors(epoch, &cursors).await?;
     let index: std::collections::HashMap<&str, usize> = entries
         .iter()
         .enumerate()
         .map(|(i, e)| (e.name.as_str(), i))
         .collect();
-    let pending = store::unconfirmed(store.pool()).await?;
+    let pending = store.unconfirmed().await?;
     for (entry, slot, attempts) in pending {
         match index.get(entry.as_str()) {
             Some(&i) => {
@@ -174,7 +174,7 @@ async fn lead(
     shutdown: &CancellationToken,
 ) {
     let mut in_flight: JoinSet<Sent> = JoinSet::new();
-    let pool = durable.as_ref().map(|(d, _)| d.store.pool().clone());
+    let store = durable.as_ref().map(|(d, _)| d.store.clone());
     loop {
         let decision = beat.tick(now());
         report_missed(&beat, &decision.missed);
@@ -205,12 +205,12 @@ async fn lead(
                 .iter()
                 .map(|f| (beat.entries()[f.entry].name.clone(), f.nominal))
                 .collect();
-            let (sink, pool) = (sink.clone(), pool.clone());
+            let (sink, store) = (sink.clone(), store.clone());
             in_flight.spawn(async move {
                 let results = sink.send_all(outgoing).await;
                 let accepted_at = now();
-                if let Some(pool) = pool {
-                    confirm(&pool, &keys, &results).await;
+                if let Some(store) = store {
+                    confirm(&store, &keys, &results).await;
                 }
                 Sent {
                     due,
@@ -300,14 +300,16 @@ async fn record(
             }
         })
         .collect();
-    store::record_decision(store.pool(), epoch, &claims, &misses, &cursors).await
+    store
+        .record_decision(epoch, &claims, &misses, &cursors)
+        .await
 }
 
 /// Confirms what SQS accepted and notes what it did not. A confirm that
 /// fails leaves the fire claimed: the next leader re-sends it with the
 /// same task id, the one duplicate the design allows.
 async fn confirm(
-    pool: &sqlx::PgPool,
+    store: &Store,
     keys: &[(String, DateTime<Utc>)],
     results: &[Result<(), SendError>],
 ) {
@@ -317,12 +319,12 @@ async fn confirm(
         .filter(|(_, r)| r.is_ok())
         .map(|(k, _)| k.clone())
         .collect();
-    if let Err(e) = store::confirm_sent(pool, &sent).await {
+    if let Err(e) = store.confirm_sent(&sent).await {
         warn!(error = %e, fires = sent.len(), "could not confirm sent fires; they stay claimed");
     }
     for (k, r) in keys.iter().zip(results) {
         if let Err(err) = r
-            && let Err(e) = store::record_failure(pool, &k.0, k.1, &err.to_string()).await
+            && let Err(e) = store.record_failure(&k.0, k.1, &err.to_string()).await
         {
             warn!(error = %e, "could not record a send failure");
         }

@@ -109,6 +109,27 @@ pub const SETTINGS: &[Setting] = &[
         help: "PostgreSQL URL; also DATABASE_URL",
     },
     Setting {
+        section: "database",
+        key: "path",
+        kind: Kind::Text,
+        default: "\"sqsbeat.db\"",
+        help: "SQLite file used when no url is set (one replica)",
+    },
+    Setting {
+        section: "database",
+        key: "schema",
+        kind: Kind::Text,
+        default: "\"sqsbeat\"",
+        help: "PostgreSQL schema holding sqsbeat's tables",
+    },
+    Setting {
+        section: "database",
+        key: "ledger_retention",
+        kind: Kind::Text,
+        default: "\"30d\"",
+        help: "how long settled ledger rows are kept (pruned hourly by the leader)",
+    },
+    Setting {
         section: "http",
         key: "addr",
         kind: Kind::Text,
@@ -164,6 +185,7 @@ struct RawSchedules {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
+    path: Option<String>,
     schema: Option<String>,
     ledger_retention: Option<String>,
 }
@@ -210,6 +232,8 @@ pub struct Config {
     pub timezone: Tz,
     pub database_url: Option<Secret>,
     pub database_schema: String,
+    /// The SQLite file used when there is no database URL.
+    pub database_path: PathBuf,
     pub ledger_retention: Duration,
     pub http_addr: String,
     pub release_window: Duration,
@@ -402,6 +426,12 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         database_url: raw.database.url.filter(|u| !u.is_empty()).map(Secret),
         database_schema: raw.database.schema.unwrap_or_else(|| "sqsbeat".into()),
         ledger_retention,
+        database_path: PathBuf::from(
+            raw.database
+                .path
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "sqsbeat.db".into()),
+        ),
         http_addr: raw.http.addr.unwrap_or_else(|| "127.0.0.1:9405".into()),
         release_window,
     })
@@ -487,6 +517,50 @@ mod tests {
             e.to_string().contains("SQSBEAT_SQS_CREATE_MISSING_QUEUES"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_documented_setting_is_read_from_its_variable() {
+        let c = parse(
+            "x",
+            None,
+            &env(&[
+                ("SQSBEAT_SQS_ENDPOINT_URL", "http://e"),
+                ("SQSBEAT_SQS_REGION", "eu-west-1"),
+                ("SQSBEAT_SQS_QUEUE_NAME_PREFIX", "dev-"),
+                ("SQSBEAT_SQS_CREATE_MISSING_QUEUES", "1"),
+                ("SQSBEAT_SQS_BASE64_ENCODING", "false"),
+                ("SQSBEAT_SQS_MAX_MESSAGE_BYTES", "262144"),
+                ("SQSBEAT_SCHEDULES_PATHS", "a,b"),
+                ("SQSBEAT_SCHEDULES_TIMEZONE", "Europe/London"),
+                ("SQSBEAT_DATABASE_URL", "postgres://h/db"),
+                ("SQSBEAT_DATABASE_PATH", "/var/lib/sqsbeat/state.db"),
+                ("SQSBEAT_DATABASE_SCHEMA", "beat"),
+                ("SQSBEAT_DATABASE_LEDGER_RETENTION", "7d"),
+                ("SQSBEAT_HTTP_ADDR", "127.0.0.1:1"),
+                ("SQSBEAT_RELEASER_WINDOW", "5m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.sqs.endpoint_url.as_deref(), Some("http://e"));
+        assert_eq!(c.sqs.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.sqs.queue_name_prefix, "dev-");
+        assert!(c.sqs.create_missing_queues);
+        assert_eq!(c.sqs.body_encoding, BodyEncoding::RawJson);
+        assert_eq!(c.sqs.max_message_bytes, 262_144);
+        assert_eq!(c.schedule_paths.len(), 2);
+        assert_eq!(c.timezone.name(), "Europe/London");
+        assert_eq!(
+            c.database_url.map(|u| u.0).as_deref(),
+            Some("postgres://h/db")
+        );
+        assert_eq!(c.database_path, PathBuf::from("/var/lib/sqsbeat/state.db"));
+        assert_eq!(c.database_schema, "beat");
+        assert_eq!(c.ledger_retention, Duration::days(7));
+        assert_eq!(c.http_addr, "127.0.0.1:1");
+        assert_eq!(c.release_window, Duration::minutes(5));
+        // Every setting but the file-only table has a variable tested above.
+        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 14);
     }
 
     #[test]

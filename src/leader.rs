@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::store::Store;
+use crate::store::PgStore;
 
 /// How often a standby tries the lock.
 const POLL: Duration = Duration::from_millis(250);
@@ -62,7 +62,7 @@ const SESSION_LIMITS: &[(&str, &str)] = &[
     ("tcp_user_timeout", "3000"),
 ];
 
-async fn lock_session(store: &Store) -> Result<PgConnection, sqlx::Error> {
+async fn lock_session(store: &PgStore) -> Result<PgConnection, sqlx::Error> {
     let limited = store
         .connect_options()
         .options(SESSION_LIMITS.iter().copied());
@@ -86,7 +86,7 @@ async fn lock_session(store: &Store) -> Result<PgConnection, sqlx::Error> {
 /// Campaigns for leadership until `shutdown`, publishing the role.
 /// `holder` names this replica in the leader row.
 pub async fn campaign(
-    store: Store,
+    store: PgStore,
     holder: String,
     role: watch::Sender<Role>,
     shutdown: CancellationToken,

@@ -1,17 +1,15 @@
-//! `sqsbeat migrate`: create the schema and apply pending migrations.
-
-use anyhow::Context as _;
+//! `sqsbeat migrate`: create the schema (or file) and apply pending migrations.
 
 use crate::config::Config;
 use crate::store::Store;
 
 pub async fn run(config: &Config) -> anyhow::Result<bool> {
-    let url = config.database_url.as_ref().context(
-        "no database configured: set [database] url, SQSBEAT_DATABASE_URL or DATABASE_URL",
-    )?;
-    let store = Store::connect(&url.0, &config.database_schema)
-        .await
-        .context("cannot migrate the database")?;
-    println!("migrations applied to schema {:?}", store.schema());
+    match super::run::open_store(config).await? {
+        Store::Postgres(s) => println!("migrations applied to PostgreSQL schema {:?}", s.schema()),
+        Store::Sqlite(_) => println!(
+            "migrations applied to SQLite file {}",
+            config.database_path.display()
+        ),
+    }
     Ok(true)
 }

@@ -16,7 +16,7 @@ use crate::leader::{self, Role};
 use crate::queue::QueueName;
 use crate::schedule_file;
 use crate::sink::SqsSink;
-use crate::store::Store;
+use crate::store::{PgStore, SqliteStore, Store};
 
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     // Signals first: a SIGTERM during start-up must stop cleanly too.
@@ -28,7 +28,6 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     tokio::spawn(watch_signals(term, int, shutdown.clone()));
     let leader_stop = CancellationToken::new();
-    let mut leadership = None;
     let paths = super::schedule_paths(paths, config);
     let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
     for d in &loaded.diagnostics {
@@ -74,39 +73,48 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         }
     });
 
-    let durable = match &config.database_url {
-        None => {
-            warn!(
-                "no database configured: fires are tracked in memory only, and two replicas would both fire; set [database] url for a ledger and leadership"
-            );
-            None
-        }
-        Some(url) => {
-            let store = tokio::select! {
-                s = Store::connect(&url.0, &config.database_schema) => s.context("cannot open the database")?,
-                _ = shutdown.cancelled() => return Ok(true),
-            };
-            let (tx, rx) = watch::channel(Role::Standby);
-            let holder = format!(
-                "{}:{}",
-                gethostname::gethostname().to_string_lossy(),
-                std::process::id()
-            );
-            leadership = Some(tokio::spawn(leader::campaign(
-                store.clone(),
-                holder,
-                tx,
-                leader_stop.clone(),
-            )));
-            tokio::spawn(prune_ledger(
-                store.clone(),
-                rx.clone(),
-                config.ledger_retention,
-                shutdown.clone(),
-            ));
-            Some(Durable { store, role: rx })
+    let holder = format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    );
+    // Held until `run` returns: with SQLite, the lock that makes this
+    // process the one replica.
+    let mut _run_lock = None;
+    let store = tokio::select! {
+        s = open_store(config) => s?,
+        _ = shutdown.cancelled() => return Ok(true),
+    };
+    let (tx, rx) = watch::channel(Role::Standby);
+    let leadership = match &store {
+        Store::Postgres(pg) => tokio::spawn(leader::campaign(
+            pg.clone(),
+            holder,
+            tx,
+            leader_stop.clone(),
+        )),
+        Store::Sqlite(lite) => {
+            let (lock, epoch) = lite.lock_for_run(&holder).await.context("cannot start")?;
+            _run_lock = Some(lock);
+            info!(epoch, path = %config.database_path.display(), "SQLite store: this process is the one replica");
+            tx.send_replace(Role::Leader {
+                epoch,
+                since: beat::now(),
+            });
+            // The channel must outlive the beat: keep the sender.
+            tokio::spawn(async move {
+                let _keep = tx;
+                std::future::pending::<()>().await
+            })
         }
     };
+    tokio::spawn(prune_ledger(
+        store.clone(),
+        rx.clone(),
+        config.ledger_retention,
+        shutdown.clone(),
+    ));
+    let durable = Some(Durable { store, role: rx });
     let opts = Options {
         origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
         queue_name_prefix: config.sqs.queue_name_prefix.clone(),
@@ -116,10 +124,32 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     // Only after the beat drained its sends does the lock go, so a standby
     // never starts while this replica still has fires in flight.
     leader_stop.cancel();
-    if let Some(l) = leadership {
-        let _ = l.await;
+    if config.database_url.is_none() {
+        leadership.abort();
     }
+    let _ = leadership.await;
     Ok(true)
+}
+
+/// PostgreSQL when a URL is configured, else the embedded SQLite file.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(match &config.database_url {
+        Some(url) => Store::Postgres(
+            PgStore::connect(&url.0, &config.database_schema)
+                .await
+                .context("cannot open the PostgreSQL database")?,
+        ),
+        None => Store::Sqlite(
+            SqliteStore::open(&config.database_path)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the SQLite database {}",
+                        config.database_path.display()
+                    )
+                })?,
+        ),
+    })
 }
 
 /// Deletes settled ledger rows past the retention, hourly, while leading.
@@ -131,7 +161,7 @@ async fn prune_ledger(
 ) {
     loop {
         if role.borrow().epoch().is_some() {
-            match crate::store::prune(store.pool(), beat::now() - retention).await {
+            match store.prune(beat::now() - retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(rows = n, "pruned old ledger rows"),
                 Err(e) => warn!(error = %e, "could not prune the ledger"),

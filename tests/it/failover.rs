@@ -119,7 +119,7 @@ fn kill_9_of_the_leader_loses_no_fire() {
 
     // The ledger: every second from the first slot to the last, each sent.
     let rows = rt.block_on(async {
-        let s = sqsbeat::store::Store::connect(&db.url, "sqsbeat")
+        let s = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
             .await
             .unwrap();
         sqlx::query("SELECT slot, outcome, task_id FROM ledger WHERE entry = 'tick' ORDER BY slot")
@@ -265,7 +265,7 @@ fn a_frozen_leader_is_replaced_and_cannot_fire_after_waking() {
     );
     // And no slot was lost across the freeze.
     let rows = rt.block_on(async {
-        let s = sqsbeat::store::Store::connect(&db.url, "sqsbeat")
+        let s = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
             .await
             .unwrap();
         sqlx::query("SELECT slot, outcome FROM ledger WHERE entry = 'tick' ORDER BY slot")

@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary.
 
 mod cli;
+mod contract;
 mod e2e;
 mod failover;
 mod golden;

@@ -26,9 +26,59 @@ fn schedule(toggle_enabled: bool) -> String {
 }
 
 #[test]
-fn restarts_follow_catch_up_and_never_refire() {
+fn restarts_follow_catch_up_and_never_refire_postgres() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new());
+    restarts_follow_catch_up(&rt, Some(&db.url));
+}
+
+#[test]
+fn restarts_follow_catch_up_and_never_refire_sqlite() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    restarts_follow_catch_up(&rt, None);
+}
+
+/// The ledger as (entry, slot, outcome), from either backend.
+async fn ledger(
+    db_url: Option<&str>,
+    dir: &std::path::Path,
+) -> Vec<(String, DateTime<Utc>, String)> {
+    match db_url {
+        Some(url) => {
+            let s = sqsbeat::store::PgStore::connect(url, "sqsbeat")
+                .await
+                .unwrap();
+            let rows = sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| (r.get("entry"), r.get("slot"), r.get("outcome")))
+                .collect()
+        }
+        None => {
+            let s = sqsbeat::store::SqliteStore::open(&dir.join("sqsbeat.db"))
+                .await
+                .unwrap();
+            let rows = sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    let slot: String = r.get("slot");
+                    (
+                        r.get("entry"),
+                        DateTime::parse_from_rfc3339(&slot).unwrap().to_utc(),
+                        r.get("outcome"),
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+fn restarts_follow_catch_up(rt: &tokio::runtime::Runtime, db_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_moto, endpoint) = stack::moto(d);
@@ -44,8 +94,7 @@ fn restarts_follow_catch_up_and_never_refire() {
     for (i, enabled) in [true, false, true].into_iter().enumerate() {
         std::fs::write(&path, schedule(enabled)).unwrap();
         let started = Utc::now();
-        let mut p =
-            stack::sqsbeat_replica(d, &endpoint, &path, &format!("run{i}.log"), Some(&db.url));
+        let mut p = stack::sqsbeat_replica(d, &endpoint, &path, &format!("run{i}.log"), db_url);
         std::thread::sleep(Duration::from_millis(3000));
         let st = p.terminate(Duration::from_secs(10));
         assert!(
@@ -59,21 +108,10 @@ fn restarts_follow_catch_up_and_never_refire() {
         }
     }
 
-    let rows = rt.block_on(async {
-        let s = sqsbeat::store::Store::connect(&db.url, "sqsbeat")
-            .await
-            .unwrap();
-        sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
-            .fetch_all(s.pool())
-            .await
-            .unwrap()
-    });
+    let rows = rt.block_on(ledger(db_url, d));
     let mut by_entry: BTreeMap<String, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
-    for r in &rows {
-        by_entry
-            .entry(r.get("entry"))
-            .or_default()
-            .push((r.get("slot"), r.get("outcome")));
+    for (entry, slot, outcome) in rows {
+        by_entry.entry(entry).or_default().push((slot, outcome));
     }
     // Slots entirely inside a downtime (older than grace at the restart).
     let down = |t: DateTime<Utc>| {

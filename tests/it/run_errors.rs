@@ -2,7 +2,6 @@
 //! missing credentials, and keeps firing what it can when a queue or the
 //! endpoint is unavailable.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::stack::{self, json_lines};
@@ -94,19 +93,19 @@ fn no_credentials_fails_fast_with_a_clear_message() {
     let d = dir.path();
     let schedule = d.join("s.toml");
     std::fs::write(&schedule, "[entries.a]\ntask = \"a.b\"\nevery = \"1s\"\n").unwrap();
-    let out = stack::sqsbeat_command(d, "http://127.0.0.1:9", &schedule)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
-        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-        .env("HOME", d)
-        .env("AWS_CONFIG_FILE", d.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", d.join("none"))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = stack::output_within(
+        stack::sqsbeat_command(d, "http://127.0.0.1:9", &schedule)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .env("HOME", d)
+            .env("AWS_CONFIG_FILE", d.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", d.join("none")),
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no AWS credentials found"), "{err}");
@@ -123,10 +122,10 @@ fn invalid_schedule_refuses_to_start_and_names_file_and_line() {
         format!("[entries.spaced]\ntask = \"app tasks bad\"\nevery = \"1s\"\n\n[entries.huge]\ntask = \"a.b\"\nevery = \"1s\"\nargs = [\"{big}\"]\n"),
     )
     .unwrap();
-    let out = stack::sqsbeat_command(d, "http://127.0.0.1:9", &schedule)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = stack::output_within(
+        &mut stack::sqsbeat_command(d, "http://127.0.0.1:9", &schedule),
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -180,4 +179,38 @@ fn predefined_queue_urls_are_used_without_lookup() {
         in_queue, sent,
         "every sent message is in the predefined queue"
     );
+}
+
+#[test]
+fn a_second_run_on_the_same_sqlite_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let schedule = d.join("s.toml");
+    std::fs::write(&schedule, "[entries.a]\ntask = \"a.b\"\nevery = \"1h\"\n").unwrap();
+    let closed = format!("http://127.0.0.1:{}", stack::free_port());
+    let mut first = stack::sqsbeat_run(d, &closed, &schedule);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !log_text(d).contains("this process is the one replica") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run did not start: {}",
+            log_text(d)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = stack::output_within(
+        &mut stack::sqsbeat_command(d, &closed, &schedule),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another sqsbeat process is running on sqsbeat.db"),
+        "{err}"
+    );
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first keeps running"
+    );
+    first.terminate(Duration::from_secs(10)).expect("stops");
 }

@@ -175,8 +175,33 @@ pub fn sqsbeat_command(dir: &Path, endpoint: &str, schedule: &Path) -> Command {
         .env("AWS_ACCESS_KEY_ID", "x")
         .env("AWS_SECRET_ACCESS_KEY", "y")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE");
+        .env_remove("AWS_PROFILE")
+        // No database unless a test asks for one (sqsbeat_replica): the
+        // suite's DATABASE_URL is for tests that make their own database.
+        .env_remove("DATABASE_URL")
+        .env_remove("SQSBEAT_DATABASE_URL");
     cmd
+}
+
+/// Runs a command to completion, failing the test if it takes too long.
+pub fn output_within(cmd: &mut Command, within: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(within) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command did not finish within {within:?}");
+        }
+    }
 }
 
 /// Creates a queue through moto with boto3 (not through sqsbeat).

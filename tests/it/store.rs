@@ -5,7 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqsbeat::leader::{self, Role};
-use sqsbeat::store::{self, Claim, Cursor, Miss, Store, StoreError};
+use sqsbeat::store::postgres as store;
+use sqsbeat::store::{Claim, Cursor, Miss, PgStore as Store, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,6 @@
-//! PostgreSQL: migrations, the run ledger, per-entry cursors, and the
-//! leader row. Functions take a pool (or a connection) and do one thing;
-//! the leadership campaign lives in `leader`.
+//! The PostgreSQL store: migrations, the run ledger, per-entry cursors, and
+//! the leader row. Functions take a pool (or a connection) and do one
+//! thing; the leadership campaign lives in `leader`.
 //!
 //! Every object lives in sqsbeat's own schema (default `sqsbeat`): each
 //! connection sets `search_path` to it, so the SQL is unqualified and an
@@ -23,28 +23,14 @@ use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(
-        "invalid schema name {0:?}: use lowercase letters, digits and _ (starting with a letter or _)"
-    )]
-    Schema(String),
-    #[error("invalid database URL: {0}")]
-    Url(String),
-    /// Another replica leads now: this one must not claim fires.
-    #[error("fenced: leadership epoch {mine} is no longer current ({current:?})")]
-    Fenced { mine: i64, current: Option<i64> },
-}
+use super::{Claim, Cursor, Miss, StoreError};
 
 /// A connection pool to sqsbeat's schema.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub struct PgStore {
     pool: PgPool,
-    options: PgConnectOptions,
+    /// Shared: connect options are large and cloned with every store handle.
+    options: std::sync::Arc<PgConnectOptions>,
     schema: String,
 }
 
@@ -55,7 +41,7 @@ fn valid_schema(s: &str) -> bool {
         && s.len() <= 63
 }
 
-impl Store {
+impl PgStore {
     /// Connects, creates the schema if needed and applies pending
     /// migrations (idempotent: applied ones are skipped).
     pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
@@ -89,9 +75,9 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store {
+        Ok(PgStore {
             pool,
-            options,
+            options: std::sync::Arc::new(options),
             schema: schema.to_string(),
         })
     }
@@ -106,7 +92,7 @@ impl Store {
 
     /// Options for a dedicated (non-pooled) session in sqsbeat's schema.
     pub fn connect_options(&self) -> PgConnectOptions {
-        self.options.clone()
+        (*self.options).clone()
     }
 
     /// The advisory lock key of this schema's leadership, so deployments in
@@ -128,31 +114,6 @@ fn key(name: &str) -> i64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h as i64
-}
-
-/// A fire to claim before sending.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub entry: String,
-    pub slot: DateTime<Utc>,
-    pub task_id: Uuid,
-    pub queue: String,
-}
-
-/// A slot decided without sending, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Miss {
-    pub entry: String,
-    pub slot: DateTime<Utc>,
-    pub reason: String,
-}
-
-/// An entry's cursor after a decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub entry: String,
-    pub cursor: DateTime<Utc>,
-    pub enabled: bool,
 }
 
 /// Records one tick's decision under leadership `epoch`: claims, misses
