@@ -6,6 +6,8 @@
 //! shutdown. On shutdown no new fire is decided, and every send already
 //! in flight finishes and has its outcome logged.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
@@ -71,23 +73,18 @@ struct Sent {
 
 /// Runs until `shutdown` is cancelled, then waits for in-flight sends.
 ///
-/// With a store, fires only while this replica leads: on each election it
-/// rebuilds its state from the ledger (cursors, unconfirmed claims), and it
-/// stops deciding the moment the role changes or a fenced write fails.
+/// Fires only while this replica leads: on each election, and whenever the
+/// entry set changes, it rebuilds its state from the ledger (cursors,
+/// unconfirmed claims); it stops deciding the moment the role changes or a
+/// fenced write fails.
 pub async fn run(
-    entries: Vec<Entry>,
+    mut entries: watch::Receiver<Arc<Vec<Entry>>>,
     sink: SqsSink,
     opts: Options,
-    durable: Option<Durable>,
+    mut durable: Durable,
     shutdown: CancellationToken,
 ) {
-    info!(entries = entries.len(), "beat started");
-    let Some(mut durable) = durable else {
-        let beat = Beat::new(entries, now(), |_| None, DEFAULT_MAX_CATCH_UP);
-        lead(beat, &sink, &opts, None, &shutdown).await;
-        info!("beat stopped");
-        return;
-    };
+    info!(entries = entries.borrow().len(), "beat started");
     while !shutdown.is_cancelled() {
         let role = *durable.role.borrow_and_update();
         let Role::Leader { epoch, .. } = role else {
@@ -97,8 +94,20 @@ pub async fn run(
             }
             continue;
         };
-        match resume(&entries, &durable.store, epoch).await {
-            Ok(beat) => lead(beat, &sink, &opts, Some((&mut durable, epoch)), &shutdown).await,
+        let set = entries.borrow_and_update().clone();
+        match resume(&set, &durable.store, epoch).await {
+            Ok(beat) => {
+                lead(
+                    beat,
+                    &sink,
+                    &opts,
+                    &mut durable,
+                    epoch,
+                    &mut entries,
+                    &shutdown,
+                )
+                .await
+            }
             Err(e) => {
                 error!(epoch, error = %e, "cannot load state as leader; retrying");
                 tokio::select! {
@@ -164,34 +173,31 @@ async fn resume(entries: &[Entry], store: &Store, epoch: i64) -> Result<Beat, St
     Ok(beat)
 }
 
-/// Decides and sends until shutdown, or (with a store) until leadership
-/// ends or a fenced write fails.
+/// Decides and sends until shutdown, until leadership ends, until a fenced
+/// write fails, or until the entry set changes (the caller rebuilds).
 async fn lead(
     mut beat: Beat,
     sink: &SqsSink,
     opts: &Options,
-    mut durable: Option<(&mut Durable, i64)>,
+    durable: &mut Durable,
+    epoch: i64,
+    entries: &mut watch::Receiver<Arc<Vec<Entry>>>,
     shutdown: &CancellationToken,
 ) {
     let mut in_flight: JoinSet<Sent> = JoinSet::new();
-    let store = durable.as_ref().map(|(d, _)| d.store.clone());
+    let store = durable.store.clone();
     loop {
         let decision = beat.tick(now());
         report_missed(&beat, &decision.missed);
         let mut due = decision.due;
-        if let Some((d, epoch)) = durable.as_mut() {
-            match record(&beat, &d.store, *epoch, &due, &decision.missed).await {
-                Ok(ours) => {
-                    let ours: std::collections::HashSet<(String, DateTime<Utc>)> =
-                        ours.into_iter().collect();
-                    due.retain(|f| {
-                        ours.contains(&(beat.entries()[f.entry].name.clone(), f.nominal))
-                    });
-                }
-                Err(e) => {
-                    error!(epoch = *epoch, error = %e, "stopped firing: could not record the decision");
-                    break;
-                }
+        match record(&beat, &store, epoch, &due, &decision.missed).await {
+            Ok(ours) => {
+                let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
+                due.retain(|f| ours.contains(&(beat.entries()[f.entry].name.clone(), f.nominal)));
+            }
+            Err(e) => {
+                error!(epoch, error = %e, "stopped firing: could not record the decision");
+                break;
             }
         }
         if !due.is_empty() {
@@ -209,9 +215,7 @@ async fn lead(
             in_flight.spawn(async move {
                 let results = sink.send_all(outgoing).await;
                 let accepted_at = now();
-                if let Some(store) = store {
-                    confirm(&store, &keys, &results).await;
-                }
+                confirm(&store, &keys, &results).await;
                 Sent {
                     due,
                     ids,
@@ -224,22 +228,19 @@ async fn lead(
             Some(wake) => (wake - now()).to_std().unwrap_or_default().min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
-        // Resolves to true when this replica no longer leads under `epoch`.
-        let lost = async {
-            match durable.as_mut() {
-                Some((d, epoch)) => {
-                    d.role.changed().await.is_err() || d.role.borrow().epoch() != Some(*epoch)
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => settle(&mut beat, done),
-            lost = lost => if lost {
-                warn!("no longer leader: stopped firing");
+            changed = durable.role.changed() => {
+                if changed.is_err() || durable.role.borrow().epoch() != Some(epoch) {
+                    warn!(epoch, "no longer leader: stopped firing");
+                    break;
+                }
+            }
+            _ = entries.changed() => {
+                info!("entry set changed: reloading from the ledger");
                 break;
-            },
+            }
             _ = shutdown.cancelled() => break,
         }
     }

@@ -59,11 +59,96 @@ pub enum Command {
     },
     /// Create sqsbeat's schema and apply pending migrations (run also does this).
     Migrate,
+    /// Manage periodic entries kept in the database (beside the TOML files).
+    Entries {
+        #[command(subcommand)]
+        command: EntriesCommand,
+    },
     /// Fire the schedule's entries as Celery tasks on SQS until SIGTERM/SIGINT.
     Run {
         /// Schedule files or directories (default: [schedules] paths, else ./schedules).
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntriesCommand {
+    /// Add an entry (validated like a TOML entry before it is written).
+    Add(Box<EntryArgs>),
+    /// List the database entries.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one entry.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Enable an entry (it fires from now on; missed slots are not caught up).
+    Enable { name: String },
+    /// Disable an entry (kept, never fired).
+    Disable { name: String },
+    /// Remove an entry (its ledger history stays).
+    Remove { name: String },
+}
+
+/// The fields of an entry, as flags; same meaning as in a schedule file.
+#[derive(Debug, clap::Args)]
+pub struct EntryArgs {
+    /// Entry name (unique across files and database).
+    pub name: String,
+    /// Celery task name.
+    #[arg(long)]
+    pub task: String,
+    /// Cron string (Vixie semantics).
+    #[arg(long, group = "when")]
+    pub cron: Option<String>,
+    /// Celery crontab table as JSON, e.g. '{"minute": "0", "hour": "3"}'.
+    #[arg(long, group = "when")]
+    pub crontab: Option<String>,
+    /// Interval, e.g. 30s, 5m, 1h30m.
+    #[arg(long, group = "when")]
+    pub every: Option<String>,
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// JSON array of positional arguments.
+    #[arg(long)]
+    pub args: Option<String>,
+    /// JSON object of keyword arguments.
+    #[arg(long)]
+    pub kwargs: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// Extra message header, K=V (repeatable; V is JSON if it parses, else a string).
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Add it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+    #[arg(long, value_parser = parse_instant_arg)]
+    pub start_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long, value_parser = parse_instant_arg)]
+    pub end_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// latest, all or none.
+    #[arg(long)]
+    pub catch_up: Option<String>,
+    #[arg(long)]
+    pub grace: Option<String>,
+    #[arg(long)]
+    pub jitter: Option<String>,
+    #[arg(long, value_parser = parse_instant_arg)]
+    pub anchor: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Replace an existing entry of the same name.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 fn parse_instant_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

@@ -46,6 +46,7 @@ pub mod celery;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod db_entries;
 pub mod duration;
 pub mod entry;
 pub mod leader;

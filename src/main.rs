@@ -40,14 +40,14 @@ fn init_logging(format: LogFormat) {
 fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     let config = config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Check { paths } => cmd::check::run(&paths, &config),
+        Command::Check { paths } => runtime()?.block_on(cmd::check::run(&paths, &config)),
         Command::Next {
             paths,
             entry,
             count,
             after,
             output,
-        } => cmd::next::run(
+        } => runtime()?.block_on(cmd::next::run(
             cmd::next::Args {
                 paths: &paths,
                 entry: entry.as_deref(),
@@ -57,9 +57,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 output,
             },
             &config,
-        ),
+        )),
         Command::Run { paths } => runtime()?.block_on(cmd::run::run(&paths, &config)),
         Command::Migrate => runtime()?.block_on(cmd::migrate::run(&config)),
+        Command::Entries { command } => runtime()?.block_on(cmd::entries::run(command, &config)),
     }
 }
 

@@ -28,7 +28,12 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file, self.line)?;
+        // Line 0: not from a file (the database), so no line to give.
+        if self.line == 0 {
+            write!(f, "{}: ", self.file)?;
+        } else {
+            write!(f, "{}:{}: ", self.file, self.line)?;
+        }
         if self.warning {
             f.write_str("warning: ")?;
         }
@@ -40,7 +45,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// What a set of schedule files holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Loaded {
     pub entries: Vec<Entry>,
     pub diagnostics: Vec<Diagnostic>,

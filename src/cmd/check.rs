@@ -6,9 +6,9 @@ use crate::config::Config;
 use crate::schedule_file;
 
 /// Prints diagnostics; returns whether the schedules are valid.
-pub fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
+pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
+    let loaded = super::load_all(paths, config).await?;
     let paths = super::schedule_paths(paths, config);
-    let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }

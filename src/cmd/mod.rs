@@ -1,6 +1,7 @@
 //! The CLI commands: thin I/O around the pure modules.
 
 pub mod check;
+pub mod entries;
 pub mod migrate;
 pub mod next;
 pub mod run;
@@ -24,5 +25,34 @@ pub fn context(config: &Config) -> Context {
     Context {
         default_tz: config.timezone,
         max_message_bytes: config.sqs.max_message_bytes,
+    }
+}
+
+/// Schedule files plus the database entries, when a database is there to
+/// read: a PostgreSQL URL, or an existing SQLite file (never created here).
+/// An unreachable database is a warning, so `check` works in CI without one.
+pub async fn load_all(
+    paths: &[PathBuf],
+    config: &Config,
+) -> anyhow::Result<crate::schedule_file::Loaded> {
+    let files = crate::schedule_file::load_paths(&schedule_paths(paths, config), &context(config))?;
+    if config.database_url.is_none() && !config.database_path.exists() {
+        return Ok(files);
+    }
+    let rows = match run::open_store(config).await {
+        Ok(store) => crate::db_entries::list(&store)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => Ok(crate::db_entries::merge(
+            files,
+            crate::db_entries::validate(&rows, &context(config)),
+        )),
+        Err(e) => {
+            eprintln!("warning: database entries not checked: {e:#}");
+            Ok(files)
+        }
     }
 }

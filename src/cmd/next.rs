@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cli::Output;
 use crate::config::Config;
-use crate::{preview, schedule_file};
+use crate::preview;
 
 pub struct Args<'a> {
     pub paths: &'a [PathBuf],
@@ -18,9 +18,9 @@ pub struct Args<'a> {
 }
 
 /// Prints the preview; returns false when the schedules are invalid.
-pub fn run(args: Args<'_>, config: &Config) -> anyhow::Result<bool> {
+pub async fn run(args: Args<'_>, config: &Config) -> anyhow::Result<bool> {
     let paths = super::schedule_paths(args.paths, config);
-    let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
+    let loaded = super::load_all(args.paths, config).await?;
     if loaded.has_errors() {
         for d in &loaded.diagnostics {
             eprintln!("{d}");

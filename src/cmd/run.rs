@@ -1,35 +1,45 @@
-//! `sqsbeat run`: load config and schedules, connect to SQS, fire until
-//! SIGTERM/SIGINT.
+//! `sqsbeat run`: load config and schedules (files and database), open the
+//! store, connect to SQS, fire until SIGTERM/SIGINT.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use tokio::sync::watch;
-
 use crate::beat::{self, Durable, Options};
 use crate::config::Config;
+use crate::db_entries;
+use crate::entry::Entry;
 use crate::leader::{self, Role};
 use crate::queue::QueueName;
-use crate::schedule_file;
+use crate::schedule_file::{self, Loaded};
 use crate::sink::SqsSink;
 use crate::store::{PgStore, SqliteStore, Store};
 
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
-    // Signals first: a SIGTERM during start-up must stop cleanly too.
+    // Signals first, registered synchronously: a SIGTERM during start-up,
+    // even before the watcher task runs, stops cleanly.
     let shutdown = CancellationToken::new();
-    // Registered here, synchronously: a signal that arrives before the
-    // watcher task first runs is still caught, never the default action.
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     tokio::spawn(watch_signals(term, int, shutdown.clone()));
-    let leader_stop = CancellationToken::new();
+
     let paths = super::schedule_paths(paths, config);
-    let loaded = schedule_file::load_paths(&paths, &super::context(config))?;
+    let ctx = super::context(config);
+    let files = schedule_file::load_paths(&paths, &ctx)?;
+    let store = tokio::select! {
+        s = open_store(config) => s?,
+        _ = shutdown.cancelled() => return Ok(true),
+    };
+    let rows = db_entries::list(&store)
+        .await
+        .context("cannot read the entries table")?;
+    let loaded = db_entries::merge(files.clone(), db_entries::validate(&rows, &ctx));
     for d in &loaded.diagnostics {
         if d.warning {
             warn!("{d}")
@@ -47,31 +57,12 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         s = SqsSink::connect(config.sqs.clone()) => s.context("cannot set up SQS")?,
         _ = shutdown.cancelled() => return Ok(true),
     };
-
-    // Resolve every queue once in the background, so a missing one is
-    // reported at start-up without delaying the first fires; its entries
-    // keep retrying, the others fire normally.
-    let queues: BTreeSet<String> = loaded
-        .entries
-        .iter()
-        .filter(|e| e.enabled)
-        .map(|e| e.queue.clone())
-        .collect();
-    let (probe, prefix) = (sink.clone(), config.sqs.queue_name_prefix.clone());
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        for q in queues {
-            let name = QueueName::new(&prefix, &q);
-            let resolved = tokio::select! {
-                r = probe.queue_url(&name) => r,
-                _ = stop.cancelled() => return,
-            };
-            match resolved {
-                Ok(url) => info!(queue = %q, sqs_name = %name.sqs, %url, "queue ready"),
-                Err(e) => error!(queue = %q, "{e}"),
-            }
-        }
-    });
+    probe_queues(
+        &sink,
+        &loaded.entries,
+        &config.sqs.queue_name_prefix,
+        &shutdown,
+    );
 
     let holder = format!(
         "{}:{}",
@@ -81,10 +72,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     // Held until `run` returns: with SQLite, the lock that makes this
     // process the one replica.
     let mut _run_lock = None;
-    let store = tokio::select! {
-        s = open_store(config) => s?,
-        _ = shutdown.cancelled() => return Ok(true),
-    };
+    let leader_stop = CancellationToken::new();
     let (tx, rx) = watch::channel(Role::Standby);
     let leadership = match &store {
         Store::Postgres(pg) => tokio::spawn(leader::campaign(
@@ -101,10 +89,11 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
                 epoch,
                 since: beat::now(),
             });
-            // The channel must outlive the beat: keep the sender.
+            let stop = leader_stop.clone();
+            // The role channel must outlive the beat: this task keeps its sender.
             tokio::spawn(async move {
                 let _keep = tx;
-                std::future::pending::<()>().await
+                stop.cancelled().await
             })
         }
     };
@@ -114,19 +103,39 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         config.ledger_retention,
         shutdown.clone(),
     ));
-    let durable = Some(Durable { store, role: rx });
+
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(loaded.entries));
+    let changed = Arc::new(Notify::new());
+    tokio::spawn(db_entries::watch(
+        store.clone(),
+        changed.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(reload_database_entries(
+        store.clone(),
+        files,
+        ctx,
+        changed,
+        entries_tx,
+        shutdown.clone(),
+    ));
+
     let opts = Options {
         origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
         queue_name_prefix: config.sqs.queue_name_prefix.clone(),
         body_encoding: config.sqs.body_encoding,
     };
-    beat::run(loaded.entries, sink, opts, durable, shutdown).await;
+    beat::run(
+        entries_rx,
+        sink,
+        opts,
+        Durable { store, role: rx },
+        shutdown,
+    )
+    .await;
     // Only after the beat drained its sends does the lock go, so a standby
     // never starts while this replica still has fires in flight.
     leader_stop.cancel();
-    if config.database_url.is_none() {
-        leadership.abort();
-    }
     let _ = leadership.await;
     Ok(true)
 }
@@ -150,6 +159,85 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
                 })?,
         ),
     })
+}
+
+/// Resolves every queue once in the background, so a missing one is
+/// reported at start-up without delaying the first fires; its entries keep
+/// retrying, the others fire normally.
+fn probe_queues(sink: &SqsSink, entries: &[Entry], prefix: &str, shutdown: &CancellationToken) {
+    let queues: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| e.enabled)
+        .map(|e| e.queue.clone())
+        .collect();
+    let (probe, prefix, stop) = (sink.clone(), prefix.to_string(), shutdown.clone());
+    tokio::spawn(async move {
+        for q in queues {
+            let name = QueueName::new(&prefix, &q);
+            let resolved = tokio::select! {
+                r = probe.queue_url(&name) => r,
+                _ = stop.cancelled() => return,
+            };
+            match resolved {
+                Ok(url) => info!(queue = %q, sqs_name = %name.sqs, %url, "queue ready"),
+                Err(e) => error!(queue = %q, "{e}"),
+            }
+        }
+    });
+}
+
+/// On every change of the entries table: validate the new set with the
+/// files; publish it if valid (logging what changed), else keep the last
+/// good set and log why.
+async fn reload_database_entries(
+    store: Store,
+    files: Loaded,
+    ctx: crate::entry::Context,
+    changed: Arc<Notify>,
+    entries: watch::Sender<Arc<Vec<Entry>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let rows = match db_entries::list(&store).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot read the entries table; keeping the current schedule");
+                continue;
+            }
+        };
+        let next = db_entries::merge(files.clone(), db_entries::validate(&rows, &ctx));
+        if next.has_errors() {
+            for d in next.errors() {
+                error!("{d}");
+            }
+            error!("entries table change rejected; the last good schedule keeps running");
+            continue;
+        }
+        let current = entries.borrow().clone();
+        let names = |set: &[Entry]| set.iter().map(|e| e.name.clone()).collect::<BTreeSet<_>>();
+        let (before, after) = (names(&current), names(&next.entries));
+        let added: Vec<&String> = after.difference(&before).collect();
+        let removed: Vec<&String> = before.difference(&after).collect();
+        let changed_entries: Vec<&str> = next
+            .entries
+            .iter()
+            .filter(|e| {
+                current
+                    .iter()
+                    .any(|c| c.name == e.name && format!("{c:?}") != format!("{e:?}"))
+            })
+            .map(|e| e.name.as_str())
+            .collect();
+        if added.is_empty() && removed.is_empty() && changed_entries.is_empty() {
+            continue;
+        }
+        info!(?added, ?removed, changed = ?changed_entries, "schedule reloaded from the entries table");
+        entries.send_replace(Arc::new(next.entries));
+    }
 }
 
 /// Deletes settled ledger rows past the retention, hourly, while leading.

@@ -3,6 +3,7 @@
 mod cli;
 mod contract;
 mod e2e;
+mod entries;
 mod failover;
 mod golden;
 mod pg;

@@ -1,0 +1,388 @@
+//! Entries kept in the database: the CLI, name clashes with files, and a
+//! running `sqsbeat` picking changes up without a restart.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::pg::TestDb;
+use crate::stack::{self, json_lines};
+
+fn cli(dir: &Path, db: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqsbeat"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("SQSBEAT_DATABASE_URL");
+    if let Some(url) = db {
+        cmd.env("SQSBEAT_DATABASE_URL", url);
+    }
+    let out = stack::output_within(&mut cmd, Duration::from_secs(30));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn entries_cli_adds_validates_lists_toggles_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("schedules")).unwrap();
+    std::fs::write(
+        d.join("schedules/s.toml"),
+        "[entries.from-file]\ntask = \"a.b\"\nevery = \"1m\"\n",
+    )
+    .unwrap();
+
+    let (code, out, err) = cli(
+        d,
+        None,
+        &[
+            "entries",
+            "add",
+            "nightly",
+            "--task",
+            "app.tasks.report",
+            "--cron",
+            "0 3 * * *",
+            "--timezone",
+            "Europe/London",
+            "--kwargs",
+            r#"{"a": 1}"#,
+            "--header",
+            "team=ops",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "added entry 'nightly'");
+    let (code, _, err) = cli(
+        d,
+        None,
+        &[
+            "entries",
+            "add",
+            "bad",
+            "--task",
+            "a.b",
+            "--cron",
+            "61 * * * *",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("entry 'bad': invalid cron \"61 * * * *\""),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        d,
+        None,
+        &[
+            "entries",
+            "add",
+            "bad2",
+            "--task",
+            "a.b",
+            "--every",
+            "1m",
+            "--args",
+            "{not json",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--args is not valid JSON"), "{err}");
+    let (code, _, err) = cli(
+        d,
+        None,
+        &[
+            "entries", "add", "nightly", "--task", "a.b", "--every", "1m",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already exists in the database; use --replace"),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        d,
+        None,
+        &[
+            "entries",
+            "add",
+            "from-file",
+            "--task",
+            "a.b",
+            "--every",
+            "1m",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("entry 'from-file' is already defined in schedules/s.toml:1"),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        d,
+        None,
+        &[
+            "entries",
+            "add",
+            "x",
+            "--task",
+            "a.b",
+            "--every",
+            "1m",
+            "--cron",
+            "* * * * *",
+        ],
+    );
+    assert_eq!(code, 2, "clap refuses two schedules: {err}");
+
+    let (_, out, _) = cli(d, None, &["entries", "list"]);
+    assert_eq!(
+        out,
+        "NAME     TASK              SCHEDULE   QUEUE   ENABLED\nnightly  app.tasks.report  0 3 * * *  celery  yes\n"
+    );
+    let (code, _, _) = cli(d, None, &["entries", "disable", "nightly"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = cli(d, None, &["entries", "show", "nightly", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["enabled"].as_bool(),
+            v["timezone"].as_str(),
+            v["headers"]["team"].as_str()
+        ),
+        (Some(false), Some("Europe/London"), Some("ops"))
+    );
+    assert_eq!(v["kwargs"]["a"], 1);
+    let (code, _, _) = cli(d, None, &["entries", "enable", "nightly"]);
+    assert_eq!(code, 0);
+
+    // `check` and `next` see database entries too.
+    let (code, out, err) = cli(d, None, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "ok: 2 entries in 1 file(s)");
+    let (_, out, _) = cli(
+        d,
+        None,
+        &[
+            "next",
+            "--entry",
+            "nightly",
+            "--count",
+            "1",
+            "--after",
+            "2026-07-01T00:00:00Z",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.contains(r#""fire_at":"2026-07-01T02:00:00Z""#),
+        "03:00 BST: {out}"
+    );
+
+    let (code, out, _) = cli(d, None, &["entries", "remove", "nightly"]);
+    assert_eq!((code, out.trim()), (0, "removed entry 'nightly'"));
+    let (code, _, err) = cli(d, None, &["entries", "remove", "nightly"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no database entry named 'nightly'"), "{err}");
+}
+
+#[test]
+fn check_reports_a_name_defined_in_a_file_and_in_the_database() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("s.toml"),
+        "\n[entries.twice]\ntask = \"a.b\"\nevery = \"1m\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(d, Some(&db.url), &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    // Plain SQL, as an application would write it.
+    rt.block_on(async {
+        let s = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO entries (name, task, every) VALUES ('twice', 'a.b', '5m')")
+            .execute(s.pool())
+            .await
+            .unwrap();
+    });
+    let (code, _, err) = cli(d, Some(&db.url), &["check", "s.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("s.toml:2: entry 'twice': also defined in the database entries table"),
+        "{err}"
+    );
+}
+
+fn wait_log(
+    d: &Path,
+    log: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(l) = json_lines(&d.join(log)).into_iter().find(|l| pred(l)) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {within:?}: {}",
+            std::fs::read_to_string(d.join(log)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sent_by(l: &serde_json::Value, entry: &str) -> bool {
+    l["message"] == "sent" && l["span"]["entry"] == entry
+}
+
+fn live_reload(db: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    std::fs::write(
+        d.join("sqsbeat.toml"),
+        "[sqs]\ncreate_missing_queues = true\n",
+    )
+    .unwrap();
+    let schedule = d.join("s.toml");
+    std::fs::write(
+        &schedule,
+        "[entries.file-entry]\ntask = \"a.b\"\nevery = \"1h\"\n",
+    )
+    .unwrap();
+    let mut run = stack::sqsbeat_replica(d, &endpoint, &schedule, "run.log", db);
+    wait_log(d, "run.log", Duration::from_secs(20), "start", |l| {
+        l["message"] == "beat started"
+    });
+
+    let (code, _, err) = cli(
+        d,
+        db,
+        &["entries", "add", "dyn", "--task", "a.dyn", "--every", "1s"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let added_at = chrono::Utc::now();
+    let reload = wait_log(d, "run.log", Duration::from_secs(5), "reload", |l| {
+        l["message"] == "schedule reloaded from the entries table"
+    });
+    let reloaded_at = chrono::DateTime::parse_from_rfc3339(reload["timestamp"].as_str().unwrap())
+        .unwrap()
+        .to_utc();
+    wait_log(
+        d,
+        "run.log",
+        Duration::from_secs(5),
+        "a fire of the new entry",
+        |l| sent_by(l, "dyn"),
+    );
+
+    // A broken edit by hand is rejected; the last good schedule keeps firing.
+    let (code, _, _) = cli(
+        d,
+        db,
+        &[
+            "entries",
+            "add",
+            "dyn",
+            "--task",
+            "a.dyn",
+            "--every",
+            "1s",
+            "--replace",
+        ],
+    );
+    assert_eq!(code, 0);
+    match db {
+        Some(url) => tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let s = sqsbeat::store::PgStore::connect(url, "sqsbeat")
+                .await
+                .unwrap();
+            sqlx::query("UPDATE entries SET cron = '99 * * * *' WHERE name = 'dyn'")
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }),
+        None => tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let s = sqsbeat::store::SqliteStore::open(&d.join("sqsbeat.db"))
+                .await
+                .unwrap();
+            sqlx::query("UPDATE entries SET cron = '99 * * * *' WHERE name = 'dyn'")
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }),
+    }
+    wait_log(d, "run.log", Duration::from_secs(5), "rejection", |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("entries table change rejected"))
+    });
+    let fires_before = json_lines(&d.join("run.log"))
+        .iter()
+        .filter(|l| sent_by(l, "dyn"))
+        .count();
+    std::thread::sleep(Duration::from_millis(2500));
+    let fires_after = json_lines(&d.join("run.log"))
+        .iter()
+        .filter(|l| sent_by(l, "dyn"))
+        .count();
+    assert!(
+        fires_after > fires_before,
+        "the last good schedule keeps running"
+    );
+
+    let (code, _, _) = cli(d, db, &["entries", "remove", "dyn"]);
+    assert_eq!(code, 0);
+    wait_log(d, "run.log", Duration::from_secs(5), "removal", |l| {
+        l["message"] == "schedule reloaded from the entries table"
+            && l["removed"].as_str().is_some_and(|r| r.contains("dyn"))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let n1 = json_lines(&d.join("run.log"))
+        .iter()
+        .filter(|l| sent_by(l, "dyn"))
+        .count();
+    std::thread::sleep(Duration::from_millis(2000));
+    let n2 = json_lines(&d.join("run.log"))
+        .iter()
+        .filter(|l| sent_by(l, "dyn"))
+        .count();
+    assert_eq!(n1, n2, "a removed entry stops firing");
+    assert!(
+        run.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    eprintln!(
+        "entries reload ({}): CLI add returned -> schedule reloaded in {} ms",
+        if db.is_some() {
+            "postgres NOTIFY"
+        } else {
+            "sqlite poll"
+        },
+        (reloaded_at - added_at).num_milliseconds().max(0)
+    );
+}
+
+#[test]
+fn a_running_sqsbeat_picks_up_entries_changes_sqlite() {
+    live_reload(None);
+}
+
+#[test]
+fn a_running_sqsbeat_picks_up_entries_changes_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    live_reload(Some(&db.url));
+}
