@@ -59,6 +59,37 @@ pub enum Command {
     },
     /// Create sqsbeat's schema and apply pending migrations (run also does this).
     Migrate,
+    /// Schedule a one-off task, possibly weeks away; it is sent to SQS in its final minutes.
+    Schedule(Box<ScheduleArgs>),
+    /// List one-off jobs (pending ones unless --status says otherwise).
+    Pending {
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        /// pending, released, cancelled, failed, or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg)]
+        due_after: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg)]
+        due_before: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one job.
+    Show {
+        id: uuid::Uuid,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Cancel pending jobs (a released job is already in SQS).
+    Cancel {
+        #[arg(required = true)]
+        ids: Vec<uuid::Uuid>,
+    },
     /// Manage periodic entries kept in the database (beside the TOML files).
     Entries {
         #[command(subcommand)]
@@ -69,6 +100,43 @@ pub enum Command {
         /// Schedule files or directories (default: [schedules] paths, else ./schedules).
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("due").required(true).args(["at", "in_"])))]
+pub struct ScheduleArgs {
+    /// Celery task name, e.g. app.tasks.send_report.
+    pub task: String,
+    /// JSON array of positional arguments.
+    #[arg(long)]
+    pub args: Option<String>,
+    /// JSON object of keyword arguments.
+    #[arg(long)]
+    pub kwargs: Option<String>,
+    /// Due instant (RFC 3339 with offset).
+    #[arg(long, value_parser = parse_instant_arg)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Due after this long, e.g. 90s, 14d, 2w.
+    #[arg(long = "in", value_name = "DURATION")]
+    pub in_: Option<String>,
+    #[arg(long, default_value = "celery")]
+    pub queue: String,
+    /// A duration after the due instant, or an instant.
+    #[arg(long)]
+    pub expires: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub priority: u8,
+    /// Extra message header, K=V (repeatable; V is JSON if it parses, else a string).
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    /// The task id; scheduling the same id twice is one job.
+    #[arg(long)]
+    pub id: Option<uuid::Uuid>,
+    /// Accept a due instant in the past (sent at once).
+    #[arg(long)]
+    pub allow_past: bool,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Subcommand)]

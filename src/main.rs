@@ -60,6 +60,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         )),
         Command::Run { paths } => runtime()?.block_on(cmd::run::run(&paths, &config)),
         Command::Migrate => runtime()?.block_on(cmd::migrate::run(&config)),
+        Command::Schedule(args) => {
+            runtime()?.block_on(cmd::jobs::schedule(*args, chrono::Utc::now(), &config))
+        }
+        Command::Pending {
+            task,
+            queue,
+            status,
+            due_after,
+            due_before,
+            limit,
+            output,
+        } => {
+            let filter = sqsbeat::jobstore::Filter {
+                task,
+                queue,
+                status: (status != "all").then_some(status),
+                due_after,
+                due_before,
+                limit,
+            };
+            runtime()?.block_on(cmd::jobs::pending(filter, output, &config))
+        }
+        Command::Show { id, output } => runtime()?.block_on(cmd::jobs::show(id, output, &config)),
+        Command::Cancel { ids } => runtime()?.block_on(cmd::jobs::cancel(&ids, &config)),
         Command::Entries { command } => runtime()?.block_on(cmd::entries::run(command, &config)),
     }
 }

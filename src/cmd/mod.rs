@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod entries;
+pub mod jobs;
 pub mod migrate;
 pub mod next;
 pub mod run;

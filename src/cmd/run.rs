@@ -16,6 +16,7 @@ use crate::db_entries;
 use crate::entry::Entry;
 use crate::leader::{self, Role};
 use crate::queue::QueueName;
+use crate::releaser::{self, Releaser};
 use crate::schedule_file::{self, Loaded};
 use crate::sink::SqsSink;
 use crate::store::{PgStore, SqliteStore, Store};
@@ -120,11 +121,21 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         shutdown.clone(),
     ));
 
-    let opts = Options {
-        origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
-        queue_name_prefix: config.sqs.queue_name_prefix.clone(),
-        body_encoding: config.sqs.body_encoding,
+    let opts = options(config);
+    // Every replica releases one-off jobs, leader or not.
+    let jobs_wake = Arc::new(Notify::new());
+    tokio::spawn(releaser::watch_jobs(
+        store.clone(),
+        jobs_wake.clone(),
+        shutdown.clone(),
+    ));
+    let release = Releaser {
+        store: store.clone(),
+        sink: sink.clone(),
+        opts: opts.clone(),
+        window: config.release_window,
     };
+    let releasing = tokio::spawn(release.run(jobs_wake, shutdown.clone()));
     beat::run(
         entries_rx,
         sink,
@@ -135,9 +146,19 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     .await;
     // Only after the beat drained its sends does the lock go, so a standby
     // never starts while this replica still has fires in flight.
+    let _ = releasing.await;
     leader_stop.cancel();
     let _ = leadership.await;
     Ok(true)
+}
+
+/// How messages are built, from the config.
+pub fn options(config: &Config) -> Options {
+    Options {
+        origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
+        queue_name_prefix: config.sqs.queue_name_prefix.clone(),
+        body_encoding: config.sqs.body_encoding,
+    }
 }
 
 /// PostgreSQL when a URL is configured, else the embedded SQLite file.

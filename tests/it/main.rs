@@ -6,6 +6,7 @@ mod e2e;
 mod entries;
 mod failover;
 mod golden;
+mod jobs;
 mod pg;
 mod restart;
 mod run_errors;

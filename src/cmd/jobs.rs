@@ -1,0 +1,261 @@
+//! `sqsbeat schedule | pending | show | cancel`: one-off jobs.
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::cli::{Output, ScheduleArgs};
+use crate::config::Config;
+use crate::duration::{parse_duration, parse_instant};
+use crate::jobs::JobSpec;
+use crate::jobstore::{self, Cancelled, Filter, Inserted, JobRow};
+use crate::releaser::Releaser;
+use crate::sink::SqsSink;
+
+fn json_arg(flag: &str, text: Option<&str>, default: Value) -> anyhow::Result<Value> {
+    match text {
+        None => Ok(default),
+        Some(t) => {
+            serde_json::from_str(t).with_context(|| format!("--{flag} is not valid JSON: {t}"))
+        }
+    }
+}
+
+fn spec_from(a: &ScheduleArgs, now: DateTime<Utc>) -> anyhow::Result<JobSpec> {
+    let due_at = match (&a.at, &a.in_) {
+        (Some(at), _) => *at,
+        // Whole milliseconds: an instant a person reads back and compares.
+        (None, Some(d)) => {
+            let t = now + parse_duration(d).map_err(|e| anyhow::anyhow!("--in: {e}"))?;
+            DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+        }
+        (None, None) => bail!("give --at INSTANT or --in DURATION"),
+    };
+    let args = match json_arg("args", a.args.as_deref(), json!([]))? {
+        Value::Array(v) => v,
+        other => bail!("--args must be a JSON array (e.g. '[1, \"two\"]'), not {other}"),
+    };
+    let kwargs = match json_arg("kwargs", a.kwargs.as_deref(), json!({}))? {
+        Value::Object(m) => m,
+        other => bail!("--kwargs must be a JSON object (e.g. '{{\"account\": 42}}'), not {other}"),
+    };
+    let mut headers = Map::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once('=')
+            .with_context(|| format!("--header {h:?}: expected K=V"))?;
+        headers.insert(
+            k.to_string(),
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
+        );
+    }
+    let expires_at = match a.expires.as_deref() {
+        None => None,
+        Some(x) => Some(match parse_duration(x) {
+            Ok(d) => due_at + d,
+            Err(_) => parse_instant(x).map_err(|_| anyhow::anyhow!("--expires {x:?}: expected a duration after the due instant (e.g. 1h) or an RFC 3339 instant"))?,
+        }),
+    };
+    Ok(JobSpec {
+        id: a.id.unwrap_or_else(Uuid::new_v4),
+        task: a.task.trim().to_string(),
+        args,
+        kwargs,
+        queue: a.queue.clone(),
+        due_at,
+        expires_at,
+        priority: a.priority,
+        headers,
+    })
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "cli:{user}@{}",
+        gethostname::gethostname().to_string_lossy()
+    )
+}
+
+/// `now` is the CLI's one clock read, passed in from main.
+pub async fn schedule(
+    a: ScheduleArgs,
+    now: DateTime<Utc>,
+    config: &Config,
+) -> anyhow::Result<bool> {
+    let spec = spec_from(&a, now)?;
+    let problems = spec.problems(now, a.allow_past, config.sqs.max_message_bytes);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!("not scheduled");
+        return Ok(false);
+    }
+    let store = super::run::open_store(config).await?;
+    let mut status = "pending";
+    match jobstore::insert(&store, &spec, &who()).await? {
+        Inserted::Created => {}
+        Inserted::Existing(row) => {
+            status = if row.status == "pending" {
+                "pending"
+            } else {
+                "already-handled"
+            };
+            eprintln!(
+                "job {} was already scheduled with this payload (status {}); nothing changed",
+                row.id, row.status
+            );
+        }
+        Inserted::Conflict(row) => bail!(
+            "job {} already exists with a different payload (task {}, due {}, status {}); use another --id",
+            row.id,
+            row.task,
+            iso(row.due_at),
+            row.status
+        ),
+    }
+    let opens = crate::jobs::opens_at(
+        spec.due_at,
+        config.release_window,
+        &crate::queue::QueueName::new(&config.sqs.queue_name_prefix, &spec.queue),
+    );
+    if status == "pending" && opens <= now {
+        // Due within the window: straight to SQS with DelaySeconds. If SQS
+        // cannot be reached it stays pending for a running releaser.
+        match SqsSink::connect(config.sqs.clone()).await {
+            Ok(sink) => {
+                let releaser = Releaser {
+                    store: store.clone(),
+                    sink,
+                    opts: super::run::options(config),
+                    window: config.release_window,
+                };
+                let pass = releaser.pass(now, Some(spec.id)).await?;
+                if pass.released == 1 {
+                    status = "released";
+                } else {
+                    eprintln!(
+                        "warning: not released yet (see `sqsbeat show {}`); a running sqsbeat releases it",
+                        spec.id
+                    );
+                }
+            }
+            Err(e) => eprintln!(
+                "warning: stored, but SQS is not reachable from here ({e:#}); a running sqsbeat releases it"
+            ),
+        }
+    }
+    match a.output {
+        Output::Json => println!(
+            "{}",
+            json!({"id": spec.id, "task": spec.task, "due_at": iso(spec.due_at), "queue": spec.queue, "status": status})
+        ),
+        Output::Table => println!(
+            "{} {} due {} on queue {} ({status})",
+            spec.id,
+            spec.task,
+            iso(spec.due_at),
+            spec.queue
+        ),
+    }
+    Ok(true)
+}
+
+pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow::Result<bool> {
+    if let Some(s) = &filter.status
+        && !["pending", "released", "cancelled", "failed"].contains(&s.as_str())
+    {
+        bail!("--status {s:?}: expected pending, released, cancelled, failed or all");
+    }
+    let store = super::run::open_store(config).await?;
+    let rows = jobstore::list(&store, &filter).await?;
+    match output {
+        Output::Json => {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
+        Output::Table => print!("{}", table(&rows)),
+    }
+    Ok(true)
+}
+
+pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<bool> {
+    let store = super::run::open_store(config).await?;
+    let Some(row) = jobstore::get(&store, id).await? else {
+        bail!("no job with id {id}")
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(&row)?),
+        Output::Table => println!("{}", serde_json::to_string_pretty(&row)?),
+    }
+    Ok(true)
+}
+
+pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
+    let store = super::run::open_store(config).await?;
+    let mut ok = true;
+    for id in ids {
+        match jobstore::cancel(&store, *id).await? {
+            Cancelled::Done => println!("cancelled {id}"),
+            Cancelled::NotPending(s) => {
+                ok = false;
+                eprintln!(
+                    "error: job {id} is {s}, not pending; only pending jobs can be cancelled"
+                );
+            }
+            Cancelled::Missing => {
+                ok = false;
+                eprintln!("error: no job with id {id}");
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn table(rows: &[JobRow]) -> String {
+    let headers = ["ID", "TASK", "DUE (UTC)", "QUEUE", "STATUS", "ATTEMPTS"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.task.clone(),
+                iso(r.due_at),
+                r.queue.clone(),
+                r.status.clone(),
+                r.attempts.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(str::len);
+    for c in &cells {
+        for (w, v) in widths.iter_mut().zip(c) {
+            *w = (*w).max(v.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |vals: [&str; 6]| {
+        let l = vals
+            .iter()
+            .zip(widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers);
+    for c in &cells {
+        line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]);
+    }
+    out
+}
