@@ -438,3 +438,88 @@ fn far_future_jobs_wait_in_the_database_and_run_once_on_time() {
     );
     assert_eq!(ra + rb, 43, "each job released once across both replicas");
 }
+
+#[test]
+fn sqlite_store_releases_jobs_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    // Within the window: straight to SQS, delayed until due.
+    let (code, out, err) = cli(
+        d,
+        None,
+        Some(&endpoint),
+        &[
+            "schedule", "e2e.soon", "--in", "5s", "--queue", "lite", "--output", "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["status"], "released");
+    assert_eq!(
+        queue_depth(&endpoint, "lite"),
+        1,
+        "in SQS as a delayed message"
+    );
+    // Far away: stored until a running sqsbeat releases it.
+    let (_, out, _) = cli(
+        d,
+        None,
+        Some(&endpoint),
+        &[
+            "schedule",
+            "e2e.later",
+            "--in",
+            "14d",
+            "--queue",
+            "lite",
+            "--output",
+            "json",
+        ],
+    );
+    let later = json(&out)["id"].as_str().unwrap().to_string();
+    let schedule = d.join("s.toml");
+    std::fs::write(
+        &schedule,
+        "[entries.idle]\ntask = \"a.idle\"\nevery = \"1d\"\nenabled = false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sqsbeat.toml"),
+        "[sqs]\ncreate_missing_queues = true\n",
+    )
+    .unwrap();
+    let mut run = stack::sqsbeat_replica(d, &endpoint, &schedule, "run.log", None);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        queue_depth(&endpoint, "lite"),
+        1,
+        "the 14-day job is not released early"
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let s = sqsbeat::store::SqliteStore::open(&d.join("sqsbeat.db"))
+            .await
+            .unwrap();
+        let soon = (Utc::now() + chrono::Duration::seconds(3))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sqlx::query("UPDATE jobs SET due_at = ?1 WHERE id = ?2")
+            .bind(soon)
+            .bind(&later)
+            .execute(s.pool())
+            .await
+            .unwrap();
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = cli(d, None, None, &["show", &later, "--output", "json"]);
+        if json(&out)["status"] == "released" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not released: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        run.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    assert_eq!(queue_depth(&endpoint, "lite"), 2);
+}

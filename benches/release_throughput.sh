@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Release throughput: N one-off jobs due at once in PostgreSQL, released by
+# R replicas into the benchmark sink (benches/sqs_sink.py), which only
+# counts, so the figure is sqsbeat + PostgreSQL, not the endpoint.
+#
+#   DATABASE_URL=postgres://... N=100000 R=1 benches/release_throughput.sh
+#
+# Reports jobs/s between the first and the last released_at.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${DATABASE_URL:?set DATABASE_URL to a PostgreSQL server the benchmark may use}"
+N=${N:-100000}
+R=${R:-1}
+BIN=${BIN:-target/release/sqsbeat}
+[ -x "$BIN" ] || cargo build --release --quiet --bin sqsbeat
+work=$(mktemp -d)
+schema="bench_$$"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+python3 benches/sqs_sink.py "$port" "$work/sink.json" >/dev/null 2>&1 &
+pids+=($!)
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
+export SQSBEAT_SQS_REGION=us-east-1 SQSBEAT_SQS_ENDPOINT_URL="http://127.0.0.1:$port"
+export SQSBEAT_DATABASE_URL="$DATABASE_URL" SQSBEAT_DATABASE_SCHEMA="$schema" SQSBEAT_LOG=warn
+printf '[entries.idle]\ntask = "bench.idle"\nevery = "1d"\nenabled = false\n' > "$work/s.toml"
+"$BIN" migrate >/dev/null
+psql -q "$DATABASE_URL" -c "INSERT INTO $schema.jobs (id, task, kwargs, queue, due_at)
+  SELECT gen_random_uuid(), 'bench.job', jsonb_build_object('i', g), 'bench', now() FROM generate_series(1, $N) g"
+echo "inserted $N jobs due now; starting $R releasing replica(s)" >&2
+for i in $(seq 1 "$R"); do
+  "$BIN" run "$work/s.toml" 2>"$work/run-$i.log" &
+  pids+=($!)
+done
+start=$(date +%s)
+while :; do
+  left=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM $schema.jobs WHERE status = 'pending'")
+  [ "$left" = 0 ] && break
+  if [ $(( $(date +%s) - start )) -gt 600 ]; then echo "not done after 600 s ($left pending)" >&2; exit 1; fi
+  sleep 0.5
+done
+psql -qtA "$DATABASE_URL" -c "SELECT count(*), round(extract(epoch FROM max(released_at) - min(released_at))::numeric, 3),
+  round((count(*) / greatest(extract(epoch FROM max(released_at) - min(released_at)), 0.001))::numeric)
+  FROM $schema.jobs WHERE status = 'released'" | {
+  IFS='|' read -r n secs rate
+  sleep 1.2
+  sunk=$(python3 -c "import json; print(json.load(open('$work/sink.json'))['messages'])")
+  echo "release: N=$N replicas=$R released=$n in ${secs}s = ${rate} jobs/s; sink accepted $sunk messages"
+}
