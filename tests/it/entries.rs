@@ -2,27 +2,13 @@
 //! running `sqsbeat` picking changes up without a restart.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::pg::TestDb;
 use crate::stack::{self, json_lines};
 
 fn cli(dir: &Path, db: Option<&str>, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqsbeat"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("SQSBEAT_DATABASE_URL");
-    if let Some(url) = db {
-        cmd.env("SQSBEAT_DATABASE_URL", url);
-    }
-    let out = stack::output_within(&mut cmd, Duration::from_secs(30));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    stack::cli(dir, db, None, args)
 }
 
 #[test]

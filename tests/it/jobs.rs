@@ -3,7 +3,6 @@
 //! due instants in the database, never by sleeping for minutes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,38 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::pg::TestDb;
-use crate::stack;
-
-fn cli(
-    dir: &Path,
-    db: Option<&str>,
-    endpoint: Option<&str>,
-    args: &[&str],
-) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqsbeat"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("SQSBEAT_DATABASE_URL")
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "y")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("SQSBEAT_SQS_REGION", "us-east-1")
-        .env("SQSBEAT_SQS_CREATE_MISSING_QUEUES", "true")
-        .env(
-            "SQSBEAT_SQS_ENDPOINT_URL",
-            endpoint.unwrap_or("http://127.0.0.1:9"),
-        );
-    if let Some(url) = db {
-        cmd.env("SQSBEAT_DATABASE_URL", url);
-    }
-    let out = stack::output_within(&mut cmd, Duration::from_secs(60));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::stack::{self, cli};
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}"))
