@@ -491,3 +491,84 @@ fn sqlite_store_releases_jobs_too() {
     );
     assert_eq!(queue_depth(&endpoint, "lite"), 2);
 }
+
+#[tokio::test]
+async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
+    use sqsbeat::jobstore::{self, Settlement};
+    let db = TestDb::new().await;
+    let pg = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
+        .await
+        .unwrap();
+    let store = sqsbeat::store::Store::Postgres(pg);
+    let now = Utc::now();
+    for i in 0..10 {
+        let spec = sqsbeat::jobs::JobSpec {
+            id: uuid::Uuid::new_v4(),
+            task: "a.b".into(),
+            args: vec![Value::from(i)],
+            kwargs: Default::default(),
+            queue: "q".into(),
+            due_at: now + chrono::Duration::minutes(1),
+            expires_at: None,
+            priority: 0,
+            headers: Default::default(),
+        };
+        assert!(matches!(
+            jobstore::insert(&store, &spec, "t").await.unwrap(),
+            jobstore::Inserted::Created
+        ));
+    }
+    let window = chrono::Duration::minutes(15);
+    // Two releasers at once: the second skips every row the first holds.
+    let first = jobstore::claim(&store, now, window, 6, None).await.unwrap();
+    let second = jobstore::claim(&store, now, window, 100, None)
+        .await
+        .unwrap();
+    assert_eq!((first.jobs.len(), second.jobs.len()), (6, 4));
+    let mut ids: Vec<uuid::Uuid> = first
+        .jobs
+        .iter()
+        .chain(&second.jobs)
+        .map(|j| j.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "no job claimed twice");
+    // The first releaser dies after sending, before committing.
+    drop(first);
+    let released: Vec<uuid::Uuid> = second.jobs.iter().map(|j| j.id).collect();
+    second
+        .settle(&Settlement {
+            released,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let again = jobstore::claim(&store, now, window, 100, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.jobs.len(),
+        6,
+        "the crashed claim's jobs are pending again, same ids"
+    );
+    let pending: Vec<uuid::Uuid> = again.jobs.iter().map(|j| j.id).collect();
+    again
+        .settle(&Settlement {
+            released: pending,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let left = jobstore::list(
+        &store,
+        &jobstore::Filter {
+            status: Some("pending".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty());
+}
