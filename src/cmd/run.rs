@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
@@ -17,7 +18,7 @@ use crate::entry::Entry;
 use crate::leader::{self, Role};
 use crate::queue::QueueName;
 use crate::releaser::{self, Releaser};
-use crate::schedule_file::{self, Loaded};
+use crate::schedule_file;
 use crate::sink::SqsSink;
 use crate::store::{PgStore, SqliteStore, Store};
 
@@ -28,6 +29,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     tokio::spawn(watch_signals(term, int, shutdown.clone()));
 
     let paths = super::schedule_paths(paths, config);
@@ -40,7 +42,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     let rows = db_entries::list(&store)
         .await
         .context("cannot read the entries table")?;
-    let loaded = db_entries::merge(files.clone(), db_entries::validate(&rows, &ctx));
+    let loaded = db_entries::merge(files, db_entries::validate(&rows, &ctx));
     for d in &loaded.diagnostics {
         if d.warning {
             warn!("{d}")
@@ -112,9 +114,15 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         changed.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(reload_database_entries(
+    tokio::spawn(watch_files(
+        paths.clone(),
+        changed.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(watch_hangup(hangup, changed.clone(), shutdown.clone()));
+    tokio::spawn(reload_schedule(
         store.clone(),
-        files,
+        paths.clone(),
         ctx,
         changed,
         entries_tx,
@@ -207,12 +215,14 @@ fn probe_queues(sink: &SqsSink, entries: &[Entry], prefix: &str, shutdown: &Canc
     });
 }
 
-/// On every change of the entries table: validate the new set with the
-/// files; publish it if valid (logging what changed), else keep the last
-/// good set and log why.
-async fn reload_database_entries(
+/// Reloads the schedule (files and entries table) whenever `changed` is
+/// notified: the table changed, SIGHUP, or a schedule file changed. The new
+/// set is validated first; if valid it is published and the log states
+/// what was added, removed and changed; if not, every error is logged and
+/// the last good schedule keeps running.
+async fn reload_schedule(
     store: Store,
-    files: Loaded,
+    paths: Vec<PathBuf>,
     ctx: crate::entry::Context,
     changed: Arc<Notify>,
     entries: watch::Sender<Arc<Vec<Entry>>>,
@@ -223,19 +233,29 @@ async fn reload_database_entries(
             _ = changed.notified() => {}
             _ = shutdown.cancelled() => return,
         }
-        let rows = match db_entries::list(&store).await {
-            Ok(r) => r,
+        let files = match schedule_file::load_paths(&paths, &ctx) {
+            Ok(f) => f,
             Err(e) => {
-                warn!(error = %e, "cannot read the entries table; keeping the current schedule");
+                RELOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
+                error!("schedule reload failed: {e}; the last good schedule keeps running");
                 continue;
             }
         };
-        let next = db_entries::merge(files.clone(), db_entries::validate(&rows, &ctx));
+        let rows = match db_entries::list(&store).await {
+            Ok(r) => r,
+            Err(e) => {
+                RELOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cannot read the entries table; the last good schedule keeps running");
+                continue;
+            }
+        };
+        let next = db_entries::merge(files, db_entries::validate(&rows, &ctx));
         if next.has_errors() {
+            RELOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
             for d in next.errors() {
                 error!("{d}");
             }
-            error!("entries table change rejected; the last good schedule keeps running");
+            error!("schedule reload rejected; the last good schedule keeps running");
             continue;
         }
         let current = entries.borrow().clone();
@@ -243,21 +263,70 @@ async fn reload_database_entries(
         let (before, after) = (names(&current), names(&next.entries));
         let added: Vec<&String> = after.difference(&before).collect();
         let removed: Vec<&String> = before.difference(&after).collect();
+        // Same name, different definition (where it was defined aside).
         let changed_entries: Vec<&str> = next
             .entries
             .iter()
             .filter(|e| {
                 current
                     .iter()
-                    .any(|c| c.name == e.name && format!("{c:?}") != format!("{e:?}"))
+                    .any(|c| c.name == e.name && !same_definition(c, e))
             })
             .map(|e| e.name.as_str())
             .collect();
+        RELOADS.fetch_add(1, Ordering::Relaxed);
         if added.is_empty() && removed.is_empty() && changed_entries.is_empty() {
+            info!("schedule reloaded: no changes");
             continue;
         }
-        info!(?added, ?removed, changed = ?changed_entries, "schedule reloaded from the entries table");
+        info!(?added, ?removed, changed = ?changed_entries, "schedule reloaded");
         entries.send_replace(Arc::new(next.entries));
+    }
+}
+
+/// Schedule reloads that were applied, and that were rejected or failed.
+pub static RELOADS: AtomicU64 = AtomicU64::new(0);
+pub static RELOAD_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+fn same_definition(a: &Entry, b: &Entry) -> bool {
+    let strip = |e: &Entry| {
+        let mut e = e.clone();
+        e.origin = crate::entry::Origin {
+            file: String::new(),
+            line: 0,
+        };
+        format!("{e:?}")
+    };
+    strip(a) == strip(b)
+}
+
+/// Notifies `changed` when a schedule file is added, removed or modified
+/// (checked each second: size and modification time of every file).
+async fn watch_files(paths: Vec<PathBuf>, changed: Arc<Notify>, shutdown: CancellationToken) {
+    let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
+        schedule_file::expand_paths(paths)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::metadata(&p)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)));
+                (p, meta)
+            })
+            .collect()
+    };
+    let mut last = fingerprint(&paths);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = fingerprint(&paths);
+        if now != last {
+            info!("schedule files changed; reloading");
+            last = now;
+            changed.notify_one();
+        }
     }
 }
 
@@ -278,6 +347,23 @@ async fn prune_ledger(
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// SIGHUP: reload the schedule.
+async fn watch_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the schedule");
+                changed.notify_one();
+            }
             _ = shutdown.cancelled() => return,
         }
     }

@@ -261,7 +261,7 @@ fn live_reload(db: Option<&str>) {
     assert_eq!(code, 0, "{err}");
     let added_at = chrono::Utc::now();
     let reload = wait_log(d, "run.log", Duration::from_secs(5), "reload", |l| {
-        l["message"] == "schedule reloaded from the entries table"
+        l["message"] == "schedule reloaded"
     });
     let reloaded_at = chrono::DateTime::parse_from_rfc3339(reload["timestamp"].as_str().unwrap())
         .unwrap()
@@ -313,7 +313,7 @@ fn live_reload(db: Option<&str>) {
     wait_log(d, "run.log", Duration::from_secs(5), "rejection", |l| {
         l["message"]
             .as_str()
-            .is_some_and(|m| m.contains("entries table change rejected"))
+            .is_some_and(|m| m.contains("schedule reload rejected"))
     });
     let fires_before = json_lines(&d.join("run.log"))
         .iter()
@@ -332,7 +332,7 @@ fn live_reload(db: Option<&str>) {
     let (code, _, _) = cli(d, db, &["entries", "remove", "dyn"]);
     assert_eq!(code, 0);
     wait_log(d, "run.log", Duration::from_secs(5), "removal", |l| {
-        l["message"] == "schedule reloaded from the entries table"
+        l["message"] == "schedule reloaded"
             && l["removed"].as_str().is_some_and(|r| r.contains("dyn"))
     });
     std::thread::sleep(Duration::from_millis(1500));

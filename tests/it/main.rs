@@ -8,6 +8,7 @@ mod failover;
 mod golden;
 mod jobs;
 mod pg;
+mod reload;
 mod restart;
 mod run_errors;
 mod stack;
