@@ -344,6 +344,15 @@ fn report_missed(beat: &Beat, missed: &[crate::tick::Missed]) {
     for m in missed {
         let e = &beat.entries()[m.entry];
         warn!(entry = %e.name, slot = %m.nominal.to_rfc3339(), "missed fire: {}", miss_reason(m.reason));
+        let reason = match m.reason {
+            MissReason::Expired => "expired".to_string(),
+            MissReason::CatchUp(p) => format!("catch_up_{}", p.as_str()),
+            MissReason::Bound => "bound".to_string(),
+        };
+        crate::metrics::get()
+            .fires_missed
+            .get_or_create(&crate::metrics::Reason { reason })
+            .inc();
     }
 }
 
@@ -399,14 +408,31 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
         let _enter = span.enter();
         let late_ms = (accepted_at - e.send_at(fire.nominal)).num_milliseconds();
         match result {
-            Ok(()) => info!(
+            Ok(()) => {
+                let m = crate::metrics::get();
+                m.fires_sent
+                    .get_or_create(&crate::metrics::EntryQueue {
+                        entry: e.name.clone(),
+                        queue: e.queue.clone(),
+                    })
+                    .inc();
+                m.fire_lateness.observe(late_ms.max(0) as f64 / 1000.0);
+                info!(
                 task = %e.task,
                 slot = %fire.nominal.to_rfc3339(),
                 late_ms,
                 attempt = fire.attempt,
                 "sent"
-            ),
+                );
+            }
             Err(err) => {
+                crate::metrics::get()
+                    .fires_failed
+                    .get_or_create(&crate::metrics::EntryQueue {
+                        entry: e.name.clone(),
+                        queue: e.queue.clone(),
+                    })
+                    .inc();
                 let delay = match &err {
                     // Nothing will change soon for these; do not hammer SQS.
                     SendError::QueueMissing { .. }

@@ -483,3 +483,57 @@ impl Batch {
         Ok(())
     }
 }
+
+/// Pending jobs by how soon they are due: overdue, within 15 minutes, an
+/// hour, a day, a week, later.
+pub async fn pending_by_bucket(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Vec<(&'static str, i64)>, StoreError> {
+    const EDGES: [(&str, i64); 5] = [
+        ("overdue", 0),
+        ("15m", 15 * 60),
+        ("1h", 3600),
+        ("1d", 86_400),
+        ("7d", 7 * 86_400),
+    ];
+    let mut out = Vec::with_capacity(EDGES.len() + 1);
+    let mut below = 0i64;
+    for (name, secs) in EDGES {
+        let edge = now + Duration::seconds(secs);
+        let n: i64 = match store {
+            Store::Postgres(pg) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM jobs WHERE status = 'pending' AND due_at < $1",
+                )
+                .bind(edge)
+                .fetch_one(pg.pool())
+                .await?
+            }
+            Store::Sqlite(l) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM jobs WHERE status = 'pending' AND due_at < ?1",
+                )
+                .bind(ts(edge))
+                .fetch_one(l.pool())
+                .await?
+            }
+        };
+        out.push((name, n - below));
+        below = n;
+    }
+    let total: i64 = match store {
+        Store::Postgres(pg) => {
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'pending'")
+                .fetch_one(pg.pool())
+                .await?
+        }
+        Store::Sqlite(l) => {
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'pending'")
+                .fetch_one(l.pool())
+                .await?
+        }
+    };
+    out.push(("later", total - below));
+    Ok(out)
+}

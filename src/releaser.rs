@@ -150,10 +150,20 @@ impl Releaser {
             let _enter = span.enter();
             match result {
                 Ok(()) => {
+                    let m = crate::metrics::get();
+                    m.jobs_released.inc();
+                    let opened = crate::jobs::opens_at(
+                        spec.due_at,
+                        self.window,
+                        &QueueName::new(&self.opts.queue_name_prefix, &spec.queue),
+                    );
+                    m.releaser_lag
+                        .observe((accepted_at - opened).num_milliseconds().max(0) as f64 / 1000.0);
                     info!(due = %spec.due_at.to_rfc3339(), delay_s = delay, "released");
                     settle.released.push(spec.id);
                 }
                 Err(err) => {
+                    crate::metrics::get().jobs_release_failed.inc();
                     let wait = match &err {
                         SendError::QueueMissing { .. }
                         | SendError::Rejected {

@@ -139,7 +139,16 @@ impl SqsSink {
         if let Some(u) = self.urls.lock().ok().and_then(|m| m.get(&q.sqs).cloned()) {
             return Ok(u);
         }
-        let url = match self.client.get_queue_url().queue_name(&q.sqs).send().await {
+        let started = std::time::Instant::now();
+        let got = self.client.get_queue_url().queue_name(&q.sqs).send().await;
+        observe(
+            "GetQueueUrl",
+            started,
+            got.as_ref()
+                .err()
+                .map(|e| e.code().unwrap_or("transport").to_string()),
+        );
+        let url = match got {
             Ok(out) => out.queue_url.unwrap_or_default(),
             Err(e) if is_queue_missing(&e) => {
                 if !self.config.create_missing_queues {
@@ -260,7 +269,15 @@ async fn send_batch(
         }
     }
     let started = std::time::Instant::now();
-    match req.send().await {
+    let sent = req.send().await;
+    observe(
+        "SendMessageBatch",
+        started,
+        sent.as_ref()
+            .err()
+            .map(|e| e.code().unwrap_or("transport").to_string()),
+    );
+    match sent {
         Err(e) => {
             let err = request_error(e);
             batch
@@ -306,6 +323,24 @@ async fn send_batch(
                 })
                 .collect()
         }
+    }
+}
+
+/// Records one SQS request's latency, and its error code if it failed.
+fn observe(operation: &str, started: std::time::Instant, error: Option<String>) {
+    let m = crate::metrics::get();
+    m.sqs_request_seconds
+        .get_or_create(&crate::metrics::Operation {
+            operation: operation.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(code) = error {
+        m.sqs_errors
+            .get_or_create(&crate::metrics::OperationCode {
+                operation: operation.to_string(),
+                code,
+            })
+            .inc();
     }
 }
 

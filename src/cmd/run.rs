@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
@@ -32,6 +31,8 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     tokio::spawn(watch_signals(term, int, shutdown.clone()));
 
+    // Bound first: a taken port stops start-up before anything else happens.
+    let http = crate::http::bind(&config.http_addr).await?;
     let paths = super::schedule_paths(paths, config);
     let ctx = super::context(config);
     let files = schedule_file::load_paths(&paths, &ctx)?;
@@ -100,6 +101,14 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
             })
         }
     };
+    tokio::spawn(crate::http::serve(
+        http,
+        store.clone(),
+        rx.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(export_role(rx.clone(), shutdown.clone()));
+    tokio::spawn(export_pending_jobs(store.clone(), shutdown.clone()));
     tokio::spawn(prune_ledger(
         store.clone(),
         rx.clone(),
@@ -236,7 +245,7 @@ async fn reload_schedule(
         let files = match schedule_file::load_paths(&paths, &ctx) {
             Ok(f) => f,
             Err(e) => {
-                RELOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::get().reload_errors.inc();
                 error!("schedule reload failed: {e}; the last good schedule keeps running");
                 continue;
             }
@@ -244,14 +253,14 @@ async fn reload_schedule(
         let rows = match db_entries::list(&store).await {
             Ok(r) => r,
             Err(e) => {
-                RELOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::get().reload_errors.inc();
                 warn!(error = %e, "cannot read the entries table; the last good schedule keeps running");
                 continue;
             }
         };
         let next = db_entries::merge(files, db_entries::validate(&rows, &ctx));
         if next.has_errors() {
-            RELOAD_ERRORS.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::get().reload_errors.inc();
             for d in next.errors() {
                 error!("{d}");
             }
@@ -274,7 +283,7 @@ async fn reload_schedule(
             })
             .map(|e| e.name.as_str())
             .collect();
-        RELOADS.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::get().reloads.inc();
         if added.is_empty() && removed.is_empty() && changed_entries.is_empty() {
             info!("schedule reloaded: no changes");
             continue;
@@ -283,10 +292,6 @@ async fn reload_schedule(
         entries.send_replace(Arc::new(next.entries));
     }
 }
-
-/// Schedule reloads that were applied, and that were rejected or failed.
-pub static RELOADS: AtomicU64 = AtomicU64::new(0);
-pub static RELOAD_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 fn same_definition(a: &Entry, b: &Entry) -> bool {
     let strip = |e: &Entry| {
@@ -347,6 +352,43 @@ async fn prune_ledger(
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Mirrors the role into the leader and epoch gauges.
+async fn export_role(mut role: watch::Receiver<Role>, shutdown: CancellationToken) {
+    loop {
+        let r = *role.borrow_and_update();
+        let m = crate::metrics::get();
+        m.leader.set(i64::from(r.epoch().is_some()));
+        m.epoch.set(r.epoch().unwrap_or(0));
+        tokio::select! {
+            c = role.changed() => if c.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Refreshes the pending-jobs-by-due-bucket gauge every 15 seconds.
+async fn export_pending_jobs(store: Store, shutdown: CancellationToken) {
+    loop {
+        match crate::jobstore::pending_by_bucket(&store, beat::now()).await {
+            Ok(buckets) => {
+                for (due, n) in buckets {
+                    crate::metrics::get()
+                        .pending_jobs
+                        .get_or_create(&crate::metrics::DueBucket {
+                            due: due.to_string(),
+                        })
+                        .set(n);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot count pending jobs"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -130,6 +130,21 @@ impl Store {
         }
     }
 
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(s) => sqlx::query("SELECT 1")
+                .execute(s.pool())
+                .await
+                .map(|_| ())?,
+            Store::Sqlite(s) => sqlx::query("SELECT 1")
+                .execute(s.pool())
+                .await
+                .map(|_| ())?,
+        }
+        Ok(())
+    }
+
     /// Deletes settled ledger rows whose slot is older than `before`.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         match self {

@@ -6,6 +6,7 @@ mod e2e;
 mod entries;
 mod failover;
 mod golden;
+mod http;
 mod jobs;
 mod pg;
 mod reload;

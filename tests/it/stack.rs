@@ -176,6 +176,8 @@ pub fn sqsbeat_command(dir: &Path, endpoint: &str, schedule: &Path) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "y")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
+        // An ephemeral port: many replicas run at once in the suite.
+        .env("SQSBEAT_HTTP_ADDR", "127.0.0.1:0")
         // No database unless a test asks for one (sqsbeat_replica): the
         // suite's DATABASE_URL is for tests that make their own database.
         .env_remove("DATABASE_URL")

@@ -1,0 +1,212 @@
+//! The operations surface: /healthz, /readyz, /metrics (parsed as
+//! Prometheus text), a taken port, and secrets kept out of debug logs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::pg::TestDb;
+use crate::stack::{self, json_lines};
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Parses Prometheus text: every sample line is `name{labels} value`.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample line {l:?}"));
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {l:?}"));
+            assert!(series.starts_with("sqsbeat_"), "{l}");
+            (series.to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn health_ready_and_metrics_endpoints() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    let port = stack::free_port();
+    std::fs::write(
+        d.join("sqsbeat.toml"),
+        format!("[sqs]\ncreate_missing_queues = true\n[http]\naddr = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let schedule = d.join("s.toml");
+    std::fs::write(
+        &schedule,
+        "[entries.m]\ntask = \"m.t\"\nevery = \"1s\"\nqueue = \"mq\"\n",
+    )
+    .unwrap();
+    let mut cmd = stack::sqsbeat_command(d, &endpoint, &schedule);
+    cmd.env_remove("SQSBEAT_HTTP_ADDR")
+        .env("SQSBEAT_DATABASE_URL", &db.url);
+    let log = std::fs::File::create(d.join("run.log")).unwrap();
+    let mut run = stack::Proc {
+        child: cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while json_lines(&d.join("run.log"))
+        .iter()
+        .filter(|l| l["message"] == "sent")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(d.join("run.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(port, "/healthz"), (200, "ok\n".to_string()));
+    let (code, body) = get(port, "/readyz");
+    assert_eq!(code, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (ready["role"].as_str(), ready["database"].as_str()),
+        (Some("leader"), Some("ok"))
+    );
+    assert!(ready["epoch"].as_i64().unwrap() >= 1 && ready["since"].is_string());
+    let (code, text) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    let s = samples(&text);
+    let value = |name: &str| s.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert!(
+        value("sqsbeat_fires_sent_total{entry=\"m\",queue=\"mq\"}").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert_eq!(value("sqsbeat_leader"), Some(1.0));
+    assert!(value("sqsbeat_leader_epoch").unwrap() >= 1.0);
+    assert!(value("sqsbeat_fire_lateness_seconds_count").unwrap() >= 2.0);
+    assert!(
+        value("sqsbeat_sqs_request_seconds_count{operation=\"SendMessageBatch\"}").unwrap() >= 2.0
+    );
+    assert_eq!(
+        value(&format!(
+            "sqsbeat_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Some(1.0)
+    );
+    assert!(text.contains("# HELP sqsbeat_pending_jobs"), "{text}");
+    assert_eq!(get(port, "/nope").0, 404);
+    assert!(
+        run.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+}
+
+#[test]
+fn a_taken_http_port_refuses_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let schedule = d.join("s.toml");
+    std::fs::write(&schedule, "[entries.m]\ntask = \"m.t\"\nevery = \"1h\"\n").unwrap();
+    let mut cmd = stack::sqsbeat_command(d, "http://127.0.0.1:9", &schedule);
+    cmd.env("SQSBEAT_HTTP_ADDR", format!("127.0.0.1:{port}"));
+    let out = stack::output_within(&mut cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: the port is taken"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_logs_even_at_debug() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    std::fs::write(
+        d.join("sqsbeat.toml"),
+        "[sqs]\ncreate_missing_queues = true\n",
+    )
+    .unwrap();
+    let schedule = d.join("s.toml");
+    std::fs::write(&schedule, "[entries.m]\ntask = \"m.t\"\nevery = \"1s\"\n").unwrap();
+    // The test server trusts every connection, so any password is accepted.
+    let with_password = db.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:pw-hunter2-secret@",
+        1,
+    );
+    assert_ne!(
+        with_password, db.url,
+        "expected a URL with a user: {}",
+        db.url
+    );
+    let mut cmd = stack::sqsbeat_command(d, &endpoint, &schedule);
+    cmd.env("SQSBEAT_DATABASE_URL", &with_password)
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-key-do-not-log")
+        .env("SQSBEAT_LOG", "debug");
+    let log = std::fs::File::create(d.join("run.log")).unwrap();
+    let mut run = stack::Proc {
+        child: cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(d.join("run.log"))
+        .unwrap_or_default()
+        .contains("\"message\":\"sent\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(d.join("run.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        run.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    let text = std::fs::read_to_string(d.join("run.log")).unwrap();
+    assert!(text.lines().count() > 20, "debug logging was on");
+    assert!(
+        !text.contains("pw-hunter2-secret"),
+        "database password in the log"
+    );
+    assert!(
+        !text.contains("aws-secret-key-do-not-log"),
+        "AWS secret in the log"
+    );
+}
