@@ -90,6 +90,11 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<uuid::Uuid>,
     },
+    /// Replicas and their roles, each entry's last and next fire, pending jobs, recent failures.
+    Status {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Manage periodic entries kept in the database (beside the TOML files).
     Entries {
         #[command(subcommand)]

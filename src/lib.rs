@@ -60,5 +60,6 @@ pub mod releaser;
 pub mod schedule;
 pub mod schedule_file;
 pub mod sink;
+pub mod status;
 pub mod store;
 pub mod tick;

@@ -84,6 +84,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Show { id, output } => runtime()?.block_on(cmd::jobs::show(id, output, &config)),
         Command::Cancel { ids } => runtime()?.block_on(cmd::jobs::cancel(&ids, &config)),
+        Command::Status { output } => {
+            runtime()?.block_on(cmd::status::run(output, chrono::Utc::now(), &config))
+        }
         Command::Entries { command } => runtime()?.block_on(cmd::entries::run(command, &config)),
     }
 }

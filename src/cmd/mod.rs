@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod next;
 pub mod run;
+pub mod status;
 
 use std::path::PathBuf;
 

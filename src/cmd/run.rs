@@ -81,7 +81,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     let leadership = match &store {
         Store::Postgres(pg) => tokio::spawn(leader::campaign(
             pg.clone(),
-            holder,
+            holder.clone(),
             tx,
             leader_stop.clone(),
         )),
@@ -108,6 +108,12 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         shutdown.clone(),
     ));
     tokio::spawn(export_role(rx.clone(), shutdown.clone()));
+    tokio::spawn(report_alive(
+        store.clone(),
+        holder.clone(),
+        rx.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(export_pending_jobs(store.clone(), shutdown.clone()));
     tokio::spawn(prune_ledger(
         store.clone(),
@@ -352,6 +358,27 @@ async fn prune_ledger(
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Tells the store this replica is alive, and in which role, every 2 s
+/// (what `sqsbeat status` lists).
+async fn report_alive(
+    store: Store,
+    holder: String,
+    role: watch::Receiver<Role>,
+    shutdown: CancellationToken,
+) {
+    let started = beat::now();
+    loop {
+        let r = *role.borrow();
+        if let Err(e) = crate::status::heartbeat(&store, &holder, r, started, beat::now()).await {
+            warn!(error = %e, "cannot record this replica's heartbeat");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -13,4 +13,5 @@ mod reload;
 mod restart;
 mod run_errors;
 mod stack;
+mod status;
 mod store;
