@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Release throughput: N one-off jobs due at once in PostgreSQL, released by
-# R replicas into the benchmark sink (benches/sqs_sink.py), which only
+# R replicas into the benchmark sink (examples/sqs_sink.rs), which only
 # counts, so the figure is sqsbeat + PostgreSQL, not the endpoint.
 #
 #   DATABASE_URL=postgres://... N=100000 R=1 benches/release_throughput.sh
@@ -13,6 +13,7 @@ N=${N:-100000}
 R=${R:-1}
 BIN=${BIN:-target/release/sqsbeat}
 [ -x "$BIN" ] || cargo build --release --quiet --bin sqsbeat
+cargo build --release --quiet --example sqs_sink
 work=$(mktemp -d)
 schema="bench_$$"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -25,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 benches/sqs_sink.py "$port" "$work/sink.json" >/dev/null 2>&1 &
+target/release/examples/sqs_sink "$port" "$work/sink.json" >/dev/null 2>&1 &
 pids+=($!)
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
 export SQSBEAT_SQS_REGION=us-east-1 SQSBEAT_SQS_ENDPOINT_URL="http://127.0.0.1:$port"
@@ -50,7 +51,7 @@ psql -qtA "$DATABASE_URL" -c "SELECT count(*), round(extract(epoch FROM max(rele
   round((count(*) / greatest(extract(epoch FROM max(released_at) - min(released_at)), 0.001))::numeric)
   FROM $schema.jobs WHERE status = 'released'" | {
   IFS='|' read -r n secs rate
-  sleep 1.2
+  sleep 0.7
   sunk=$(python3 -c "import json; print(json.load(open('$work/sink.json'))['messages'])")
   echo "release: N=$N replicas=$R released=$n in ${secs}s = ${rate} jobs/s; sink accepted $sunk messages"
 }

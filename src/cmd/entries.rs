@@ -10,7 +10,7 @@ use crate::entry::{self, Origin};
 use crate::schedule_file;
 
 pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<bool> {
-    let store = super::run::open_store(config).await?;
+    let store = super::run::open_store_cli(config).await?;
     match command {
         EntriesCommand::Add(args) => {
             let row = row_from_args(&args).map_err(anyhow::Error::msg)?;

@@ -99,7 +99,7 @@ pub async fn schedule(
         eprintln!("not scheduled");
         return Ok(false);
     }
-    let store = super::run::open_store(config).await?;
+    let store = super::run::open_store_cli(config).await?;
     let mut status = "pending";
     match jobstore::insert(&store, &spec, &who()).await? {
         Inserted::Created => {}
@@ -175,7 +175,7 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
     {
         bail!("--status {s:?}: expected pending, released, cancelled, failed or all");
     }
-    let store = super::run::open_store(config).await?;
+    let store = super::run::open_store_cli(config).await?;
     let rows = jobstore::list(&store, &filter).await?;
     match output {
         Output::Json => {
@@ -189,7 +189,7 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
 }
 
 pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<bool> {
-    let store = super::run::open_store(config).await?;
+    let store = super::run::open_store_cli(config).await?;
     let Some(row) = jobstore::get(&store, id).await? else {
         bail!("no job with id {id}")
     };
@@ -201,7 +201,7 @@ pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<b
 }
 
 pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
-    let store = super::run::open_store(config).await?;
+    let store = super::run::open_store_cli(config).await?;
     let mut ok = true;
     for id in ids {
         match jobstore::cancel(&store, *id).await? {

@@ -41,7 +41,7 @@ pub async fn load_all(
     if config.database_url.is_none() && !config.database_path.exists() {
         return Ok(files);
     }
-    let rows = match run::open_store(config).await {
+    let rows = match run::open_store_cli(config).await {
         Ok(store) => crate::db_entries::list(&store)
             .await
             .map_err(anyhow::Error::from),

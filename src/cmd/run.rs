@@ -184,11 +184,21 @@ pub fn options(config: &Config) -> Options {
     }
 }
 
-/// PostgreSQL when a URL is configured, else the embedded SQLite file.
+/// PostgreSQL when a URL is configured, else the embedded SQLite file;
+/// sized for a long-running process.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    open_store_sized(config, 8).await
+}
+
+/// `open_store` for a one-shot command: a single connection.
+pub async fn open_store_cli(config: &Config) -> anyhow::Result<Store> {
+    open_store_sized(config, 1).await
+}
+
+async fn open_store_sized(config: &Config, connections: u32) -> anyhow::Result<Store> {
     Ok(match &config.database_url {
         Some(url) => Store::Postgres(
-            PgStore::connect(&url.0, &config.database_schema)
+            PgStore::connect_sized(&url.0, &config.database_schema, connections)
                 .await
                 .context("cannot open the PostgreSQL database")?,
         ),

@@ -17,7 +17,7 @@ fn iso(t: DateTime<Utc>) -> String {
 
 pub async fn run(output: Output, now: DateTime<Utc>, config: &Config) -> anyhow::Result<bool> {
     let loaded = super::load_all(&[], config).await?;
-    let store = super::run::open_store(config).await?;
+    let store = super::run::open_store_cli(config).await?;
     let replicas = status::replicas(&store).await?;
     let last = status::last_fires(&store).await?;
     let cursors = store.load_cursors().await?;

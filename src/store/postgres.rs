@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -45,19 +45,35 @@ impl PgStore {
     /// Connects, creates the schema if needed and applies pending
     /// migrations (idempotent: applied ones are skipped).
     pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::connect_sized(url, schema, 8).await
+    }
+
+    /// Like `connect`, with at most `connections` connections: a one-shot
+    /// CLI command needs one, and one handshake is cheaper than two.
+    pub async fn connect_sized(
+        url: &str,
+        schema: &str,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
         if !valid_schema(schema) {
             return Err(StoreError::Schema(schema.to_string()));
         }
         let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
-        let options = base.clone().options([("search_path", schema)]);
-        // The schema must exist before a search_path session can migrate.
+        let options = base.options([("search_path", schema)]);
+        // One pool for everything: each new connection may cost a TLS
+        // handshake. A search_path naming a schema that does not exist yet
+        // is allowed, so the pool can create it.
+        let pool = PgPoolOptions::new()
+            .max_connections(connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await?;
         // CREATE SCHEMA IF NOT EXISTS races when replicas start together
         // (a unique violation), so creation is serialized on a lock.
-        let setup = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(base.clone())
-            .await?;
-        let mut tx = setup.begin().await?;
+        // Schema and migrations on one connection: another would be another
+        // handshake.
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(schema_lock_key(schema))
             .execute(&mut *tx)
@@ -68,13 +84,9 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        setup.close().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        // run_direct: `run` on a borrowed connection is not Send in a spawned task.
+        MIGRATOR.run_direct(None, &mut *conn, false).await?;
+        drop(conn);
         Ok(PgStore {
             pool,
             options: std::sync::Arc::new(options),
