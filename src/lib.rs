@@ -16,15 +16,25 @@
 //! | [`schedule_file`] | schedule TOML text → entries + diagnostics with file and line |
 //! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
 //! | [`celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
-//! | [`preview`] | what `sqsbeat next` shows |
 //! | [`queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
 //! | [`tick`] | beat state + now → fires due, fires missed, next wake-up |
+//! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |
+//! | [`preview`] | what `sqsbeat next` shows |
 //!
-//! Effectful, kept thin: [`sink`] (SQS through aws-sdk-sqs), [`store`]
-//! (PostgreSQL: ledger, cursors, leader row), [`leader`] (the advisory-lock
-//! campaign and heartbeat), [`beat`] (the
-//! driver loop: the one place that reads the wall clock), [`cli`] (clap)
-//! and [`cmd`] (one module per command).
+//! Effectful, kept thin:
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`store`] | PostgreSQL or SQLite: migrations, run ledger, cursors, leader epoch |
+//! | [`db_entries`] | periodic entries in the database; change notifications |
+//! | [`jobstore`] | the jobs table: insert, query, cancel, claim for release |
+//! | [`leader`] | the PostgreSQL advisory-lock campaign and heartbeat |
+//! | [`sink`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes |
+//! | [`beat`] | the periodic driver loop: the one place that reads the wall clock |
+//! | [`releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
+//! | [`status`] | replica heartbeats and what `sqsbeat status` reads |
+//! | [`http`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
+//! | [`cli`], [`cmd`] | clap definitions; one module per command |
 //!
 //! # Our names and Celery's
 //!
@@ -39,6 +49,8 @@
 //! | `expires` | `options.expires` → `headers.expires` + `properties.expiration` |
 //! | fire / slot | one due run of an entry (`last_run_at` in beat) |
 //! | periodic task id | random in beat; here UUIDv5(entry, slot), see [`celery::fire_task_id`] |
+//! | one-off job | `apply_async(eta=...)`, but held in the database until its last minutes |
+//! | release window | (none: Celery holds an `eta` task in the worker instead) |
 //! | `sqsbeat run` | `celery beat` |
 
 pub mod beat;
