@@ -38,12 +38,12 @@ pub enum Output {
 pub enum Command {
     /// Validate schedule files; print every problem as file:line: entry 'name': what is wrong.
     Check {
-        /// Schedule files or directories (default: [schedules] paths, else ./schedules).
+        /// Schedule files or directories (default: the `[schedules] paths` setting, else ./schedules).
         paths: Vec<PathBuf>,
     },
     /// Preview the next fire instants of each entry.
     Next {
-        /// Schedule files or directories (default: [schedules] paths, else ./schedules).
+        /// Schedule files or directories (default: the `[schedules] paths` setting, else ./schedules).
         paths: Vec<PathBuf>,
         /// Only this entry.
         #[arg(long, value_name = "NAME")]
@@ -102,7 +102,7 @@ pub enum Command {
     },
     /// Fire the schedule's entries as Celery tasks on SQS until SIGTERM/SIGINT.
     Run {
-        /// Schedule files or directories (default: [schedules] paths, else ./schedules).
+        /// Schedule files or directories (default: the `[schedules] paths` setting, else ./schedules).
         paths: Vec<PathBuf>,
     },
 }
