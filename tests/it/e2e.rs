@@ -86,11 +86,7 @@ end_at = "2020-01-01T00:00:00Z"
         ),
     )
     .unwrap();
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
 
     // Fire for a while with no worker: messages wait in SQS, and the
     // `stale` ones outlive their 2 s expiry before any worker sees them.

@@ -2,7 +2,7 @@
 //! running `sqsbeat` picking changes up without a restart.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::pg::TestDb;
 use crate::stack::{self, json_lines};
@@ -208,27 +208,6 @@ fn check_reports_a_name_defined_in_a_file_and_in_the_database() {
     );
 }
 
-fn wait_log(
-    d: &Path,
-    log: &str,
-    within: Duration,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(l) = json_lines(&d.join(log)).into_iter().find(|l| pred(l)) {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not seen within {within:?}: {}",
-            std::fs::read_to_string(d.join(log)).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn sent_by(l: &serde_json::Value, entry: &str) -> bool {
     l["message"] == "sent" && l["span"]["entry"] == entry
 }
@@ -237,11 +216,7 @@ fn live_reload(db: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_moto, endpoint) = stack::moto(d);
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let schedule = d.join("s.toml");
     std::fs::write(
         &schedule,
@@ -249,7 +224,7 @@ fn live_reload(db: Option<&str>) {
     )
     .unwrap();
     let mut run = stack::sqsbeat_replica(d, &endpoint, &schedule, "run.log", db);
-    wait_log(d, "run.log", Duration::from_secs(20), "start", |l| {
+    stack::wait_log(d, "run.log", Duration::from_secs(20), "start", |l| {
         l["message"] == "beat started"
     });
 
@@ -260,13 +235,13 @@ fn live_reload(db: Option<&str>) {
     );
     assert_eq!(code, 0, "{err}");
     let added_at = chrono::Utc::now();
-    let reload = wait_log(d, "run.log", Duration::from_secs(5), "reload", |l| {
+    let reload = stack::wait_log(d, "run.log", Duration::from_secs(5), "reload", |l| {
         l["message"] == "schedule reloaded"
     });
     let reloaded_at = chrono::DateTime::parse_from_rfc3339(reload["timestamp"].as_str().unwrap())
         .unwrap()
         .to_utc();
-    wait_log(
+    stack::wait_log(
         d,
         "run.log",
         Duration::from_secs(5),
@@ -310,7 +285,7 @@ fn live_reload(db: Option<&str>) {
                 .unwrap();
         }),
     }
-    wait_log(d, "run.log", Duration::from_secs(5), "rejection", |l| {
+    stack::wait_log(d, "run.log", Duration::from_secs(5), "rejection", |l| {
         l["message"]
             .as_str()
             .is_some_and(|m| m.contains("schedule reload rejected"))
@@ -331,7 +306,7 @@ fn live_reload(db: Option<&str>) {
 
     let (code, _, _) = cli(d, db, &["entries", "remove", "dyn"]);
     assert_eq!(code, 0);
-    wait_log(d, "run.log", Duration::from_secs(5), "removal", |l| {
+    stack::wait_log(d, "run.log", Duration::from_secs(5), "removal", |l| {
         l["message"] == "schedule reloaded"
             && l["removed"].as_str().is_some_and(|r| r.contains("dyn"))
     });

@@ -50,11 +50,7 @@ fn kill_9_of_the_leader_loses_no_fire() {
     let (_moto, endpoint) = stack::moto(d);
     let schedule = d.join("s.toml");
     std::fs::write(&schedule, "[entries.tick]\ntask = \"e2e.tick\"\nevery = \"1s\"\nqueue = \"fo\"\ncatch_up = \"all\"\ngrace = \"30s\"\n").unwrap();
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let _worker = stack::worker(d, &endpoint, "fo", "e2e.tick");
 
     let mut logs: Vec<String> = Vec::new();
@@ -190,11 +186,7 @@ fn a_frozen_leader_is_replaced_and_cannot_fire_after_waking() {
     let (_moto, endpoint) = stack::moto(d);
     let schedule = d.join("s.toml");
     std::fs::write(&schedule, "[entries.tick]\ntask = \"e2e.tick\"\nevery = \"1s\"\nqueue = \"fz\"\ncatch_up = \"all\"\ngrace = \"30s\"\n").unwrap();
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let logs = ["a.log".to_string(), "b.log".to_string()];
     let mut procs: Vec<Proc> = logs
         .iter()

@@ -153,11 +153,7 @@ fn secrets_never_reach_the_logs_even_at_debug() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_moto, endpoint) = stack::moto(d);
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let schedule = d.join("s.toml");
     std::fs::write(&schedule, "[entries.m]\ntask = \"m.t\"\nevery = \"1s\"\n").unwrap();
     // The test server trusts every connection, so any password is accepted.

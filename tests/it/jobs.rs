@@ -244,11 +244,7 @@ fn far_future_jobs_wait_in_the_database_and_run_once_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_moto, endpoint) = stack::moto(d);
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let schedule = d.join("s.toml");
     std::fs::write(
         &schedule,
@@ -451,11 +447,7 @@ fn sqlite_store_releases_jobs_too() {
         "[entries.idle]\ntask = \"a.idle\"\nevery = \"1d\"\nenabled = false\n",
     )
     .unwrap();
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let mut run = stack::sqsbeat_replica(d, &endpoint, &schedule, "run.log", None);
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(

@@ -1,20 +1,12 @@
 //! Hot reload of the TOML schedules: on file change and on SIGHUP; a bad
 //! file is rejected and the last good schedule keeps running.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::stack::{self, json_lines};
 
 fn wait_for(d: &std::path::Path, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !json_lines(&d.join("run.log")).iter().any(&pred) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} not seen: {}",
-            std::fs::read_to_string(d.join("run.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    stack::wait_log(d, "run.log", Duration::from_secs(10), what, pred);
 }
 
 fn sent(d: &std::path::Path, entry: &str) -> usize {
@@ -29,11 +21,7 @@ fn schedule_files_reload_on_change_and_sighup_and_keep_the_last_good_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_moto, endpoint) = stack::moto(d);
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     std::fs::create_dir(d.join("schedules")).unwrap();
     let file = d.join("schedules/s.toml");
     std::fs::write(&file, "[entries.a]\ntask = \"r.a\"\nevery = \"1s\"\n").unwrap();

@@ -82,11 +82,7 @@ fn restarts_follow_catch_up(rt: &tokio::runtime::Runtime, db_url: Option<&str>) 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_moto, endpoint) = stack::moto(d);
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let path = d.join("s.toml");
 
     // (toggle enabled?) per run; 3 s down between runs.
@@ -209,11 +205,7 @@ fn a_fire_claimed_but_never_confirmed_is_resent_with_its_task_id() {
             .unwrap();
     });
     let (_moto, endpoint) = stack::moto(d);
-    std::fs::write(
-        d.join("sqsbeat.toml"),
-        "[sqs]\ncreate_missing_queues = true\n",
-    )
-    .unwrap();
+    stack::config_creating_queues(d);
     let path = d.join("s.toml");
     // catch_up = none and a short grace: only the unconfirmed claim, not
     // the slots missed since, may go out for the past.

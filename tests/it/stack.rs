@@ -276,3 +276,35 @@ pub fn cli(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits until a line of the JSON log `dir/log` satisfies `pred`; fails the
+/// test with the log if none does within `within`.
+pub fn wait_log(
+    d: &Path,
+    log: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(l) = json_lines(&d.join(log)).into_iter().find(|l| pred(l)) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {within:?}: {}",
+            std::fs::read_to_string(d.join(log)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes a `sqsbeat.toml` that creates missing queues (moto starts empty).
+pub fn config_creating_queues(dir: &Path) {
+    std::fs::write(
+        dir.join("sqsbeat.toml"),
+        "[sqs]\ncreate_missing_queues = true\n",
+    )
+    .unwrap();
+}
