@@ -256,18 +256,11 @@ fn a_frozen_leader_is_replaced_and_cannot_fire_after_waking() {
         "the ex-leader says it stopped: {ex_log}"
     );
     // And no slot was lost across the freeze.
-    let rows = rt.block_on(async {
-        let s = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
-            .await
-            .unwrap();
-        sqlx::query("SELECT slot, outcome FROM ledger WHERE entry = 'tick' ORDER BY slot")
-            .fetch_all(s.pool())
-            .await
-            .unwrap()
-    });
-    let slots: Vec<(DateTime<Utc>, String)> = rows
-        .iter()
-        .map(|r| (r.get("slot"), r.get("outcome")))
+    let slots: Vec<(DateTime<Utc>, String)> = rt
+        .block_on(stack::ledger(Some(&db.url), d))
+        .into_iter()
+        .filter(|(entry, _, _)| entry == "tick")
+        .map(|(_, slot, outcome)| (slot, outcome))
         .collect();
     for w in slots.windows(2) {
         assert_eq!(

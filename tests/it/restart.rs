@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use sqlx::Row;
 
 use crate::pg::TestDb;
 use crate::stack;
@@ -38,46 +37,6 @@ fn restarts_follow_catch_up_and_never_refire_sqlite() {
     restarts_follow_catch_up(&rt, None);
 }
 
-/// The ledger as (entry, slot, outcome), from either backend.
-async fn ledger(
-    db_url: Option<&str>,
-    dir: &std::path::Path,
-) -> Vec<(String, DateTime<Utc>, String)> {
-    match db_url {
-        Some(url) => {
-            let s = sqsbeat::store::PgStore::connect(url, "sqsbeat")
-                .await
-                .unwrap();
-            let rows = sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
-                .fetch_all(s.pool())
-                .await
-                .unwrap();
-            rows.iter()
-                .map(|r| (r.get("entry"), r.get("slot"), r.get("outcome")))
-                .collect()
-        }
-        None => {
-            let s = sqsbeat::store::SqliteStore::open(&dir.join("sqsbeat.db"))
-                .await
-                .unwrap();
-            let rows = sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
-                .fetch_all(s.pool())
-                .await
-                .unwrap();
-            rows.iter()
-                .map(|r| {
-                    let slot: String = r.get("slot");
-                    (
-                        r.get("entry"),
-                        DateTime::parse_from_rfc3339(&slot).unwrap().to_utc(),
-                        r.get("outcome"),
-                    )
-                })
-                .collect()
-        }
-    }
-}
-
 fn restarts_follow_catch_up(rt: &tokio::runtime::Runtime, db_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -104,7 +63,7 @@ fn restarts_follow_catch_up(rt: &tokio::runtime::Runtime, db_url: Option<&str>) 
         }
     }
 
-    let rows = rt.block_on(ledger(db_url, d));
+    let rows = rt.block_on(stack::ledger(db_url, d));
     let mut by_entry: BTreeMap<String, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
     for (entry, slot, outcome) in rows {
         by_entry.entry(entry).or_default().push((slot, outcome));
@@ -241,7 +200,7 @@ fn a_fire_claimed_but_never_confirmed_is_resent_with_its_task_id() {
         log.contains("re-sending a fire claimed but never confirmed"),
         "{log}"
     );
-    let rows = rt.block_on(ledger(None, d));
+    let rows = rt.block_on(stack::ledger(None, d));
     let once: Vec<_> = rows.iter().filter(|r| r.0 == "once").collect();
     assert_eq!(once.len(), 1, "{once:?}");
     assert_eq!((once[0].1, once[0].2.as_str()), (slot, "sent"));

@@ -3,6 +3,9 @@
 //! Every process is killed when its guard drops, also when a test fails.
 
 use std::io::{BufRead, BufReader};
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -307,4 +310,44 @@ pub fn config_creating_queues(dir: &Path) {
         "[sqs]\ncreate_missing_queues = true\n",
     )
     .unwrap();
+}
+
+/// The ledger as (entry, slot, outcome), from either backend.
+pub async fn ledger(
+    db_url: Option<&str>,
+    dir: &std::path::Path,
+) -> Vec<(String, DateTime<Utc>, String)> {
+    match db_url {
+        Some(url) => {
+            let s = sqsbeat::store::PgStore::connect(url, "sqsbeat")
+                .await
+                .unwrap();
+            let rows = sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| (r.get("entry"), r.get("slot"), r.get("outcome")))
+                .collect()
+        }
+        None => {
+            let s = sqsbeat::store::SqliteStore::open(&dir.join("sqsbeat.db"))
+                .await
+                .unwrap();
+            let rows = sqlx::query("SELECT entry, slot, outcome FROM ledger ORDER BY entry, slot")
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    let slot: String = r.get("slot");
+                    (
+                        r.get("entry"),
+                        DateTime::parse_from_rfc3339(&slot).unwrap().to_utc(),
+                        r.get("outcome"),
+                    )
+                })
+                .collect()
+        }
+    }
 }
