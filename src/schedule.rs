@@ -16,6 +16,7 @@
 //! of fires does not depend on where a walk through it starts.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -69,8 +70,9 @@ pub struct IntervalSchedule {
 
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    /// Boxed: a parsed cron pattern is a few hundred bytes, an interval 24.
-    Cron(Box<CronSchedule>),
+    /// Shared: a parsed pattern takes about 5 KB, and large schedules repeat
+    /// a few expressions many times.
+    Cron(Arc<CronSchedule>),
     Interval(IntervalSchedule),
 }
 
@@ -173,7 +175,7 @@ pub struct CrontabFields {
 impl CronSchedule {
     /// Parses a cron string with Vixie semantics: 5 fields, or 6 with a
     /// leading seconds field, or an `@` macro.
-    pub fn parse_cron(expr: &str, tz: Tz) -> Result<Self, CronParseError> {
+    pub fn parse_cron(expr: &str, tz: Tz) -> Result<Arc<Self>, CronParseError> {
         let trimmed = expr.trim();
         let pattern = match trimmed.to_ascii_lowercase().as_str() {
             "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
@@ -213,7 +215,7 @@ impl CronSchedule {
     }
 
     /// Builds a schedule from a Celery `crontab()` table: all day fields must match.
-    pub fn parse_crontab(fields: &CrontabFields, tz: Tz) -> Result<Self, CronParseError> {
+    pub fn parse_crontab(fields: &CrontabFields, tz: Tz) -> Result<Arc<Self>, CronParseError> {
         let pattern = format!(
             "{} {} {} {} {}",
             fields.minute,
@@ -255,6 +257,38 @@ impl CronSchedule {
     }
 
     fn build(
+        display: &str,
+        pattern: &str,
+        minute: &str,
+        hour: &str,
+        and_days: bool,
+        days: DayRule,
+        tz: Tz,
+    ) -> Result<Arc<Self>, CronParseError> {
+        // Large schedules repeat a few expressions many times, and croner's
+        // parse plus the never-fires probe were a quarter of loading 100 000
+        // entries; a parsed schedule is a plain value, so reuse it.
+        static CACHE: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<String, Arc<CronSchedule>>>,
+        > = std::sync::OnceLock::new();
+        let key = format!("{display}\0{pattern}\0{and_days}\0{days:?}\0{tz}");
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let built = Arc::new(Self::build_uncached(
+            display, pattern, minute, hour, and_days, days, tz,
+        )?);
+        if let Ok(mut c) = cache.lock() {
+            if c.len() >= 4096 {
+                c.clear();
+            }
+            c.insert(key, built.clone());
+        }
+        Ok(built)
+    }
+
+    fn build_uncached(
         display: &str,
         pattern: &str,
         minute: &str,

@@ -15,7 +15,7 @@ fn tz(name: &str) -> Tz {
 }
 
 fn cron(expr: &str, zone: &str) -> Schedule {
-    Schedule::Cron(Box::new(CronSchedule::parse_cron(expr, tz(zone)).unwrap()))
+    Schedule::Cron(CronSchedule::parse_cron(expr, tz(zone)).unwrap())
 }
 
 fn crontab(minute: &str, hour: &str, dow: &str, dom: &str, moy: &str, zone: &str) -> Schedule {
@@ -26,9 +26,7 @@ fn crontab(minute: &str, hour: &str, dow: &str, dom: &str, moy: &str, zone: &str
         day_of_month: dom.into(),
         month_of_year: moy.into(),
     };
-    Schedule::Cron(Box::new(
-        CronSchedule::parse_crontab(&fields, tz(zone)).unwrap(),
-    ))
+    Schedule::Cron(CronSchedule::parse_crontab(&fields, tz(zone)).unwrap())
 }
 
 /// The next `n` fires after `after`, as UTC RFC 3339 strings.
