@@ -56,6 +56,12 @@ pub fn backoff(attempt: u32, task_id: &str) -> Duration {
 /// Most send tasks in flight; past this the loop waits for one to finish.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// After a tick that fired, the next waits at least this long, so under
+/// load a tick claims and sends many fires in one transaction and one
+/// `SendMessageBatch` instead of one of each per fire (at 100 000 entries a
+/// fire falls due every 0.6 ms). An isolated fire is not delayed.
+const TICK_GAP: chrono::Duration = chrono::Duration::milliseconds(5);
+
 /// Durable state and leadership. Without it the beat runs alone, in memory.
 #[derive(Clone)]
 pub struct Durable {
@@ -124,11 +130,11 @@ pub async fn run(
 /// decided slot, except one that was disabled or is new, which starts now
 /// (a re-enabled entry does not fire the slots it missed while disabled).
 /// Claims never confirmed are due again, with their task ids.
-async fn resume(entries: &[Entry], store: &Store, epoch: i64) -> Result<Beat, StoreError> {
+async fn resume(entries: &Arc<Vec<Entry>>, store: &Store, epoch: i64) -> Result<Beat, StoreError> {
     let start = now();
     let stored = store.load_cursors().await?;
     let mut beat = Beat::new(
-        entries.to_vec(),
+        entries.clone(),
         start,
         |e| match stored.get(&e.name) {
             Some((at, true)) if e.enabled => Some(*at),
@@ -139,9 +145,10 @@ async fn resume(entries: &[Entry], store: &Store, epoch: i64) -> Result<Beat, St
     let cursors: Vec<store::Cursor> = beat
         .entries()
         .iter()
-        .map(|e| store::Cursor {
+        .enumerate()
+        .map(|(i, e)| store::Cursor {
             entry: e.name.clone(),
-            cursor: beat.cursors()[e.name.as_str()],
+            cursor: beat.cursor(i),
             enabled: e.enabled,
         })
         .collect();
@@ -186,46 +193,62 @@ async fn lead(
 ) {
     let mut in_flight: JoinSet<Sent> = JoinSet::new();
     let store = durable.store.clone();
+    info!(
+        epoch,
+        entries = beat.entries().len(),
+        next = ?beat.wake_at().map(|t| t.to_rfc3339()),
+        "leading: firing"
+    );
+    let mut earliest = now();
     loop {
-        let decision = beat.tick(now());
-        report_missed(&beat, &decision.missed);
-        let mut due = decision.due;
-        match record(&beat, &store, epoch, &due, &decision.missed).await {
-            Ok(ours) => {
-                let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
-                due.retain(|f| ours.contains(&(beat.entries()[f.entry].name.clone(), f.nominal)));
-            }
-            Err(e) => {
-                error!(epoch, error = %e, "stopped firing: could not record the decision");
-                break;
-            }
-        }
-        if !due.is_empty() {
-            while in_flight.len() >= MAX_IN_FLIGHT {
-                if let Some(done) = in_flight.join_next().await {
-                    settle(&mut beat, done);
+        let t = now();
+        if t >= earliest {
+            let decision = beat.tick(t);
+            report_missed(&beat, &decision.missed);
+            let mut due = decision.due;
+            match record(&beat, &store, epoch, &due, &decision.missed).await {
+                Ok(ours) => {
+                    let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
+                    due.retain(|f| {
+                        ours.contains(&(beat.entries()[f.entry].name.clone(), f.nominal))
+                    });
+                }
+                Err(e) => {
+                    error!(epoch, error = %e, "stopped firing: could not record the decision");
+                    break;
                 }
             }
-            let (outgoing, ids) = build(&beat, opts, &due, now());
-            let keys: Vec<(String, DateTime<Utc>)> = due
-                .iter()
-                .map(|f| (beat.entries()[f.entry].name.clone(), f.nominal))
-                .collect();
-            let (sink, store) = (sink.clone(), store.clone());
-            in_flight.spawn(async move {
-                let results = sink.send_all(outgoing).await;
-                let accepted_at = now();
-                confirm(&store, &keys, &results).await;
-                Sent {
-                    due,
-                    ids,
-                    results,
-                    accepted_at,
+            if !due.is_empty() {
+                while in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some(done) = in_flight.join_next().await {
+                        settle(&mut beat, done);
+                    }
                 }
-            });
+                let (outgoing, ids) = build(&beat, opts, &due, now());
+                let keys: Vec<(String, DateTime<Utc>)> = due
+                    .iter()
+                    .map(|f| (beat.entries()[f.entry].name.clone(), f.nominal))
+                    .collect();
+                let (sink, store) = (sink.clone(), store.clone());
+                in_flight.spawn(async move {
+                    let results = sink.send_all(outgoing).await;
+                    let accepted_at = now();
+                    confirm(&store, &keys, &results).await;
+                    Sent {
+                        due,
+                        ids,
+                        results,
+                        accepted_at,
+                    }
+                });
+                earliest = t + TICK_GAP;
+            }
         }
         let wait = match beat.wake_at() {
-            Some(wake) => (wake - now()).to_std().unwrap_or_default().min(MAX_SLEEP),
+            Some(wake) => (wake.max(earliest) - now())
+                .to_std()
+                .unwrap_or_default()
+                .min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
         tokio::select! {
@@ -289,14 +312,15 @@ async fn record(
         .map(|f| f.entry)
         .chain(missed.iter().map(|m| m.entry))
         .collect();
-    let cursors = beat.cursors();
+    // Only the touched entries: building every cursor here made each tick
+    // O(entries) (3 ms per tick at 100 000 entries).
     let cursors: Vec<store::Cursor> = touched
         .into_iter()
         .map(|i| {
             let e = &beat.entries()[i];
             store::Cursor {
                 entry: e.name.clone(),
-                cursor: cursors[e.name.as_str()],
+                cursor: beat.cursor(i),
                 enabled: e.enabled,
             }
         })

@@ -16,7 +16,8 @@
 //!   sends none.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -69,7 +70,8 @@ type Pending = Reverse<(DateTime<Utc>, usize, DateTime<Utc>)>;
 /// The beat's state.
 #[derive(Debug)]
 pub struct Beat {
-    entries: Vec<Entry>,
+    /// Shared with the loader: one copy of the schedule per process.
+    entries: Arc<Vec<Entry>>,
     /// The last slot decided per entry; later slots are pending.
     cursors: Vec<DateTime<Utc>>,
     /// Each enabled entry's next slot.
@@ -84,11 +86,12 @@ impl Beat {
     /// a ledger); `None` means nothing is known and only slots after
     /// `start` are considered.
     pub fn new(
-        entries: Vec<Entry>,
+        entries: impl Into<Arc<Vec<Entry>>>,
         start: DateTime<Utc>,
         cursor: impl Fn(&Entry) -> Option<DateTime<Utc>>,
         max_catch_up: usize,
     ) -> Self {
+        let entries = entries.into();
         let cursors: Vec<DateTime<Utc>> =
             entries.iter().map(|e| cursor(e).unwrap_or(start)).collect();
         let mut beat = Beat {
@@ -108,13 +111,9 @@ impl Beat {
         &self.entries
     }
 
-    /// The last slot decided for each entry, by name.
-    pub fn cursors(&self) -> HashMap<&str, DateTime<Utc>> {
-        self.entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .zip(self.cursors.iter().copied())
-            .collect()
+    /// The last slot decided for entry `i`.
+    pub fn cursor(&self, i: usize) -> DateTime<Utc> {
+        self.cursors[i]
     }
 
     fn schedule_next(&mut self, i: usize) {
