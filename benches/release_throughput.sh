@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Release throughput: N one-off jobs due at once in PostgreSQL, released by
-# R replicas into the benchmark sink (examples/sqs_sink.rs), which only
-# counts, so the figure is sqsbeat + PostgreSQL, not the endpoint.
+# Release throughput: N one-off jobs due at once in PostgreSQL, among TOTAL
+# pending jobs (the rest due in 14 days), released by R replicas into the
+# benchmark sink (examples/sqs_sink.rs), which only counts, so the figure is
+# sqsbeat + PostgreSQL, not the endpoint.
 #
 #   DATABASE_URL=postgres://... N=100000 R=1 benches/release_throughput.sh
+#   DATABASE_URL=postgres://... N=100000 TOTAL=1000000 R=2 benches/release_throughput.sh
 #
 # Reports jobs/s between the first and the last released_at.
 set -euo pipefail
@@ -11,6 +13,7 @@ cd "$(dirname "$0")/.."
 : "${DATABASE_URL:?set DATABASE_URL to a PostgreSQL server the benchmark may use}"
 N=${N:-100000}
 R=${R:-1}
+TOTAL=${TOTAL:-$N}
 BIN=${BIN:-target/release/sqsbeat}
 [ -x "$BIN" ] || cargo build --release --quiet --bin sqsbeat
 cargo build --release --quiet --example sqs_sink
@@ -35,14 +38,20 @@ printf '[entries.idle]\ntask = "bench.idle"\nevery = "1d"\nenabled = false\n' > 
 "$BIN" migrate >/dev/null
 psql -q "$DATABASE_URL" -c "INSERT INTO $schema.jobs (id, task, kwargs, queue, due_at)
   SELECT gen_random_uuid(), 'bench.job', jsonb_build_object('i', g), 'bench', now() FROM generate_series(1, $N) g"
-echo "inserted $N jobs due now; starting $R releasing replica(s)" >&2
+if [ "$TOTAL" -gt "$N" ]; then
+  psql -q "$DATABASE_URL" -c "INSERT INTO $schema.jobs (id, task, kwargs, queue, due_at)
+    SELECT gen_random_uuid(), 'bench.later', jsonb_build_object('i', g), 'bench', now() + interval '14 days' + g * interval '1 ms'
+    FROM generate_series(1, $TOTAL - $N) g"
+  psql -q "$DATABASE_URL" -c "VACUUM ANALYZE $schema.jobs"
+fi
+echo "inserted $N jobs due now among $TOTAL pending; starting $R releasing replica(s)" >&2
 for i in $(seq 1 "$R"); do
   "$BIN" run "$work/s.toml" 2>"$work/run-$i.log" &
   pids+=($!)
 done
 start=$(date +%s)
 while :; do
-  left=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM $schema.jobs WHERE status = 'pending'")
+  left=$(psql -qtA "$DATABASE_URL" -c "SELECT count(*) FROM $schema.jobs WHERE status = 'pending' AND due_at <= now()")
   [ "$left" = 0 ] && break
   if [ $(( $(date +%s) - start )) -gt 600 ]; then echo "not done after 600 s ($left pending)" >&2; exit 1; fi
   sleep 0.5
@@ -53,5 +62,5 @@ psql -qtA "$DATABASE_URL" -c "SELECT count(*), round(extract(epoch FROM max(rele
   IFS='|' read -r n secs rate
   sleep 0.7
   sunk=$(python3 -c "import json; print(json.load(open('$work/sink.json'))['messages'])")
-  echo "release: N=$N replicas=$R released=$n in ${secs}s = ${rate} jobs/s; sink accepted $sunk messages"
+  echo "release: N=$N of TOTAL=$TOTAL replicas=$R released=$n in ${secs}s = ${rate} jobs/s; sink accepted $sunk messages"
 }

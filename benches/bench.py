@@ -1,0 +1,506 @@
+"""Celery beat and sqsbeat side by side on the same schedule and endpoint.
+
+Run with the project's venv (scripts/setup-python), from the repository:
+
+  .venv/bin/python benches/bench.py compare --n 10 1000 --runs 3 --window 60
+  .venv/bin/python benches/bench.py compare --n 1000000 --only sqsbeat
+  .venv/bin/python benches/bench.py burst --n 10000 --endpoint sink moto
+  .venv/bin/python benches/bench.py smoke
+
+Each run starts the endpoint (examples/sqs_sink.rs, or moto through
+benches/moto_fast.py), then one scheduler on the generated schedule, and
+samples the scheduler's /proc/<pid>/stat (CPU) and status (RSS) once a
+second. Both endpoints write one line per accepted message: accepted instant,
+nominal instant (from the message headers) and entry, so lateness is
+"nominal fire instant -> the endpoint accepted the message" for both.
+
+Results: a JSON file per run and a Markdown table under --out
+(default bench-results/), printed at the end.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("VENV", ROOT / ".venv"))
+SQSBEAT = Path(os.environ.get("SQSBEAT_BIN", ROOT / "target/release/sqsbeat"))
+SINK = ROOT / "target/release/examples/sqs_sink"
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def generate(n, kind):
+    """The schedule as a list of entries.
+
+    mix: one 1 s probe; of the rest, 10 % `* * * * *` (all fire at second 0)
+    and 90 % 60 s intervals with phases spread evenly over the minute.
+    burst: the probe and n - 1 `* * * * *` entries.
+    """
+    entries = [{"name": "probe", "every_s": 1, "phase_s": 0.0}]
+    rest = n - 1
+    n_cron = rest if kind == "burst" else rest // 10
+    n_int = rest - n_cron
+    width = len(str(max(n, 1)))
+    for i in range(n_cron):
+        entries.append({"name": f"cron-{i:0{width}}", "cron": "* * * * *"})
+    for i in range(n_int):
+        phase = round(i * 60.0 / n_int, 3)
+        entries.append({"name": f"int-{i:0{width}}", "every_s": 60, "phase_s": phase})
+    for e in entries:
+        e["task"] = "bench.tick"
+        e["queue"] = "bench"
+    return entries
+
+
+def write_toml(entries, path):
+    with open(path, "w") as f:
+        for e in entries:
+            f.write(f'[entries.{e["name"]}]\ntask = "{e["task"]}"\nqueue = "{e["queue"]}"\n')
+            f.write(f'kwargs = {{ entry = "{e["name"]}" }}\n')
+            if "cron" in e:
+                f.write(f'cron = "{e["cron"]}"\n')
+            else:
+                anchor = datetime.fromtimestamp(e["phase_s"], timezone.utc)
+                f.write(f'every = "{e["every_s"]}s"\n')
+                f.write(f'anchor = "{anchor.isoformat(timespec="milliseconds").replace("+00:00", "Z")}"\n')
+
+
+def expected_fires(entries, lo, hi):
+    """Nominal fires with lo <= t < hi (unix seconds)."""
+    total = 0
+    minutes = len(range(int(-(-lo // 60)), int(-(-hi // 60))))
+    for e in entries:
+        if "cron" in e:
+            total += minutes
+        else:
+            every, phase = e["every_s"], e["phase_s"]
+            first = -(-(lo - phase) // every)
+            last = -(-(hi - phase) // every)
+            total += int(last - first)
+    return total
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"endpoint exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE / 2**20
+
+
+class Endpoint:
+    def __init__(self, kind, work):
+        self.kind, self.port = kind, free_port()
+        self.record = work / f"accepted-{kind}.csv"
+        if kind == "sink":
+            cmd = [str(SINK), str(self.port), str(work / "sink-stats.json"), str(self.record)]
+        else:
+            cmd = [str(VENV / "bin/python"), str(ROOT / "benches/moto_fast.py"), str(self.port), str(self.record)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=aws_env())
+        wait_port(self.port, self.proc)
+        if kind == "moto":
+            import boto3
+
+            boto3.client(
+                "sqs", endpoint_url=self.url(), region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench"
+            ).create_queue(QueueName="bench")
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        time.sleep(1.2)  # both endpoints flush their record every 0.5 s
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def accepted(self):
+        out = []
+        with open(self.record) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(",", 2)
+                if len(parts) == 3:
+                    out.append((float(parts[0]) / 1000, float(parts[1]) / 1000, parts[2]))
+        return out
+
+
+def aws_env(**extra):
+    env = dict(os.environ)
+    env.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    env.pop("DATABASE_URL", None)
+    env.update(extra)
+    return env
+
+
+class Scheduler:
+    """One scheduler process; `ready` is the instant it finished starting."""
+
+    def __init__(self, which, entries, endpoint, work):
+        self.which, self.work = which, work
+        self.ready = None
+        sched_json = work / "schedule.json"
+        sched_json.write_text(json.dumps(entries))
+        marks = work / "marks.jsonl"
+        marks.write_text("")
+        self.log = open(work / f"{which}.log", "w")
+        if which == "beat":
+            state = work / "beat-state"
+            shutil.rmtree(state, ignore_errors=True)
+            state.mkdir()
+            env = aws_env(
+                BENCH_SCHEDULE=str(sched_json), BENCH_MARKS=str(marks), BENCH_SQS_PORT=str(endpoint.port),
+                PYTHONPATH=str(ROOT / "benches"),
+            )
+            cmd = [str(VENV / "bin/celery"), "-A", "beat_app", "beat", "-s", str(state / "schedule"), "--loglevel", "WARNING"]
+        else:
+            toml = work / "schedule.toml"
+            if not toml.exists():
+                write_toml(entries, toml)
+            db = work / "sqsbeat.db"
+            for p in work.glob("sqsbeat.db*"):
+                p.unlink()
+            env = aws_env(
+                SQSBEAT_SQS_ENDPOINT_URL=endpoint.url(), SQSBEAT_SQS_REGION="us-east-1",
+                SQSBEAT_SQS_CREATE_MISSING_QUEUES="true", SQSBEAT_DATABASE_PATH=str(db),
+                SQSBEAT_HTTP_ADDR="127.0.0.1:0", SQSBEAT_LOG_FORMAT="json",
+            )
+            cmd = [str(SQSBEAT), "run", str(toml)]
+        self.t0 = time.time()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.PIPE, env=env, cwd=work, text=True)
+        self.marks = marks
+        self.tail = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            if self.ready is None and self.which == "sqsbeat" and "leading: firing" in line:
+                self.ready = time.time()
+            self.log.write(line)
+            if len(self.tail) < 50:
+                self.tail.append(line)
+
+    def wait_ready(self, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.which == "beat" and self.ready is None:
+                for line in self.marks.read_text().splitlines():
+                    m = json.loads(line)
+                    if m["mark"] == "first_tick":
+                        self.ready = m["t"]
+            if self.ready is not None:
+                return self.ready - self.t0
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.which} exited with {self.proc.returncode}: {''.join(self.tail)[-2000:]}")
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.which} not ready after {timeout} s")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+# ---------------------------------------------------------------- measures
+
+
+def pct(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def run_steady(which, n, entries, endpoint_kind, window, warmup, work):
+    ep = Endpoint(endpoint_kind, work)
+    s = Scheduler(which, entries, ep, work)
+    try:
+        startup = s.wait_ready(timeout=120)
+        time.sleep(5)
+        rss_start = rss_mib(s.proc.pid)
+        time.sleep(max(0.0, warmup - 5))
+        lo = time.time()
+        cpu0, ep_cpu0 = cpu_seconds(s.proc.pid), ep.cpu()
+        rss_max = rss_start
+        while time.time() < lo + window:
+            time.sleep(1)
+            if s.proc.poll() is not None:
+                raise RuntimeError(f"{which} exited during the window: {''.join(s.tail)[-2000:]}")
+            rss_max = max(rss_max, rss_mib(s.proc.pid))
+        hi = time.time()
+        cpu1, ep_cpu1 = cpu_seconds(s.proc.pid), ep.cpu()
+        rss_end = rss_mib(s.proc.pid)
+        # Fires due just before the end are still being sent.
+        time.sleep(2)
+    finally:
+        s.stop()
+        ep.stop()
+    acc = ep.accepted()
+    in_window = [(a, t, e) for a, t, e in acc if lo <= t < hi]
+    late = [a - t for a, t, e in in_window]
+    probe = [a - t for a, t, e in in_window if e == "probe"]
+    sent_in_window = sum(1 for a, t, e in acc if lo <= a < hi)
+    due = expected_fires(entries, lo, hi)
+    cpu = cpu1 - cpu0
+    return {
+        "scheduler": which, "n": n, "endpoint": endpoint_kind, "window_s": round(hi - lo, 1),
+        "startup_s": round(startup, 3), "rss_after_startup_mib": round(rss_start, 1),
+        "rss_end_mib": round(rss_end, 1), "rss_max_mib": round(rss_max, 1),
+        "cpu_s_per_min": round(cpu / (hi - lo) * 60, 3),
+        "cpu_ms_per_msg": round(cpu * 1000 / sent_in_window, 4) if sent_in_window else None,
+        "endpoint_cpu_ms_per_msg": round((ep_cpu1 - ep_cpu0) * 1000 / sent_in_window, 4) if sent_in_window else None,
+        "due": due, "sent_of_due": len({(t, e) for a, t, e in in_window}),
+        "lateness_p50_ms": ms(pct(late, 50)), "lateness_p99_ms": ms(pct(late, 99)),
+        "lateness_max_ms": ms(max(late) if late else None),
+        "probe_p99_ms": ms(pct(probe, 99)),
+    }
+
+
+def run_burst(which, n, endpoint_kind, work, observe=40):
+    entries = generate(n, "burst")
+    ep = Endpoint(endpoint_kind, work)
+    # Start 25-35 s before a minute, so the scheduler is ready before :00.
+    while not (22 <= time.time() % 60 <= 32):
+        time.sleep(0.2)
+    s = Scheduler(which, entries, ep, work)
+    try:
+        startup = s.wait_ready(timeout=25)
+        minute = (time.time() // 60 + 1) * 60
+        cpu0 = None
+        while time.time() < minute:
+            cpu0 = cpu_seconds(s.proc.pid)
+            time.sleep(0.05)
+        time.sleep(observe)
+        cpu1 = cpu_seconds(s.proc.pid)
+    finally:
+        s.stop()
+        ep.stop()
+    acc = ep.accepted()
+    burst = sorted(a for a, t, e in acc if e.startswith("cron-") and abs(t - minute) < 0.001)
+    probe = [a - t for a, t, e in acc if e == "probe" and minute <= t < minute + observe]
+    span = (burst[-1] - burst[0]) if len(burst) > 1 else None
+    return {
+        "scheduler": which, "n": n - 1, "endpoint": endpoint_kind, "startup_s": round(startup, 3),
+        "sent": len(burst), "observed_s": observe,
+        "first_to_last_s": round(span, 3) if span else None,
+        "msg_per_s": round(len(burst) / span) if span else None,
+        "first_after_minute_ms": ms(burst[0] - minute) if burst else None,
+        "cpu_ms_per_msg": round((cpu1 - cpu0) * 1000 / len(burst), 4) if burst else None,
+        "probe_p99_ms": ms(pct(probe, 99)), "probe_max_ms": ms(max(probe) if probe else None),
+    }
+
+
+def ms(x):
+    return None if x is None else round(x * 1000, 1)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def median_row(runs, keys):
+    row = {}
+    for k in keys:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        if not vals:
+            row[k] = "n/a"
+        elif len(vals) == 1:
+            row[k] = fmt(vals[0])
+        else:
+            row[k] = f"{fmt(statistics.median(vals))} ({fmt(min(vals))}–{fmt(max(vals))})"
+    return row
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def ratio(b, s, k, invert=False):
+    bv = [r[k] for r in b if r.get(k) is not None]
+    sv = [r[k] for r in s if r.get(k) is not None]
+    if not bv or not sv or statistics.median(sv) == 0:
+        return "n/a"
+    x = statistics.median(bv) / statistics.median(sv)
+    return f"{1 / x if invert else x:.3g}×"
+
+
+STEADY_KEYS = [
+    "startup_s", "rss_after_startup_mib", "rss_end_mib", "cpu_s_per_min", "cpu_ms_per_msg",
+    "sent_of_due", "due", "lateness_p50_ms", "lateness_p99_ms", "lateness_max_ms", "probe_p99_ms",
+]
+BURST_KEYS = ["sent", "first_to_last_s", "msg_per_s", "first_after_minute_ms", "cpu_ms_per_msg", "probe_p99_ms", "probe_max_ms"]
+
+
+def table(results, keys, group):
+    lines = ["| " + " | ".join(group + ["runs"] + keys) + " |", "|" + " --- |" * (len(group) + 1 + len(keys))]
+    groups = {}
+    for r in results:
+        groups.setdefault(tuple(r[g] for g in group), []).append(r)
+    for gk, runs in groups.items():
+        row = median_row(runs, keys)
+        lines.append("| " + " | ".join([str(x) for x in gk] + [str(len(runs))] + [row[k] for k in keys]) + " |")
+    return "\n".join(lines)
+
+
+def ratios(results, keys):
+    lines = ["| n | endpoint | " + " | ".join(keys) + " |", "|" + " --- |" * (2 + len(keys))]
+    by = {}
+    for r in results:
+        by.setdefault((r["n"], r["endpoint"]), {}).setdefault(r["scheduler"], []).append(r)
+    for (n, ep), d in by.items():
+        if "beat" in d and "sqsbeat" in d:
+            lines.append(f"| {n} | {ep} | " + " | ".join(ratio(d["beat"], d["sqsbeat"], k) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def need_binaries():
+    if not SQSBEAT.exists() or not SINK.exists():
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "sqsbeat", "--example", "sqs_sink"], cwd=ROOT, check=True)
+
+
+def cmd_compare(a):
+    need_binaries()
+    results = []
+    for n in a.n:
+        entries = generate(n, "mix")
+        for i in range(a.runs):
+            for which in a.only or ["beat", "sqsbeat"]:
+                with tempfile.TemporaryDirectory(prefix="sqsbeat-bench-") as d:
+                    r = run_steady(which, n, entries, a.endpoint, a.window, a.warmup, Path(d))
+                r["run"] = i + 1
+                print(json.dumps(r), flush=True)
+                results.append(r)
+    report(a, "steady", results, STEADY_KEYS, ["n", "scheduler", "endpoint"],
+           ["cpu_s_per_min", "cpu_ms_per_msg", "rss_end_mib", "startup_s", "lateness_p99_ms"])
+
+
+def cmd_burst(a):
+    need_binaries()
+    results = []
+    for n in a.n:
+        for ep in a.endpoint:
+            for i in range(a.runs):
+                for which in a.only or ["beat", "sqsbeat"]:
+                    with tempfile.TemporaryDirectory(prefix="sqsbeat-bench-") as d:
+                        r = run_burst(which, n + 1, ep, Path(d), observe=a.observe)
+                    r["run"] = i + 1
+                    print(json.dumps(r), flush=True)
+                    results.append(r)
+    report(a, "burst", results, BURST_KEYS, ["n", "scheduler", "endpoint"], ["first_to_last_s", "cpu_ms_per_msg"])
+
+
+def report(a, name, results, keys, group, ratio_keys):
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out / f"{name}-{stamp}.json").write_text(json.dumps(results, indent=1))
+    text = table(results, keys, group) + "\n\nbeat / sqsbeat (median over median):\n\n" + ratios(results, ratio_keys) + "\n"
+    (out / f"{name}-{stamp}.md").write_text(text)
+    print(text)
+
+
+def cmd_smoke(a):
+    """Seconds-long form for CI: both schedulers, tiny N, both scenarios;
+    fails if either scheduler sent nothing or sqsbeat missed a fire."""
+    need_binaries()
+    entries = generate(10, "mix")
+    bad = []
+    for which in ["beat", "sqsbeat"]:
+        with tempfile.TemporaryDirectory(prefix="sqsbeat-bench-") as d:
+            r = run_steady(which, 10, entries, "sink", window=4, warmup=6, work=Path(d))
+        print(json.dumps(r), flush=True)
+        if not r["sent_of_due"]:
+            bad.append(f"{which} sent nothing in the window")
+        if which == "sqsbeat" and r["sent_of_due"] != r["due"]:
+            bad.append(f"sqsbeat sent {r['sent_of_due']} of {r['due']} due fires")
+    if bad:
+        sys.exit("bench smoke failed: " + "; ".join(bad))
+    print("bench smoke: ok")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="steady state: start-up, memory, CPU, lateness at N entries")
+    c.add_argument("--n", type=int, nargs="+", default=[10, 1000, 10000, 100000])
+    c.add_argument("--runs", type=int, default=3)
+    c.add_argument("--window", type=float, default=60, help="measured seconds per run")
+    c.add_argument("--warmup", type=float, default=10, help="seconds after start-up before the window")
+    c.add_argument("--endpoint", choices=["sink", "moto"], default="sink")
+    c.add_argument("--only", nargs="+", choices=["beat", "sqsbeat"])
+    c.add_argument("--out", default=str(ROOT / "bench-results"))
+    c.set_defaults(f=cmd_compare)
+    b = sub.add_parser("burst", help="N `* * * * *` entries due at the same instant")
+    b.add_argument("--n", type=int, nargs="+", default=[10000])
+    b.add_argument("--runs", type=int, default=3)
+    b.add_argument("--endpoint", nargs="+", choices=["sink", "moto"], default=["sink", "moto"])
+    b.add_argument("--only", nargs="+", choices=["beat", "sqsbeat"])
+    b.add_argument("--observe", type=float, default=40, help="seconds watched after the burst instant")
+    b.add_argument("--out", default=str(ROOT / "bench-results"))
+    b.set_defaults(f=cmd_burst)
+    s = sub.add_parser("smoke", help="seconds-long form for CI")
+    s.set_defaults(f=cmd_smoke)
+    a = p.parse_args()
+    a.f(a)
+
+
+if __name__ == "__main__":
+    main()
