@@ -217,8 +217,11 @@ impl SqliteStore {
                 .map(|(entry, slot)| serde_json::json!([entry, ts(*slot)]))
                 .collect();
             sqlx::query(
-                "UPDATE ledger SET outcome = 'sent', sent_at = ?2, attempts = attempts + 1, reason = NULL
-                  WHERE (entry, slot) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+                // UPDATE ... FROM probes the primary key per row; a row-value
+                // IN (subquery) scanned the whole ledger.
+                "UPDATE ledger SET outcome = 'sent', sent_at = ?2, attempts = ledger.attempts + 1, reason = NULL
+                   FROM json_each(?1) AS j
+                  WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1",
             )
             .bind(serde_json::Value::Array(rows).to_string())
             .bind(&now)
