@@ -5,6 +5,7 @@ mod contract;
 mod e2e;
 mod entries;
 mod failover;
+mod faults;
 mod golden;
 mod http;
 mod jobs;

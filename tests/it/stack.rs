@@ -65,7 +65,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if ready() {

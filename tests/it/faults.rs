@@ -1,0 +1,179 @@
+//! Fault suite, short form: SQS misbehaving in each way the sink must
+//! survive (server errors, throttling, partial batches, slow calls, calls
+//! past the SDK's attempt timeout, dropped connections) while two entries
+//! fire every second. A real Celery worker behind moto judges what ran:
+//! nothing lost, nothing marked sent that SQS did not accept, and every
+//! duplicate carries the original task id.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqsbeat::celery::fire_task_id;
+
+use crate::stack::{self, Proc};
+
+/// Starts tests/fixtures/sqs_fault_proxy.py in front of `upstream`.
+fn fault_proxy(d: &std::path::Path, upstream: &str) -> (Proc, String, std::path::PathBuf) {
+    let port = stack::free_port();
+    let mode = d.join("mode");
+    std::fs::write(&mode, "pass").unwrap();
+    let log = std::fs::File::create(d.join("proxy.out")).unwrap();
+    let child = Command::new(stack::python())
+        .arg(stack::repo().join("tests/fixtures/sqs_fault_proxy.py"))
+        .arg(port.to_string())
+        .arg(upstream)
+        .arg(&mode)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the fault proxy");
+    let p = Proc { child };
+    stack::wait_for("fault proxy", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (p, format!("http://127.0.0.1:{port}"), mode)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_faults_lose_no_fire_and_resend_only_with_the_original_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, moto_url) = stack::moto(d);
+    stack::create_queue(&moto_url, "faults");
+    let (_proxy, proxy_url, mode) = fault_proxy(d, &moto_url);
+    let _worker = stack::worker(d, &moto_url, "faults", "e2e.a,e2e.b");
+    let schedule = d.join("s.toml");
+    std::fs::write(
+        &schedule,
+        "[defaults]\nqueue = \"faults\"\n\n[entries.a]\ntask = \"e2e.a\"\nevery = \"1s\"\n\n[entries.b]\ntask = \"e2e.b\"\nevery = \"1s\"\n",
+    )
+    .unwrap();
+    let mut beat = stack::sqsbeat_run(d, &proxy_url, &schedule);
+
+    // Both entries fire at the same instants, so each tick sends a batch of
+    // two and `partial` fails one of them.
+    let phases = [
+        ("pass", 3),
+        ("5xx", 3),
+        ("throttle", 3),
+        ("partial", 4),
+        ("slow:2", 3),
+        // Past the SDK's 10 s attempt timeout: SQS gets the message after
+        // sqsbeat gave up on the call, so the retry is a duplicate.
+        ("slow:11", 12),
+        ("down", 3),
+        ("pass", 0),
+    ];
+    for (m, secs) in phases {
+        std::fs::write(&mode, m).unwrap();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+    let recovered_at = Utc::now();
+
+    // Every slot decided before recovery ends up sent (retries back off up
+    // to 60 s, so allow for a few rounds).
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let ledger = loop {
+        let rows = stack::ledger(None, d).await;
+        let pending = rows
+            .iter()
+            .filter(|(_, slot, outcome)| *slot <= recovered_at && outcome != "sent")
+            .count();
+        if pending == 0 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    beat.terminate(Duration::from_secs(40))
+        .expect("stops on SIGTERM");
+    let log = std::fs::read_to_string(d.join("sqsbeat.log")).unwrap();
+
+    // No gap: each entry's slots are consecutive seconds, none missed.
+    for entry in ["a", "b"] {
+        let slots: Vec<_> = ledger
+            .iter()
+            .filter(|r| r.0 == entry)
+            .map(|r| r.1)
+            .collect();
+        assert!(slots.len() > 25, "{entry}: only {} slots", slots.len());
+        for w in slots.windows(2) {
+            assert_eq!(
+                (w[1] - w[0]).num_milliseconds(),
+                1000,
+                "{entry}: a slot is missing between {} and {}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    let missed: Vec<_> = ledger.iter().filter(|r| r.2 == "missed").collect();
+    assert!(missed.is_empty(), "missed: {missed:?}");
+    let unsent: Vec<_> = ledger
+        .iter()
+        .filter(|r| r.1 <= recovered_at && r.2 != "sent")
+        .collect();
+    assert!(unsent.is_empty(), "never sent: {unsent:?}\n{log}");
+
+    // The worker's record: every sent id ran, nothing else ran, and a
+    // duplicate can only be a re-send (same id).
+    let sent: BTreeSet<String> = ledger
+        .iter()
+        .filter(|r| r.2 == "sent")
+        .map(|r| fire_task_id(&r.0, r.1).to_string())
+        .collect();
+    let records = stack::wait_records(d, Duration::from_secs(60), |recs| {
+        let ran: BTreeSet<String> = recs
+            .iter()
+            .filter(|r| r["event"] == "executed")
+            .filter_map(|r| r["id"].as_str().map(String::from))
+            .collect();
+        sent.is_subset(&ran)
+    });
+    let claimed: BTreeSet<String> = ledger
+        .iter()
+        .map(|r| fire_task_id(&r.0, r.1).to_string())
+        .collect();
+    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
+    for r in records.iter().filter(|r| r["event"] == "executed") {
+        let id = r["id"].as_str().unwrap().to_string();
+        assert!(
+            claimed.contains(&id),
+            "executed a task no slot claimed: {r}"
+        );
+        *runs.entry(id).or_default() += 1;
+    }
+    let lost: Vec<&String> = sent.iter().filter(|id| !runs.contains_key(*id)).collect();
+    let duplicated = runs.values().filter(|n| **n > 1).count();
+
+    // Each fault was really exercised.
+    let requests = std::fs::read_to_string(d.join("mode.log")).unwrap();
+    for m in ["5xx", "throttle", "slow:2", "slow:11", "down"] {
+        assert!(
+            requests.lines().any(|l| l.split(' ').nth(1) == Some(m)),
+            "no request met {m}:\n{requests}"
+        );
+    }
+    assert!(
+        requests
+            .lines()
+            .any(|l| l.contains(" partial SendMessageBatch ")
+                && !l.ends_with(" 1")
+                && !l.ends_with(" 0")),
+        "no batch of two met `partial`:\n{requests}"
+    );
+    let failures = log.matches("send failed; will retry").count();
+    eprintln!(
+        "sqs faults: {} slots, {} sent, {} executed, {} lost, {} executed twice (same task id), {} failed sends retried",
+        ledger.len(),
+        sent.len(),
+        runs.len(),
+        lost.len(),
+        duplicated,
+        failures
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(failures > 0, "no send failure was logged:\n{log}");
+}
