@@ -265,20 +265,57 @@ impl CronSchedule {
         days: DayRule,
         tz: Tz,
     ) -> Result<Arc<Self>, CronParseError> {
-        // Large schedules repeat a few expressions many times, and croner's
-        // parse plus the never-fires probe were a quarter of loading 100 000
-        // entries; a parsed schedule is a plain value, so reuse it.
+        let key = format!("{display}\0{pattern}\0{and_days}\0{days:?}\0{tz}");
+        Self::cached(key, || {
+            let cron = CronParser::builder()
+                .seconds(Seconds::Optional)
+                .year(Year::Disallowed)
+                .dom_and_dow(and_days)
+                .build()
+                .parse(pattern)
+                .map_err(|e| {
+                    CronParseError(format!(
+                        "invalid cron {display:?}: {e} (fields: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or SUN-SAT)"
+                    ))
+                })?;
+            let dst = if minute.starts_with('*') || hour.starts_with('*') {
+                DstRule::Wildcard
+            } else {
+                DstRule::Fixed
+            };
+            let mut schedule = CronSchedule {
+                expr: display.to_string(),
+                cron,
+                dst,
+                days,
+                tz,
+                ever_fires: true,
+            };
+            // Any schedule that fires at all fires within 28 years (the Gregorian
+            // weekday cycle, covering leap days on a given weekday).
+            let from = naive(2001, 1, 1);
+            schedule.ever_fires = schedule
+                .next_wall(from, true)
+                .is_some_and(|w| w < naive(2001 + 28 * 2, 1, 1));
+            Ok(schedule)
+        })
+    }
+
+    /// Large schedules repeat a few expressions many times, and croner's
+    /// parse plus the never-fires probe were a quarter of loading 100 000
+    /// entries; a parsed schedule is a plain value, so it is reused.
+    fn cached(
+        key: String,
+        make: impl FnOnce() -> Result<Self, CronParseError>,
+    ) -> Result<Arc<Self>, CronParseError> {
         static CACHE: std::sync::OnceLock<
             std::sync::Mutex<std::collections::HashMap<String, Arc<CronSchedule>>>,
         > = std::sync::OnceLock::new();
-        let key = format!("{display}\0{pattern}\0{and_days}\0{days:?}\0{tz}");
         let cache = CACHE.get_or_init(Default::default);
         if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(hit);
         }
-        let built = Arc::new(Self::build_uncached(
-            display, pattern, minute, hour, and_days, days, tz,
-        )?);
+        let built = Arc::new(make()?);
         if let Ok(mut c) = cache.lock() {
             if c.len() >= 4096 {
                 c.clear();
@@ -286,48 +323,6 @@ impl CronSchedule {
             c.insert(key, built.clone());
         }
         Ok(built)
-    }
-
-    fn build_uncached(
-        display: &str,
-        pattern: &str,
-        minute: &str,
-        hour: &str,
-        and_days: bool,
-        days: DayRule,
-        tz: Tz,
-    ) -> Result<Self, CronParseError> {
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .dom_and_dow(and_days)
-            .build()
-            .parse(pattern)
-            .map_err(|e| {
-                CronParseError(format!(
-                    "invalid cron {display:?}: {e} (fields: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or SUN-SAT)"
-                ))
-            })?;
-        let dst = if minute.starts_with('*') || hour.starts_with('*') {
-            DstRule::Wildcard
-        } else {
-            DstRule::Fixed
-        };
-        let mut schedule = CronSchedule {
-            expr: display.to_string(),
-            cron,
-            dst,
-            days,
-            tz,
-            ever_fires: true,
-        };
-        // Any schedule that fires at all fires within 28 years (the Gregorian
-        // weekday cycle, covering leap days on a given weekday).
-        let from = naive(2001, 1, 1);
-        schedule.ever_fires = schedule
-            .next_wall(from, true)
-            .is_some_and(|w| w < naive(2001 + 28 * 2, 1, 1));
-        Ok(schedule)
     }
 
     /// First matching wall time at or after (`inclusive`) / after `from`.
