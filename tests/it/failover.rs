@@ -2,7 +2,7 @@
 //! entry fires every second; the real worker must have executed every slot,
 //! and any duplicate must carry the original's task id.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -152,15 +152,7 @@ fn kill_9_of_the_leader_loses_no_fire() {
             .collect();
         expected.is_subset(&seen)
     });
-    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for r in records.iter().filter(|r| r["event"] == "executed") {
-        let id = r["id"].as_str().unwrap().to_string();
-        assert!(
-            expected.contains(&id),
-            "executed a task no slot claimed: {r}"
-        );
-        *runs.entry(id).or_default() += 1;
-    }
+    let runs = stack::executed_runs(&records, &expected);
     let lost: Vec<&String> = expected
         .iter()
         .filter(|id| !runs.contains_key(*id))

@@ -5,7 +5,7 @@
 //! nothing lost, nothing marked sent that SQS did not accept, and every
 //! duplicate carries the original task id.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -136,15 +136,7 @@ async fn sqs_faults_lose_no_fire_and_resend_only_with_the_original_id() {
         .iter()
         .map(|r| fire_task_id(&r.0, r.1).to_string())
         .collect();
-    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for r in records.iter().filter(|r| r["event"] == "executed") {
-        let id = r["id"].as_str().unwrap().to_string();
-        assert!(
-            claimed.contains(&id),
-            "executed a task no slot claimed: {r}"
-        );
-        *runs.entry(id).or_default() += 1;
-    }
+    let runs = stack::executed_runs(&records, &claimed);
     let lost: Vec<&String> = sent.iter().filter(|id| !runs.contains_key(*id)).collect();
     let duplicated = runs.values().filter(|n| **n > 1).count();
 

@@ -351,3 +351,21 @@ pub async fn ledger(
         }
     }
 }
+
+/// How many times the worker executed each task id, failing the test on an
+/// execution of an id outside `claimed`.
+pub fn executed_runs(
+    records: &[serde_json::Value],
+    claimed: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut runs = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r["event"] == "executed") {
+        let id = r["id"].as_str().unwrap().to_string();
+        assert!(
+            claimed.contains(&id),
+            "executed a task no slot claimed: {r}"
+        );
+        *runs.entry(id).or_default() += 1;
+    }
+    runs
+}
