@@ -200,8 +200,14 @@ async fn lead(
         "leading: firing"
     );
     let mut earliest = now();
+    let mut seen = (earliest, std::time::Instant::now());
     loop {
         let t = now();
+        let mono = std::time::Instant::now();
+        if let Some(step) = crate::tick::clock_step(seen.0, t, mono - seen.1) {
+            report_clock_step(&beat, step);
+        }
+        seen = (t, mono);
         if t >= earliest {
             let decision = beat.tick(t);
             report_missed(&beat, &decision.missed);
@@ -354,6 +360,34 @@ async fn confirm(
             warn!(error = %e, "could not record a send failure");
         }
     }
+}
+
+/// A step is not acted on: fires follow the wall clock, and the tick's
+/// rules already make a step safe (forward: the skipped slots are late and
+/// `catch_up` decides, each recorded; back: decided slots lie ahead and are
+/// not fired again). What a step needs is to be seen, not to pass silently.
+fn report_clock_step(beat: &Beat, step: Duration) {
+    let secs = step.num_milliseconds() as f64 / 1000.0;
+    let direction = if step > Duration::zero() {
+        warn!(
+            step_s = secs,
+            "wall clock jumped forward (clock stepped or host suspended): slots in the skipped span are late; each entry's grace and catch_up decide, and misses are logged"
+        );
+        "forward"
+    } else {
+        warn!(
+            step_s = secs,
+            next = ?beat.wake_at().map(|t| t.to_rfc3339()),
+            "wall clock stepped back: slots already decided are not fired again; entries resume at their next slot after the last decided one"
+        );
+        "back"
+    };
+    crate::metrics::get()
+        .clock_steps
+        .get_or_create(&crate::metrics::Direction {
+            direction: direction.to_string(),
+        })
+        .inc();
 }
 
 fn miss_reason(r: MissReason) -> String {

@@ -21,6 +21,12 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// `forward` or `back`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Direction {
+    pub direction: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Operation {
     pub operation: String,
@@ -53,6 +59,8 @@ pub struct Metrics {
     pub sqs_errors: Family<OperationCode, Counter>,
     pub jobs_released: Counter,
     pub jobs_release_failed: Counter,
+    pub jobs_failed: Counter,
+    pub clock_steps: Family<Direction, Counter>,
     pub releaser_lag: Histogram,
     pub pending_jobs: Family<DueBucket, Gauge>,
     pub leader: Gauge,
@@ -141,6 +149,18 @@ impl Metrics {
             "Fencing epoch of this replica's leadership (0 when standby)",
             epoch.clone(),
         );
+        let jobs_failed = Counter::default();
+        r.register(
+            "jobs_failed",
+            "One-off jobs marked failed instead of sent (not a valid job, or expired before release)",
+            jobs_failed.clone(),
+        );
+        let clock_steps = Family::<Direction, Counter>::default();
+        r.register(
+            "clock_steps",
+            "Steps of the host's wall clock seen by the beat (forward or back, over 1 s)",
+            clock_steps.clone(),
+        );
         let reloads = Counter::default();
         r.register(
             "schedule_reloads",
@@ -170,6 +190,8 @@ impl Metrics {
             sqs_errors,
             jobs_released,
             jobs_release_failed,
+            jobs_failed,
+            clock_steps,
             releaser_lag,
             pending_jobs,
             leader,

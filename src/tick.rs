@@ -260,6 +260,24 @@ impl Beat {
     }
 }
 
+/// Smallest disagreement between the wall clock and the monotonic clock
+/// that counts as a step (NTP slews far less than this between two turns).
+pub const CLOCK_STEP: chrono::Duration = chrono::Duration::seconds(1);
+
+/// How far the wall clock stepped between two readings: the wall time that
+/// passed minus the monotonic time that passed, when they disagree by at
+/// least [`CLOCK_STEP`]. Positive is forward (also a suspended host: the
+/// monotonic clock stops while suspended), negative is back.
+pub fn clock_step(
+    wall_before: DateTime<Utc>,
+    wall_now: DateTime<Utc>,
+    monotonic_elapsed: std::time::Duration,
+) -> Option<chrono::Duration> {
+    let elapsed = chrono::Duration::from_std(monotonic_elapsed).ok()?;
+    let step = (wall_now - wall_before) - elapsed;
+    (step.abs() >= CLOCK_STEP).then_some(step)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,5 +482,102 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(beat.tick(send).due[0].nominal, at("2026-11-21T10:01:00Z"));
+    }
+
+    #[test]
+    fn clock_steps_are_the_wall_time_not_explained_by_monotonic_time() {
+        let t = at("2026-11-21T10:00:00Z");
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            clock_step(t, t + chrono::Duration::seconds(30), secs(30)),
+            None
+        );
+        assert_eq!(
+            clock_step(t, t + chrono::Duration::milliseconds(30_900), secs(30)),
+            None,
+            "slew and scheduling noise under a second"
+        );
+        assert_eq!(
+            clock_step(t, t + chrono::Duration::seconds(301), secs(1)),
+            Some(chrono::Duration::seconds(300))
+        );
+        assert_eq!(
+            clock_step(t, t - chrono::Duration::seconds(119), secs(1)),
+            Some(chrono::Duration::seconds(-120))
+        );
+    }
+
+    #[test]
+    fn clock_stepping_back_fires_no_slot_twice_and_resumes_after_the_last_decided() {
+        let every_second = entry("s", |r| r.every = Some("1s".into()));
+        let mut beat = Beat::new(
+            vec![every_second],
+            at("2026-11-21T10:00:00Z"),
+            |_| None,
+            100,
+        );
+        let mut fired = Vec::new();
+        for ms in (1_000..=10_000).step_by(250) {
+            let now = at("2026-11-21T10:00:00Z") + chrono::Duration::milliseconds(ms);
+            fired.extend(beat.tick(now).due.iter().map(|f| f.nominal));
+        }
+        assert_eq!(fired.len(), 10);
+        // Two minutes back: the ten decided slots lie ahead of the new
+        // clock. None is due again, and the beat says when it resumes.
+        let back = at("2026-11-21T09:58:10Z");
+        for ms in (0..=119_000).step_by(500) {
+            let d = beat.tick(back + chrono::Duration::milliseconds(ms));
+            assert!(d.due.is_empty() && d.missed.is_empty(), "{d:?}");
+        }
+        assert_eq!(beat.wake_at(), Some(at("2026-11-21T10:00:11Z")));
+        let d = beat.tick(at("2026-11-21T10:00:11Z"));
+        assert_eq!(slots(&beat, &d), [("s".into(), "10:00:11".into())]);
+    }
+
+    #[test]
+    fn clock_stepping_forward_is_a_pause_that_catch_up_decides() {
+        let latest = entry("latest", |r| r.every = Some("1s".into()));
+        let all = entry("all", |r| {
+            r.every = Some("1s".into());
+            r.catch_up = Some("all".into());
+        });
+        let none = entry("none", |r| {
+            r.every = Some("1s".into());
+            r.catch_up = Some("none".into());
+        });
+        let start = at("2026-11-21T10:00:00Z");
+        let mut beat = Beat::new(vec![latest, all, none], start, |_| None, 100);
+        assert_eq!(beat.tick(start + chrono::Duration::seconds(1)).due.len(), 3);
+        // Five minutes forward: 300 slots of each entry lie in the skip.
+        let d = beat.tick(start + chrono::Duration::seconds(301));
+        let count = |name: &str, v: &[Fire]| {
+            v.iter()
+                .filter(|f| beat.entries()[f.entry].name == name)
+                .count()
+        };
+        let missed = |name: &str| {
+            d.missed
+                .iter()
+                .filter(|m| beat.entries()[m.entry].name == name)
+                .count()
+        };
+        // 300 slots lie in the skip: the 61 within `grace` (1m) of the new
+        // now are on time and fire for each entry; of the 239 late ones,
+        // `latest` adds none beside on-time fires, `all` sends the most
+        // recent 100, `none` none; every other slot is recorded as missed.
+        assert_eq!(count("latest", &d.due), 61);
+        assert_eq!(missed("latest"), 239);
+        assert_eq!(count("all", &d.due), 161);
+        assert_eq!(missed("all"), 139);
+        assert_eq!(count("none", &d.due), 61);
+        assert_eq!(missed("none"), 239);
+        // No slot is decided twice.
+        let mut seen = std::collections::HashSet::new();
+        for f in &d.due {
+            assert!(seen.insert((f.entry, f.nominal)));
+        }
+        for m in &d.missed {
+            assert!(seen.insert((m.entry, m.nominal)));
+        }
     }
 }
