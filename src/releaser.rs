@@ -38,6 +38,8 @@ pub struct Releaser {
     pub sink: SqsSink,
     pub opts: Options,
     pub window: Duration,
+    /// SQS's limit, for rows written by hand that `schedule` never checked.
+    pub max_message_bytes: usize,
 }
 
 /// What one pass did.
@@ -103,10 +105,22 @@ impl Releaser {
         let mut outgoing = Vec::new();
         let mut sent_jobs = Vec::new();
         for row in &batch.jobs {
-            let spec = match row.spec() {
+            // Rows can be written by hand or by another application, past
+            // every check `sqsbeat schedule` makes: check again, and mark a
+            // bad one failed with the reason rather than retry it forever.
+            let checked = row.spec().and_then(|s| {
+                let problems = s.problems(now, true, self.max_message_bytes);
+                if problems.is_empty() {
+                    Ok(s)
+                } else {
+                    Err(problems.join("; "))
+                }
+            });
+            let spec = match checked {
                 Ok(s) => s,
                 Err(why) => {
                     error!(job = %row.id, task = %row.task, "job cannot be sent: {why}; marked failed");
+                    crate::metrics::get().jobs_failed.inc();
                     settle.failed.push((row.id, why));
                     continue;
                 }
@@ -115,6 +129,7 @@ impl Releaser {
                 && x <= now
             {
                 warn!(job = %row.id, task = %row.task, expires = %x.to_rfc3339(), "job expired before it could be released; marked failed");
+                crate::metrics::get().jobs_failed.inc();
                 settle.failed.push((
                     row.id,
                     format!("expired at {} before release", x.to_rfc3339()),

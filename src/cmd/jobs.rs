@@ -137,6 +137,7 @@ pub async fn schedule(
                     sink,
                     opts: super::run::options(config),
                     window: config.release_window,
+                    max_message_bytes: config.sqs.max_message_bytes,
                 };
                 let pass = releaser.pass(now, Some(spec.id)).await?;
                 if pass.released == 1 {

@@ -157,6 +157,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         sink: sink.clone(),
         opts: opts.clone(),
         window: config.release_window,
+        max_message_bytes: config.sqs.max_message_bytes,
     };
     let releasing = tokio::spawn(release.run(jobs_wake, shutdown.clone()));
     beat::run(
