@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary.
 
 mod cli;
+mod clock;
 mod contract;
 mod e2e;
 mod entries;
@@ -9,6 +10,7 @@ mod faults;
 mod golden;
 mod http;
 mod jobs;
+mod outage;
 mod pg;
 mod reload;
 mod restart;
