@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::entry::{self, Context, Origin, RawCrontab, RawEntry, RawInstant};
+use crate::entry::{self, Context, Entry, Origin, RawCrontab, RawEntry, RawInstant};
 use crate::schedule_file::{Diagnostic, Loaded};
 use crate::store::{Store, StoreError};
 
@@ -332,6 +332,35 @@ pub fn validate(rows: &[EntryRow], ctx: &Context) -> Loaded {
         out.entries.extend(entry);
     }
     out
+}
+
+/// Sets aside the rows that do not validate, so that they cannot stop the
+/// beat: applications and people write this table, and one bad row must
+/// not take every schedule down (schedule files, checked before a deploy,
+/// stay strict). A row set aside keeps the definition it last had in
+/// `current`, if any; the errors come back for the caller to report.
+pub fn set_aside_invalid(db: Loaded, current: &[Entry]) -> (Loaded, Vec<Diagnostic>) {
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        db.diagnostics.into_iter().partition(|d| !d.warning);
+    let bad: std::collections::HashSet<&str> =
+        errors.iter().filter_map(|d| d.entry.as_deref()).collect();
+    let entries = db
+        .entries
+        .into_iter()
+        .filter(|e| !bad.contains(e.name.as_str()))
+        .chain(
+            current
+                .iter()
+                .filter(|e| e.origin.file == SOURCE && bad.contains(e.name.as_str()))
+                .cloned(),
+        )
+        .collect();
+    let kept = Loaded {
+        entries,
+        diagnostics: warnings,
+        names: db.names,
+    };
+    (kept, errors)
 }
 
 /// Files and database together: a name in both is an error naming both

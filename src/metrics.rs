@@ -67,6 +67,7 @@ pub struct Metrics {
     pub epoch: Gauge,
     pub reloads: Counter,
     pub reload_errors: Counter,
+    pub entry_rows_invalid: Gauge,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -173,6 +174,12 @@ impl Metrics {
             "Schedule reloads rejected or failed",
             reload_errors.clone(),
         );
+        let entry_rows_invalid = Gauge::default();
+        r.register(
+            "entry_rows_invalid",
+            "Rows of the entries table not loaded because they do not validate (the log says why)",
+            entry_rows_invalid.clone(),
+        );
         let build = Family::<Build, Gauge>::default();
         build
             .get_or_create(&Build {
@@ -198,6 +205,7 @@ impl Metrics {
             epoch,
             reloads,
             reload_errors,
+            entry_rows_invalid,
         }
     }
 

@@ -43,7 +43,9 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     let rows = db_entries::list(&store)
         .await
         .context("cannot read the entries table")?;
-    let loaded = db_entries::merge(files, db_entries::validate(&rows, &ctx));
+    let (db, set_aside) = db_entries::set_aside_invalid(db_entries::validate(&rows, &ctx), &[]);
+    report_set_aside(&set_aside);
+    let loaded = db_entries::merge(files, db);
     for d in &loaded.diagnostics {
         if d.warning {
             warn!("{d}")
@@ -275,7 +277,11 @@ async fn reload_schedule(
                 continue;
             }
         };
-        let next = db_entries::merge(files, db_entries::validate(&rows, &ctx));
+        let current = entries.borrow().clone();
+        let (db, set_aside) =
+            db_entries::set_aside_invalid(db_entries::validate(&rows, &ctx), &current);
+        report_set_aside(&set_aside);
+        let next = db_entries::merge(files, db);
         if next.has_errors() {
             crate::metrics::get().reload_errors.inc();
             for d in next.errors() {
@@ -284,7 +290,9 @@ async fn reload_schedule(
             error!("schedule reload rejected; the last good schedule keeps running");
             continue;
         }
-        let current = entries.borrow().clone();
+        for d in next.diagnostics.iter().filter(|d| d.warning) {
+            warn!("{d}");
+        }
         let names = |set: &[Entry]| set.iter().map(|e| e.name.clone()).collect::<BTreeSet<_>>();
         let (before, after) = (names(&current), names(&next.entries));
         let added: Vec<&String> = after.difference(&before).collect();
@@ -308,6 +316,18 @@ async fn reload_schedule(
         info!(?added, ?removed, changed = ?changed_entries, "schedule reloaded");
         entries.send_replace(Arc::new(next.entries));
     }
+}
+
+/// Rows of the entries table that were not loaded: each is an error in the
+/// log (it names the entry and what to fix), and the gauge counts them.
+fn report_set_aside(errors: &[crate::schedule_file::Diagnostic]) {
+    for d in errors {
+        error!("{d}; this row is not loaded (a running replica keeps its last good definition)");
+    }
+    let rows: BTreeSet<&str> = errors.iter().filter_map(|d| d.entry.as_deref()).collect();
+    crate::metrics::get()
+        .entry_rows_invalid
+        .set(rows.len() as i64);
 }
 
 fn same_definition(a: &Entry, b: &Entry) -> bool {

@@ -249,7 +249,8 @@ fn live_reload(db: Option<&str>) {
         |l| sent_by(l, "dyn"),
     );
 
-    // A broken edit by hand is rejected; the last good schedule keeps firing.
+    // A broken edit by hand is set aside with an error naming the entry;
+    // its last good definition keeps firing.
     let (code, _, _) = cli(
         d,
         db,
@@ -288,7 +289,7 @@ fn live_reload(db: Option<&str>) {
     stack::wait_log(d, "run.log", Duration::from_secs(5), "rejection", |l| {
         l["message"]
             .as_str()
-            .is_some_and(|m| m.contains("schedule reload rejected"))
+            .is_some_and(|m| m.contains("entry 'dyn'") && m.contains("this row is not loaded"))
     });
     let fires_before = json_lines(&d.join("run.log"))
         .iter()
