@@ -8,6 +8,7 @@ mod entries;
 mod failover;
 mod faults;
 mod golden;
+mod hostile;
 mod http;
 mod jobs;
 mod outage;
