@@ -164,14 +164,7 @@ async fn clock_steps_fire_nothing_twice_and_leave_no_silent_gap() {
         .filter(|r| r.2 == "sent")
         .map(|r| fire_task_id(&r.0, r.1).to_string())
         .collect();
-    let records = stack::wait_records(d, Duration::from_secs(60), |recs| {
-        let ran: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r["event"] == "executed")
-            .filter_map(|r| r["id"].as_str().map(String::from))
-            .collect();
-        sent.is_subset(&ran)
-    });
+    let records = stack::wait_executed(d, Duration::from_secs(60), &sent);
     let runs = stack::executed_runs(&records, &sent);
     let lost = sent.iter().filter(|id| !runs.contains_key(*id)).count();
     let twice = runs.values().filter(|n| **n > 1).count();

@@ -91,22 +91,14 @@ fn kill_9_of_the_leader_loses_no_fire_and_no_job() {
     });
     // One-off jobs due every 700 ms across the whole run of kills.
     let first_due = Utc::now() + chrono::Duration::seconds(2);
-    let jobs: Vec<uuid::Uuid> = (0..kills * 4).map(|_| uuid::Uuid::new_v4()).collect();
-    rt.block_on(async {
-        let s = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
-            .await
-            .unwrap();
-        for (k, id) in jobs.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO jobs (id, task, queue, due_at) VALUES ($1, 'e2e.job', 'fo', $2)",
-            )
-            .bind(id)
-            .bind(first_due + chrono::Duration::milliseconds(700 * k as i64))
-            .execute(s.pool())
-            .await
-            .unwrap();
-        }
-    });
+    let jobs = rt.block_on(stack::insert_jobs(
+        &db.url,
+        "e2e.job",
+        "fo",
+        first_due,
+        chrono::Duration::milliseconds(700),
+        kills * 4,
+    ));
 
     let mut failovers = Vec::new();
     for _ in 0..kills {
@@ -200,21 +192,10 @@ fn kill_9_of_the_leader_loses_no_fire_and_no_job() {
     let fires: BTreeSet<String> = slots.iter().map(|s| s.2.to_string()).collect();
     let job_ids: BTreeSet<String> = jobs.iter().map(|j| j.to_string()).collect();
     let expected: BTreeSet<String> = fires.union(&job_ids).cloned().collect();
-    let records = stack::wait_records(d, Duration::from_secs(90), |recs| {
-        let seen: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r["event"] == "executed")
-            .filter_map(|r| r["id"].as_str().map(String::from))
-            .collect();
-        expected.is_subset(&seen)
-    });
+    let records = stack::wait_executed(d, Duration::from_secs(90), &expected);
     let runs = stack::executed_runs(&records, &expected);
-    let lost = |ids: &BTreeSet<String>| ids.iter().filter(|id| !runs.contains_key(*id)).count();
-    let twice = |ids: &BTreeSet<String>| {
-        ids.iter()
-            .filter(|id| runs.get(*id).is_some_and(|n| *n > 1))
-            .count()
-    };
+    let (fires_ran, fires_lost, fires_twice) = stack::tally(&runs, &fires);
+    let (jobs_ran, jobs_lost, jobs_twice) = stack::tally(&runs, &job_ids);
     failovers.sort();
     eprintln!(
         "failover: {kills} kills, leader SIGKILL -> first fire by the new leader: {:?} ms (p50 {} ms, max {} ms)",
@@ -225,16 +206,16 @@ fn kill_9_of_the_leader_loses_no_fire_and_no_job() {
     eprintln!(
         "failover: fires {} expected, {} executed, {} lost, {} executed twice (same task id); jobs {} expected, {} executed, {} lost, {} executed twice (same task id)",
         fires.len(),
-        fires.len() - lost(&fires),
-        lost(&fires),
-        twice(&fires),
+        fires_ran,
+        fires_lost,
+        fires_twice,
         job_ids.len(),
-        job_ids.len() - lost(&job_ids),
-        lost(&job_ids),
-        twice(&job_ids)
+        jobs_ran,
+        jobs_lost,
+        jobs_twice
     );
-    assert_eq!(lost(&fires), 0, "fires lost");
-    assert_eq!(lost(&job_ids), 0, "jobs lost");
+    assert_eq!(fires_lost, 0, "fires lost");
+    assert_eq!(jobs_lost, 0, "jobs lost");
 }
 
 #[test]

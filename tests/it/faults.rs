@@ -124,14 +124,7 @@ async fn sqs_faults_lose_no_fire_and_resend_only_with_the_original_id() {
         .filter(|r| r.2 == "sent")
         .map(|r| fire_task_id(&r.0, r.1).to_string())
         .collect();
-    let records = stack::wait_records(d, Duration::from_secs(60), |recs| {
-        let ran: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r["event"] == "executed")
-            .filter_map(|r| r["id"].as_str().map(String::from))
-            .collect();
-        sent.is_subset(&ran)
-    });
+    let records = stack::wait_executed(d, Duration::from_secs(60), &sent);
     let claimed: BTreeSet<String> = ledger
         .iter()
         .map(|r| fire_task_id(&r.0, r.1).to_string())
@@ -281,14 +274,7 @@ fn sigterm_during_a_burst_finishes_in_flight_sends_and_a_standby_takes_over() {
         .iter()
         .map(|r| fire_task_id(&r.0, r.1).to_string())
         .collect();
-    let records = stack::wait_records(d, Duration::from_secs(90), |recs| {
-        let ran: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r["event"] == "executed")
-            .filter_map(|r| r["id"].as_str().map(String::from))
-            .collect();
-        sent.is_subset(&ran)
-    });
+    let records = stack::wait_executed(d, Duration::from_secs(90), &sent);
     let runs = stack::executed_runs(&records, &sent);
     let lost = sent.iter().filter(|id| !runs.contains_key(*id)).count();
     let twice = runs.values().filter(|n| **n > 1).count();

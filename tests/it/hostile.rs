@@ -327,14 +327,7 @@ fn hostile_rows_are_set_aside_or_failed_never_crash_spin_or_drop() {
         assert_eq!(status(id).0, "released", "{id}");
     }
     let good: BTreeSet<String> = good_jobs.iter().map(|j| j.to_string()).collect();
-    let records = stack::wait_records(d, Duration::from_secs(60), |recs| {
-        let ran: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r["event"] == "executed")
-            .filter_map(|r| r["id"].as_str().map(String::from))
-            .collect();
-        good.is_subset(&ran)
-    });
+    let records = stack::wait_executed(d, Duration::from_secs(60), &good);
     let ran: BTreeSet<String> = records
         .iter()
         .filter(|r| r["event"] == "executed" && r["task"] == "e2e.job")

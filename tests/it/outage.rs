@@ -164,22 +164,14 @@ fn postgres_stopped_or_cut_off_stops_firing_and_loses_nothing() {
     // Jobs due every 2 s across every outage and recovery.
     let span: u64 = outages.iter().map(|s| 2 * s + 30).sum::<u64>() + 10;
     let first_due = Utc::now() + chrono::Duration::seconds(2);
-    let jobs: Vec<uuid::Uuid> = (0..span / 2).map(|_| uuid::Uuid::new_v4()).collect();
-    rt.block_on(async {
-        let s = sqsbeat::store::PgStore::connect(&cluster.url, "sqsbeat")
-            .await
-            .unwrap();
-        for (k, id) in jobs.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO jobs (id, task, queue, due_at) VALUES ($1, 'e2e.job', 'pgo', $2)",
-            )
-            .bind(id)
-            .bind(first_due + chrono::Duration::seconds(2 * k as i64))
-            .execute(s.pool())
-            .await
-            .unwrap();
-        }
-    });
+    let jobs = rt.block_on(stack::insert_jobs(
+        &cluster.url,
+        "e2e.job",
+        "pgo",
+        first_due,
+        chrono::Duration::seconds(2),
+        (span / 2) as usize,
+    ));
 
     let mut done: Vec<Outage> = Vec::new();
     for &secs in &outages {
@@ -317,21 +309,10 @@ fn postgres_stopped_or_cut_off_stops_firing_and_loses_nothing() {
         .collect();
     let job_ids: BTreeSet<String> = jobs.iter().map(|j| j.to_string()).collect();
     let expected: BTreeSet<String> = fires.union(&job_ids).cloned().collect();
-    let records = stack::wait_records(d, Duration::from_secs(120), |recs| {
-        let seen: BTreeSet<String> = recs
-            .iter()
-            .filter(|r| r["event"] == "executed")
-            .filter_map(|r| r["id"].as_str().map(String::from))
-            .collect();
-        expected.is_subset(&seen)
-    });
+    let records = stack::wait_executed(d, Duration::from_secs(120), &expected);
     let runs = stack::executed_runs(&records, &claimed);
-    let lost = |ids: &BTreeSet<String>| ids.iter().filter(|id| !runs.contains_key(*id)).count();
-    let twice = |ids: &BTreeSet<String>| {
-        ids.iter()
-            .filter(|id| runs.get(*id).is_some_and(|n| *n > 1))
-            .count()
-    };
+    let (fires_ran, fires_lost, fires_twice) = stack::tally(&runs, &fires);
+    let (jobs_ran, jobs_lost, jobs_twice) = stack::tally(&runs, &job_ids);
     let missed = ledger.iter().filter(|r| r.2 == "missed").count();
     for o in &done {
         eprintln!(
@@ -347,14 +328,14 @@ fn postgres_stopped_or_cut_off_stops_firing_and_loses_nothing() {
         ledger.len(),
         fires.len(),
         missed,
-        fires.len() - lost(&fires),
-        lost(&fires),
-        twice(&fires),
+        fires_ran,
+        fires_lost,
+        fires_twice,
         job_ids.len(),
-        job_ids.len() - lost(&job_ids),
-        lost(&job_ids),
-        twice(&job_ids)
+        jobs_ran,
+        jobs_lost,
+        jobs_twice
     );
-    assert_eq!(lost(&fires), 0, "fires lost");
-    assert_eq!(lost(&job_ids), 0, "jobs lost");
+    assert_eq!(fires_lost, 0, "fires lost");
+    assert_eq!(jobs_lost, 0, "jobs lost");
 }

@@ -246,6 +246,65 @@ pub fn wait_records(
     }
 }
 
+/// Waits until the worker has executed every task id in `expected` (or
+/// `within` passes) and returns its records.
+pub fn wait_executed(
+    dir: &Path,
+    within: Duration,
+    expected: &std::collections::BTreeSet<String>,
+) -> Vec<serde_json::Value> {
+    wait_records(dir, within, |recs| {
+        let ran: std::collections::BTreeSet<&str> = recs
+            .iter()
+            .filter(|r| r["event"] == "executed")
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        expected.iter().all(|id| ran.contains(id.as_str()))
+    })
+}
+
+/// Of `ids`: how many the worker executed, lost, and executed more than once.
+pub fn tally(
+    runs: &std::collections::BTreeMap<String, usize>,
+    ids: &std::collections::BTreeSet<String>,
+) -> (usize, usize, usize) {
+    let executed = ids.iter().filter(|id| runs.contains_key(*id)).count();
+    let twice = ids
+        .iter()
+        .filter(|id| runs.get(*id).is_some_and(|n| *n > 1))
+        .count();
+    (executed, ids.len() - executed, twice)
+}
+
+/// Inserts `n` one-off jobs straight into the jobs table, as an
+/// application may, due at `first` and every `every` after.
+pub async fn insert_jobs(
+    url: &str,
+    task: &str,
+    queue: &str,
+    first: DateTime<Utc>,
+    every: chrono::Duration,
+    n: usize,
+) -> Vec<uuid::Uuid> {
+    let s = sqsbeat::store::PgStore::connect(url, "sqsbeat")
+        .await
+        .unwrap();
+    let mut ids = Vec::with_capacity(n);
+    for k in 0..n {
+        let id = uuid::Uuid::new_v4();
+        sqlx::query("INSERT INTO jobs (id, task, queue, due_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(task)
+            .bind(queue)
+            .bind(first + every * k as i32)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
 /// Runs one `sqsbeat` command in `dir` with emulator credentials: the
 /// given database (else the SQLite default) and SQS endpoint (else a closed
 /// port). Returns (exit code, stdout, stderr).
