@@ -451,3 +451,64 @@ pub async fn watch(store: Store, changed: std::sync::Arc<Notify>, shutdown: Canc
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, every: &str) -> EntryRow {
+        EntryRow {
+            name: name.into(),
+            task: "app.t".into(),
+            cron: None,
+            crontab: None,
+            every: Some(every.into()),
+            timezone: None,
+            args: Value::Array(vec![]),
+            kwargs: Value::Object(Default::default()),
+            queue: None,
+            priority: None,
+            headers: Value::Object(Default::default()),
+            expires: None,
+            enabled: true,
+            start_at: None,
+            end_at: None,
+            catch_up: None,
+            grace: None,
+            jitter: None,
+            anchor: None,
+            group_id: None,
+        }
+    }
+
+    #[test]
+    fn a_bad_row_is_set_aside_alone_and_keeps_its_last_good_definition() {
+        let ctx = Context::default();
+        let before = validate(&[row("edited", "5m"), row("steady", "1m")], &ctx);
+        assert!(!before.has_errors());
+        let now = validate(
+            &[
+                row("edited", "-5m"),
+                row("steady", "1m"),
+                row("new_bad", "soon"),
+            ],
+            &ctx,
+        );
+        assert!(now.has_errors());
+        let (kept, errors) = set_aside_invalid(now, &before.entries);
+        assert!(!kept.has_errors());
+        let names: Vec<&str> = kept.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["steady", "edited"]);
+        let edited = kept.entries.iter().find(|e| e.name == "edited").unwrap();
+        assert_eq!(
+            format!("{edited:?}"),
+            format!("{:?}", before.entries[0]),
+            "the last good definition"
+        );
+        let named: Vec<&str> = errors.iter().filter_map(|d| d.entry.as_deref()).collect();
+        assert_eq!(named, ["edited", "new_bad"]);
+        // A new process has no last good definition: the row is just out.
+        let (fresh, _) = set_aside_invalid(validate(&[row("edited", "-5m")], &ctx), &[]);
+        assert!(fresh.entries.is_empty());
+    }
+}
