@@ -265,6 +265,17 @@ impl CronSchedule {
         days: DayRule,
         tz: Tz,
     ) -> Result<Arc<Self>, CronParseError> {
+        // croner reads an empty list item (",", "1,,2", "0,") as a field
+        // that matches nothing, and a search for the next fire then walks
+        // years minute by minute: refuse it here, as Vixie cron does.
+        if let Some(field) = pattern
+            .split_whitespace()
+            .find(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(CronParseError(format!(
+                "invalid cron {display:?}: the field {field:?} has an empty list item; separate values with single commas (e.g. \"1,15\")"
+            )));
+        }
         let key = format!("{display}\0{pattern}\0{and_days}\0{days:?}\0{tz}");
         Self::cached(key, || {
             let cron = CronParser::builder()

@@ -41,6 +41,33 @@ fn fires(s: &Schedule, after: &str, n: usize) -> Vec<String> {
     out
 }
 
+/// Found by `scripts/fuzz` (cron target, a 10 s timeout): an empty list
+/// item made croner accept a field that matches nothing, and the
+/// never-fires probe then walked decades minute by minute.
+#[test]
+fn fuzz_timeout_empty_list_item_is_an_error_not_a_hang() {
+    for expr in [
+        ", * * * * *",
+        ", * * * *",
+        "1,,2 * * * *",
+        "* * * * 1,",
+        "0 ,3 * * *",
+    ] {
+        let err = CronSchedule::parse_cron(expr, tz("UTC"))
+            .err()
+            .unwrap_or_else(|| panic!("{expr:?} parsed"));
+        assert!(err.0.contains("empty"), "{expr:?}: {}", err.0);
+    }
+    let fields = CrontabFields {
+        minute: "0,".into(),
+        hour: "*".into(),
+        day_of_month: "*".into(),
+        month_of_year: "*".into(),
+        day_of_week: "*".into(),
+    };
+    assert!(CronSchedule::parse_crontab(&fields, tz("UTC")).is_err());
+}
+
 #[test]
 fn new_york_spring_forward_fixed_time_fires_after_the_gap() {
     // 2026-03-08 02:00 EST -> 03:00 EDT (07:00Z); 02:30 does not exist.
