@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -172,6 +172,40 @@ pub struct CrontabFields {
     pub month_of_year: String,
 }
 
+/// Whether a pattern matches any instant, asked of the pattern itself:
+/// each time field must match some value, and some day must match. One
+/// that matches a day at all does so within 28 years (the Gregorian
+/// weekday cycle, covering leap days on a given weekday). croner's own
+/// search for a pattern that matches nothing walks day by day to year
+/// 5000: 80 ms, and over 10 s in a fuzz build.
+fn ever_fires(cron: &Cron) -> bool {
+    let p = &cron.pattern;
+    let any =
+        |range: std::ops::Range<u32>, field: &dyn Fn(u32) -> bool| range.into_iter().any(field);
+    if !any(0..60, &|v| p.second_match(v).unwrap_or(false))
+        || !any(0..60, &|v| p.minute_match(v).unwrap_or(false))
+        || !any(0..24, &|v| p.hour_match(v).unwrap_or(false))
+    {
+        return false;
+    }
+    let end = naive(2001 + 28 * 2, 1, 1).date();
+    let mut day = naive(2001, 1, 1).date();
+    while day < end {
+        let (y, m) = (day.year(), day.month());
+        if !p.month_match(m).unwrap_or(false) {
+            day = chrono::NaiveDate::from_ymd_opt(y + i32::from(m == 12), m % 12 + 1, 1)
+                .unwrap_or(end);
+            continue;
+        }
+        let weekday = croner::Weekday::from_days_from_sunday(day.weekday().num_days_from_sunday());
+        if p.day_match(y, m, day.day(), weekday).unwrap_or(false) {
+            return true;
+        }
+        day = day.succ_opt().unwrap_or(end);
+    }
+    false
+}
+
 impl CronSchedule {
     /// Parses a cron string with Vixie semantics: 5 fields, or 6 with a
     /// leading seconds field, or an `@` macro.
@@ -268,6 +302,11 @@ impl CronSchedule {
         // croner reads an empty list item (",", "1,,2", "0,") as a field
         // that matches nothing, and a search for the next fire then walks
         // years minute by minute: refuse it here, as Vixie cron does.
+        if pattern.contains('+') {
+            return Err(CronParseError(format!(
+                "invalid cron {display:?}: '+' is not cron syntax (day fields follow Vixie cron: a day field starting with '*' means both must match)"
+            )));
+        }
         if let Some(field) = pattern
             .split_whitespace()
             .find(|f| f.split(',').any(str::is_empty))
@@ -294,21 +333,15 @@ impl CronSchedule {
             } else {
                 DstRule::Fixed
             };
-            let mut schedule = CronSchedule {
+            let ever_fires = ever_fires(&cron);
+            Ok(CronSchedule {
                 expr: display.to_string(),
                 cron,
                 dst,
                 days,
                 tz,
-                ever_fires: true,
-            };
-            // Any schedule that fires at all fires within 28 years (the Gregorian
-            // weekday cycle, covering leap days on a given weekday).
-            let from = naive(2001, 1, 1);
-            schedule.ever_fires = schedule
-                .next_wall(from, true)
-                .is_some_and(|w| w < naive(2001 + 28 * 2, 1, 1));
-            Ok(schedule)
+                ever_fires,
+            })
         })
     }
 

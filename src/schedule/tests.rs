@@ -68,6 +68,28 @@ fn fuzz_timeout_empty_list_item_is_an_error_not_a_hang() {
     assert!(CronSchedule::parse_crontab(&fields, tz("UTC")).is_err());
 }
 
+/// Found by `scripts/fuzz` (cron target, a 10 s timeout): croner's own
+/// search for the first fire of a pattern that matches no day walked day
+/// by day to year 5000; and croner reads a bare `+` day-of-week (its own
+/// AND prefix, not cron syntax) as matching no day.
+#[test]
+fn fuzz_timeout_a_pattern_matching_no_day_is_judged_without_a_search() {
+    let err = CronSchedule::parse_cron("7\t3\t\t 31 *\t+", tz("America/New_York"))
+        .expect_err("'+' is refused");
+    assert!(err.0.contains("'+' is not cron syntax"), "{}", err.0);
+    for (expr, fires) in [
+        ("0 0 */40 * 1#5", false),
+        ("0 0 30 2 *", false),
+        ("0 0 31 4,6,9,11 *", false),
+        ("0 0 29 2 *", true),
+        ("0 0 29 2 1", true),
+        ("0 0 LW * *", true),
+    ] {
+        let c = CronSchedule::parse_cron(expr, tz("America/New_York")).unwrap();
+        assert_eq!(c.ever_fires, fires, "{expr}");
+    }
+}
+
 #[test]
 fn new_york_spring_forward_fixed_time_fires_after_the_gap() {
     // 2026-03-08 02:00 EST -> 03:00 EDT (07:00Z); 02:30 does not exist.
