@@ -133,7 +133,8 @@ async fn clock_steps_fire_nothing_twice_and_leave_no_silent_gap() {
     let ledger = stack::ledger(None, d).await;
     for entry in ["all", "latest"] {
         let rows: Vec<_> = ledger.iter().filter(|r| r.0 == entry).collect();
-        assert!(rows.len() > 70, "{entry}: {} slots", rows.len());
+        // At least the 60 s skipped forward, and slots on either side.
+        assert!(rows.len() > 62, "{entry}: {} slots", rows.len());
         for w in rows.windows(2) {
             assert_eq!(
                 (w[1].1 - w[0].1).num_milliseconds(),
