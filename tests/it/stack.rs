@@ -263,17 +263,62 @@ pub fn wait_executed(
     })
 }
 
-/// Of `ids`: how many the worker executed, lost, and executed more than once.
-pub fn tally(
-    runs: &std::collections::BTreeMap<String, usize>,
-    ids: &std::collections::BTreeSet<String>,
-) -> (usize, usize, usize) {
-    let executed = ids.iter().filter(|id| runs.contains_key(*id)).count();
-    let twice = ids
-        .iter()
-        .filter(|id| runs.get(*id).is_some_and(|n| *n > 1))
-        .count();
-    (executed, ids.len() - executed, twice)
+/// What the worker did with one set of task ids.
+#[derive(Debug, Clone, Copy)]
+pub struct Tally {
+    pub expected: usize,
+    pub executed: usize,
+    pub lost: usize,
+    pub twice: usize,
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} expected, {} executed, {} lost, {} executed twice (same task id)",
+            self.expected, self.executed, self.lost, self.twice
+        )
+    }
+}
+
+/// Waits for the worker to execute every fire and job, then tallies each.
+/// Any executed id outside `claimed` fails the test (`executed_runs`), so a
+/// duplicate can only carry the original's task id.
+pub fn judge(
+    dir: &Path,
+    within: Duration,
+    fires: &std::collections::BTreeSet<String>,
+    jobs: &std::collections::BTreeSet<String>,
+    claimed: &std::collections::BTreeSet<String>,
+) -> (Tally, Tally) {
+    let expected = fires.union(jobs).cloned().collect();
+    let records = wait_executed(dir, within, &expected);
+    let runs = executed_runs(&records, claimed);
+    let tally = |ids: &std::collections::BTreeSet<String>| {
+        let executed = ids.iter().filter(|id| runs.contains_key(*id)).count();
+        Tally {
+            expected: ids.len(),
+            executed,
+            lost: ids.len() - executed,
+            twice: ids
+                .iter()
+                .filter(|id| runs.get(*id).is_some_and(|n| *n > 1))
+                .count(),
+        }
+    };
+    (tally(fires), tally(jobs))
+}
+
+/// Rows of the jobs table not `released`, as (id, status).
+pub async fn unreleased_jobs(url: &str) -> Vec<(uuid::Uuid, String)> {
+    let s = sqsbeat::store::PgStore::connect(url, "sqsbeat")
+        .await
+        .unwrap();
+    sqlx::query_as("SELECT id, status FROM jobs WHERE status <> 'released'")
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
 }
 
 /// Inserts `n` one-off jobs straight into the jobs table, as an
