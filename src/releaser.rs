@@ -108,8 +108,10 @@ impl Releaser {
             // Rows can be written by hand or by another application, past
             // every check `sqsbeat schedule` makes: check again, and mark a
             // bad one failed with the reason rather than retry it forever.
+            // The size is checked on the body built below, not on a second
+            // build here.
             let checked = row.spec().and_then(|s| {
-                let problems = s.problems(now, true, self.max_message_bytes);
+                let problems = s.problems(now, true, usize::MAX);
                 if problems.is_empty() {
                     Ok(s)
                 } else {
@@ -119,9 +121,7 @@ impl Releaser {
             let spec = match checked {
                 Ok(s) => s,
                 Err(why) => {
-                    error!(job = %row.id, task = %row.task, "job cannot be sent: {why}; marked failed");
-                    crate::metrics::get().jobs_failed.inc();
-                    settle.failed.push((row.id, why));
+                    cannot_send(&mut settle, row, why);
                     continue;
                 }
             };
@@ -144,6 +144,15 @@ impl Releaser {
             let body = spec
                 .message(&id, &self.opts.origin, plan.eta)
                 .sqs_body(now, self.opts.body_encoding);
+            if body.len() > self.max_message_bytes {
+                let why = format!(
+                    "the task message is {} bytes on SQS, over the {} byte limit; pass a reference (an id, a key) instead of the data",
+                    body.len(),
+                    self.max_message_bytes
+                );
+                cannot_send(&mut settle, row, why);
+                continue;
+            }
             outgoing.push(Outgoing {
                 group_id: queue.fifo.then(|| spec.task.clone()),
                 dedup_id: queue.fifo.then(|| id.clone()),
@@ -202,6 +211,13 @@ impl Releaser {
         batch.settle(&settle).await?;
         Ok(pass)
     }
+}
+
+/// Marks a job that can never be sent as it stands failed, with the reason.
+fn cannot_send(settle: &mut Settlement, row: &jobstore::JobRow, why: String) {
+    error!(job = %row.id, task = %row.task, "job cannot be sent: {why}; marked failed");
+    crate::metrics::get().jobs_failed.inc();
+    settle.failed.push((row.id, why));
 }
 
 /// Wakes `wake` whenever a job is scheduled or moved (PostgreSQL NOTIFY);
