@@ -225,5 +225,5 @@ pub struct EntryArgs {
 }
 
 fn parse_instant_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    crate::duration::parse_instant(s).map_err(|e| e.to_string())
+    crate::schedule::duration::parse_instant(s).map_err(|e| e.to_string())
 }

@@ -14,8 +14,8 @@ use chrono::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::celery::BodyEncoding;
-use crate::duration::parse_duration;
+use crate::schedule::duration::parse_duration;
+use crate::wire::celery::BodyEncoding;
 
 /// What a setting's value is, for reading it from an environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,8 +386,10 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         },
     };
     let max_message_bytes = match raw.sqs.max_message_bytes {
-        None => crate::celery::SQS_MAX_MESSAGE_BYTES,
-        Some(n) if (1024..=crate::celery::SQS_MAX_MESSAGE_BYTES as i64).contains(&n) => n as usize,
+        None => crate::wire::celery::SQS_MAX_MESSAGE_BYTES,
+        Some(n) if (1024..=crate::wire::celery::SQS_MAX_MESSAGE_BYTES as i64).contains(&n) => {
+            n as usize
+        }
         Some(n) => {
             return Err(invalid(format!(
                 "[sqs] max_message_bytes = {n}: must be 1024..=1048576"

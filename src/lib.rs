@@ -54,24 +54,12 @@
 //! | `sqsbeat run` | `celery beat` |
 
 pub mod beat;
-pub mod celery;
 pub mod cli;
 pub mod cmd;
 pub mod config;
-pub mod db_entries;
-pub mod duration;
 pub mod entry;
-pub mod http;
 pub mod jobs;
-pub mod jobstore;
-pub mod leader;
-pub mod metrics;
-pub mod preview;
-pub mod queue;
-pub mod releaser;
+pub mod runtime;
 pub mod schedule;
-pub mod schedule_file;
-pub mod sink;
-pub mod status;
 pub mod store;
-pub mod tick;
+pub mod wire;

@@ -58,7 +58,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             },
             &config,
         )),
-        Command::Run { paths } => runtime()?.block_on(cmd::run::run(&paths, &config)),
+        Command::Run { paths } => runtime()?.block_on(sqsbeat::runtime::run(&paths, &config)),
         Command::Migrate => runtime()?.block_on(cmd::migrate::run(&config)),
         Command::Schedule(args) => {
             runtime()?.block_on(cmd::jobs::schedule(*args, chrono::Utc::now(), &config))
@@ -72,7 +72,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             limit,
             output,
         } => {
-            let filter = sqsbeat::jobstore::Filter {
+            let filter = sqsbeat::store::jobs::Filter {
                 task,
                 queue,
                 status: (status != "all").then_some(status),

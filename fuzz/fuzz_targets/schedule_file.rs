@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sqsbeat::entry::Context;
-use sqsbeat::schedule_file::parse_str;
+use sqsbeat::entry::file::parse_str;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sqsbeat::duration::{format_duration, parse_duration, parse_instant};
+use sqsbeat::schedule::duration::{format_duration, parse_duration, parse_instant};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::schedule_file;
+use crate::entry::file;
 
 /// Prints diagnostics; returns whether the schedules are valid.
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
@@ -17,7 +17,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         eprintln!("{errors} error(s); the schedule is not valid");
         return Ok(false);
     }
-    let files = schedule_file::expand_paths(&paths)?.len();
+    let files = file::expand_paths(&paths)?.len();
     println!("ok: {} entries in {files} file(s)", loaded.entries.len());
     Ok(true)
 }

@@ -5,19 +5,19 @@ use serde_json::{Map, Value};
 
 use crate::cli::{EntriesCommand, EntryArgs, Output};
 use crate::config::Config;
-use crate::db_entries::{self, EntryRow};
+use crate::entry::file;
 use crate::entry::{self, Origin};
-use crate::schedule_file;
+use crate::store::entries::{self, EntryRow};
 
 pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<bool> {
-    let store = super::run::open_store_cli(config).await?;
+    let store = crate::runtime::open_store_cli(config).await?;
     match command {
         EntriesCommand::Add(args) => {
             let row = row_from_args(&args).map_err(anyhow::Error::msg)?;
             // The same validation as a schedule file, before anything is written.
             let raw = row.to_raw().map_err(anyhow::Error::msg)?;
             let origin = Origin {
-                file: db_entries::SOURCE.into(),
+                file: entries::SOURCE.into(),
                 line: 0,
             };
             let (valid, problems) =
@@ -35,7 +35,7 @@ pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<boo
                 return Ok(false);
             }
             let paths = super::schedule_paths(&[], config);
-            if let Ok(files) = schedule_file::load_paths(&paths, &super::context(config))
+            if let Ok(files) = file::load_paths(&paths, &super::context(config))
                 && let Some((_, o)) = files.names.iter().find(|(n, _)| *n == row.name)
             {
                 bail!(
@@ -45,7 +45,7 @@ pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<boo
                     o.line
                 );
             }
-            if !db_entries::insert(&store, &row, args.replace).await? {
+            if !entries::insert(&store, &row, args.replace).await? {
                 bail!(
                     "entry '{}' already exists in the database; use --replace to overwrite it",
                     row.name
@@ -58,11 +58,11 @@ pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<boo
             );
         }
         EntriesCommand::List { output } => {
-            let rows = db_entries::list(&store).await?;
+            let rows = entries::list(&store).await?;
             print_rows(&rows, output)?;
         }
         EntriesCommand::Show { name, output } => {
-            let rows = db_entries::list(&store).await?;
+            let rows = entries::list(&store).await?;
             let Some(row) = rows.into_iter().find(|r| r.name == name) else {
                 bail!("no database entry named '{name}'")
             };
@@ -74,7 +74,7 @@ pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<boo
         EntriesCommand::Enable { name } => toggle(&store, &name, true).await?,
         EntriesCommand::Disable { name } => toggle(&store, &name, false).await?,
         EntriesCommand::Remove { name } => {
-            if !db_entries::remove(&store, &name).await? {
+            if !entries::remove(&store, &name).await? {
                 bail!("no database entry named '{name}'");
             }
             println!("removed entry '{name}'");
@@ -84,7 +84,7 @@ pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<boo
 }
 
 async fn toggle(store: &crate::store::Store, name: &str, enabled: bool) -> anyhow::Result<()> {
-    if !db_entries::set_enabled(store, name, enabled).await? {
+    if !entries::set_enabled(store, name, enabled).await? {
         bail!("no database entry named '{name}'");
     }
     println!(

@@ -7,11 +7,11 @@ use uuid::Uuid;
 
 use crate::cli::{Output, ScheduleArgs};
 use crate::config::Config;
-use crate::duration::{parse_duration, parse_instant};
 use crate::jobs::JobSpec;
-use crate::jobstore::{self, Cancelled, Filter, Inserted, JobRow};
-use crate::releaser::Releaser;
-use crate::sink::SqsSink;
+use crate::jobs::releaser::Releaser;
+use crate::schedule::duration::{parse_duration, parse_instant};
+use crate::store::jobs::{self, Cancelled, Filter, Inserted, JobRow};
+use crate::wire::sqs::SqsSink;
 
 fn json_arg(flag: &str, text: Option<&str>, default: Value) -> anyhow::Result<Value> {
     match text {
@@ -99,9 +99,9 @@ pub async fn schedule(
         eprintln!("not scheduled");
         return Ok(false);
     }
-    let store = super::run::open_store_cli(config).await?;
+    let store = crate::runtime::open_store_cli(config).await?;
     let mut status = "pending";
-    match jobstore::insert(&store, &spec, &who()).await? {
+    match jobs::insert(&store, &spec, &who()).await? {
         Inserted::Created => {}
         Inserted::Existing(row) => {
             status = if row.status == "pending" {
@@ -125,7 +125,7 @@ pub async fn schedule(
     let opens = crate::jobs::opens_at(
         spec.due_at,
         config.release_window,
-        &crate::queue::QueueName::new(&config.sqs.queue_name_prefix, &spec.queue),
+        &crate::wire::queue::QueueName::new(&config.sqs.queue_name_prefix, &spec.queue),
     );
     if status == "pending" && opens <= now {
         // Due within the window: straight to SQS with DelaySeconds. If SQS
@@ -135,7 +135,7 @@ pub async fn schedule(
                 let releaser = Releaser {
                     store: store.clone(),
                     sink,
-                    opts: super::run::options(config),
+                    opts: crate::runtime::options(config),
                     window: config.release_window,
                     max_message_bytes: config.sqs.max_message_bytes,
                 };
@@ -176,8 +176,8 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
     {
         bail!("--status {s:?}: expected pending, released, cancelled, failed or all");
     }
-    let store = super::run::open_store_cli(config).await?;
-    let rows = jobstore::list(&store, &filter).await?;
+    let store = crate::runtime::open_store_cli(config).await?;
+    let rows = jobs::list(&store, &filter).await?;
     match output {
         Output::Json => {
             for r in &rows {
@@ -190,8 +190,8 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
 }
 
 pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<bool> {
-    let store = super::run::open_store_cli(config).await?;
-    let Some(row) = jobstore::get(&store, id).await? else {
+    let store = crate::runtime::open_store_cli(config).await?;
+    let Some(row) = jobs::get(&store, id).await? else {
         bail!("no job with id {id}")
     };
     match output {
@@ -202,10 +202,10 @@ pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<b
 }
 
 pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
-    let store = super::run::open_store_cli(config).await?;
+    let store = crate::runtime::open_store_cli(config).await?;
     let mut ok = true;
     for id in ids {
-        match jobstore::cancel(&store, *id).await? {
+        match jobs::cancel(&store, *id).await? {
             Cancelled::Done => println!("cancelled {id}"),
             Cancelled::NotPending(s) => {
                 ok = false;

@@ -5,7 +5,6 @@ pub mod entries;
 pub mod jobs;
 pub mod migrate;
 pub mod next;
-pub mod run;
 pub mod status;
 
 use std::path::PathBuf;
@@ -36,21 +35,21 @@ pub fn context(config: &Config) -> Context {
 pub async fn load_all(
     paths: &[PathBuf],
     config: &Config,
-) -> anyhow::Result<crate::schedule_file::Loaded> {
-    let files = crate::schedule_file::load_paths(&schedule_paths(paths, config), &context(config))?;
+) -> anyhow::Result<crate::entry::file::Loaded> {
+    let files = crate::entry::file::load_paths(&schedule_paths(paths, config), &context(config))?;
     if config.database_url.is_none() && !config.database_path.exists() {
         return Ok(files);
     }
-    let rows = match run::open_store_cli(config).await {
-        Ok(store) => crate::db_entries::list(&store)
+    let rows = match crate::runtime::open_store_cli(config).await {
+        Ok(store) => crate::store::entries::list(&store)
             .await
             .map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
     match rows {
-        Ok(rows) => Ok(crate::db_entries::merge(
+        Ok(rows) => Ok(crate::store::entries::merge(
             files,
-            crate::db_entries::validate(&rows, &context(config)),
+            crate::store::entries::validate(&rows, &context(config)),
         )),
         Err(e) => {
             eprintln!("warning: database entries not checked: {e:#}");

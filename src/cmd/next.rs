@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cli::Output;
 use crate::config::Config;
-use crate::preview;
+use crate::schedule::preview;
 
 pub struct Args<'a> {
     pub paths: &'a [PathBuf],

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::cli::Output;
 use crate::config::Config;
-use crate::{jobstore, status};
+use crate::store::{jobs, replicas};
 
 /// A replica not heard from for this long is shown as gone.
 const GONE_AFTER_S: i64 = 30;
@@ -17,12 +17,12 @@ fn iso(t: DateTime<Utc>) -> String {
 
 pub async fn run(output: Output, now: DateTime<Utc>, config: &Config) -> anyhow::Result<bool> {
     let loaded = super::load_all(&[], config).await?;
-    let store = super::run::open_store_cli(config).await?;
-    let replicas = status::replicas(&store).await?;
-    let last = status::last_fires(&store).await?;
+    let store = crate::runtime::open_store_cli(config).await?;
+    let replicas = replicas::replicas(&store).await?;
+    let last = replicas::last_fires(&store).await?;
     let cursors = store.load_cursors().await?;
-    let buckets = jobstore::pending_by_bucket(&store, now).await?;
-    let failures = status::recent_failures(&store, 10).await?;
+    let buckets = jobs::pending_by_bucket(&store, now).await?;
+    let failures = replicas::recent_failures(&store, 10).await?;
 
     let entries: Vec<serde_json::Value> = loaded
         .entries

@@ -6,7 +6,10 @@
 //! how leadership is held: a PostgreSQL advisory lock (see `leader`) or an
 //! exclusive lock on a file beside the SQLite database.
 
+pub mod entries;
+pub mod jobs;
 pub mod postgres;
+pub mod replicas;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqsbeat::celery::fire_task_id;
+use sqsbeat::wire::celery::fire_task_id;
 
 use crate::stack::{self, json_lines};
 

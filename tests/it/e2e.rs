@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqsbeat::celery::fire_task_id;
+use sqsbeat::wire::celery::fire_task_id;
 
 use crate::stack::{self, json_lines};
 

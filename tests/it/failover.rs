@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqsbeat::celery::fire_task_id;
+use sqsbeat::wire::celery::fire_task_id;
 
 use crate::pg::TestDb;
 use crate::stack::{self, Proc, json_lines};

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqsbeat::celery::fire_task_id;
+use sqsbeat::wire::celery::fire_task_id;
 
 use crate::stack::{self, Proc};
 

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
-use sqsbeat::celery::{BodyEncoding, TaskMessage, python_json};
+use sqsbeat::wire::celery::{BodyEncoding, TaskMessage, python_json};
 
 fn fixture(case: &str, file: &str) -> String {
     let p: PathBuf = [

@@ -486,7 +486,7 @@ fn sqlite_store_releases_jobs_too() {
 
 #[tokio::test]
 async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
-    use sqsbeat::jobstore::{self, Settlement};
+    use sqsbeat::store::jobs::{self, Settlement};
     let db = TestDb::new().await;
     let pg = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
         .await
@@ -506,16 +506,14 @@ async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
             headers: Default::default(),
         };
         assert!(matches!(
-            jobstore::insert(&store, &spec, "t").await.unwrap(),
-            jobstore::Inserted::Created
+            jobs::insert(&store, &spec, "t").await.unwrap(),
+            jobs::Inserted::Created
         ));
     }
     let window = chrono::Duration::minutes(15);
     // Two releasers at once: the second skips every row the first holds.
-    let first = jobstore::claim(&store, now, window, 6, None).await.unwrap();
-    let second = jobstore::claim(&store, now, window, 100, None)
-        .await
-        .unwrap();
+    let first = jobs::claim(&store, now, window, 6, None).await.unwrap();
+    let second = jobs::claim(&store, now, window, 100, None).await.unwrap();
     assert_eq!((first.jobs.len(), second.jobs.len()), (6, 4));
     let mut ids: Vec<uuid::Uuid> = first
         .jobs
@@ -536,9 +534,7 @@ async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
         })
         .await
         .unwrap();
-    let again = jobstore::claim(&store, now, window, 100, None)
-        .await
-        .unwrap();
+    let again = jobs::claim(&store, now, window, 100, None).await.unwrap();
     assert_eq!(
         again.jobs.len(),
         6,
@@ -552,9 +548,9 @@ async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
         })
         .await
         .unwrap();
-    let left = jobstore::list(
+    let left = jobs::list(
         &store,
-        &jobstore::Filter {
+        &jobs::Filter {
             status: Some("pending".into()),
             limit: 100,
             ..Default::default()

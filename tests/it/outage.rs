@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqsbeat::celery::fire_task_id;
+use sqsbeat::wire::celery::fire_task_id;
 
 use crate::stack::{self, Proc, json_lines};
 

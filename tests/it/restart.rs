@@ -140,7 +140,7 @@ fn a_fire_claimed_but_never_confirmed_is_resent_with_its_task_id() {
     let slot = (Utc::now() - chrono::Duration::seconds(20))
         .with_nanosecond(0)
         .unwrap();
-    let task_id = sqsbeat::celery::fire_task_id("once", slot);
+    let task_id = sqsbeat::wire::celery::fire_task_id("once", slot);
     rt.block_on(async {
         let s = sqsbeat::store::SqliteStore::open(&d.join("sqsbeat.db"))
             .await

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqsbeat::leader::{self, Role};
+use sqsbeat::runtime::leader::{self, Role};
 use sqsbeat::store::postgres as store;
 use sqsbeat::store::{Claim, Cursor, Miss, PgStore as Store, StoreError};
 use tokio::sync::watch;

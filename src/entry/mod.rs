@@ -4,14 +4,16 @@
 //! `Entry` is the validated model the rest of the program trusts. Validation
 //! is pure and reports every problem it finds, not just the first.
 
+pub mod file;
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::celery::{self, BodyEncoding, RESERVED_HEADERS, TaskMessage};
-use crate::duration::{format_duration, parse_duration, parse_instant};
+use crate::schedule::duration::{format_duration, parse_duration, parse_instant};
 use crate::schedule::{CronSchedule, CrontabFields, IntervalSchedule, Schedule};
+use crate::wire::celery::{self, BodyEncoding, RESERVED_HEADERS, TaskMessage};
 
 /// Default logical queue, as Celery's `task_default_queue`.
 pub const DEFAULT_QUEUE: &str = "celery";

@@ -3,8 +3,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::duration::format_duration;
 use crate::entry::Entry;
+use crate::schedule::duration::format_duration;
 
 /// One upcoming fire of one entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::SqsConfig;
-use crate::queue::QueueName;
+use crate::wire::queue::QueueName;
 
 /// Most entries in one `SendMessageBatch`.
 pub const BATCH_MAX: usize = 10;
@@ -328,15 +328,15 @@ async fn send_batch(
 
 /// Records one SQS request's latency, and its error code if it failed.
 fn observe(operation: &str, started: std::time::Instant, error: Option<String>) {
-    let m = crate::metrics::get();
+    let m = crate::runtime::metrics::get();
     m.sqs_request_seconds
-        .get_or_create(&crate::metrics::Operation {
+        .get_or_create(&crate::runtime::metrics::Operation {
             operation: operation.to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
     if let Some(code) = error {
         m.sqs_errors
-            .get_or_create(&crate::metrics::OperationCode {
+            .get_or_create(&crate::runtime::metrics::OperationCode {
                 operation: operation.to_string(),
                 code,
             })

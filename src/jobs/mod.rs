@@ -7,13 +7,15 @@
 //! `DelaySeconds` for the remainder: it becomes visible at its due instant
 //! and no worker ever holds it. Everything here is pure.
 
+pub mod releaser;
+
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::celery::{RESERVED_HEADERS, TaskMessage};
 use crate::entry::{check_queue_name, check_task_name};
-use crate::queue::QueueName;
+use crate::wire::celery::{RESERVED_HEADERS, TaskMessage};
+use crate::wire::queue::QueueName;
 
 /// SQS's longest per-message delay.
 pub const MAX_DELAY_SECONDS: i64 = 900;
@@ -106,7 +108,7 @@ impl JobSpec {
                 "sqsbeat@a-host-name-of-sixty-four-characters-which-is-the-max-length",
                 Some(self.due_at),
             )
-            .sqs_body(now, crate::celery::BodyEncoding::Base64)
+            .sqs_body(now, crate::wire::celery::BodyEncoding::Base64)
             .len();
         if size > max_message_bytes {
             out.push(format!(

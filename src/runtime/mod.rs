@@ -1,6 +1,10 @@
 //! `sqsbeat run`: load config and schedules (files and database), open the
 //! store, connect to SQS, fire until SIGTERM/SIGINT.
 
+pub mod http;
+pub mod leader;
+pub mod metrics;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,16 +14,16 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::beat::{self, Durable, Options};
+use crate::beat::driver::{self, Durable, Options};
 use crate::config::Config;
-use crate::db_entries;
 use crate::entry::Entry;
-use crate::leader::{self, Role};
-use crate::queue::QueueName;
-use crate::releaser::{self, Releaser};
-use crate::schedule_file;
-use crate::sink::SqsSink;
+use crate::entry::file;
+use crate::jobs::releaser::{self, Releaser};
+use crate::store::entries;
 use crate::store::{PgStore, SqliteStore, Store};
+use crate::wire::queue::QueueName;
+use crate::wire::sqs::SqsSink;
+use leader::Role;
 
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     // Signals first, registered synchronously: a SIGTERM during start-up,
@@ -32,20 +36,20 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     tokio::spawn(watch_signals(term, int, shutdown.clone()));
 
     // Bound first: a taken port stops start-up before anything else happens.
-    let http = crate::http::bind(&config.http_addr).await?;
-    let paths = super::schedule_paths(paths, config);
-    let ctx = super::context(config);
-    let files = schedule_file::load_paths(&paths, &ctx)?;
+    let http = crate::runtime::http::bind(&config.http_addr).await?;
+    let paths = crate::cmd::schedule_paths(paths, config);
+    let ctx = crate::cmd::context(config);
+    let files = file::load_paths(&paths, &ctx)?;
     let store = tokio::select! {
         s = open_store(config) => s?,
         _ = shutdown.cancelled() => return Ok(true),
     };
-    let rows = db_entries::list(&store)
+    let rows = entries::list(&store)
         .await
         .context("cannot read the entries table")?;
-    let (db, set_aside) = db_entries::set_aside_invalid(db_entries::validate(&rows, &ctx), &[]);
+    let (db, set_aside) = entries::set_aside_invalid(entries::validate(&rows, &ctx), &[]);
     report_set_aside(&set_aside);
-    let loaded = db_entries::merge(files, db);
+    let loaded = entries::merge(files, db);
     for d in &loaded.diagnostics {
         if d.warning {
             warn!("{d}")
@@ -93,7 +97,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
             info!(epoch, path = %config.database_path.display(), "SQLite store: this process is the one replica");
             tx.send_replace(Role::Leader {
                 epoch,
-                since: beat::now(),
+                since: driver::now(),
             });
             let stop = leader_stop.clone();
             // The role channel must outlive the beat: this task keeps its sender.
@@ -103,7 +107,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
             })
         }
     };
-    tokio::spawn(crate::http::serve(
+    tokio::spawn(crate::runtime::http::serve(
         http,
         store.clone(),
         rx.clone(),
@@ -126,7 +130,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
 
     let (entries_tx, entries_rx) = watch::channel(Arc::new(loaded.entries));
     let changed = Arc::new(Notify::new());
-    tokio::spawn(db_entries::watch(
+    tokio::spawn(entries::watch(
         store.clone(),
         changed.clone(),
         shutdown.clone(),
@@ -162,7 +166,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         max_message_bytes: config.sqs.max_message_bytes,
     };
     let releasing = tokio::spawn(release.run(jobs_wake, shutdown.clone()));
-    beat::run(
+    driver::run(
         entries_rx,
         sink,
         opts,
@@ -261,29 +265,28 @@ async fn reload_schedule(
             _ = changed.notified() => {}
             _ = shutdown.cancelled() => return,
         }
-        let files = match schedule_file::load_paths(&paths, &ctx) {
+        let files = match file::load_paths(&paths, &ctx) {
             Ok(f) => f,
             Err(e) => {
-                crate::metrics::get().reload_errors.inc();
+                crate::runtime::metrics::get().reload_errors.inc();
                 error!("schedule reload failed: {e}; the last good schedule keeps running");
                 continue;
             }
         };
-        let rows = match db_entries::list(&store).await {
+        let rows = match entries::list(&store).await {
             Ok(r) => r,
             Err(e) => {
-                crate::metrics::get().reload_errors.inc();
+                crate::runtime::metrics::get().reload_errors.inc();
                 warn!(error = %e, "cannot read the entries table; the last good schedule keeps running");
                 continue;
             }
         };
         let current = entries.borrow().clone();
-        let (db, set_aside) =
-            db_entries::set_aside_invalid(db_entries::validate(&rows, &ctx), &current);
+        let (db, set_aside) = entries::set_aside_invalid(entries::validate(&rows, &ctx), &current);
         report_set_aside(&set_aside);
-        let next = db_entries::merge(files, db);
+        let next = entries::merge(files, db);
         if next.has_errors() {
-            crate::metrics::get().reload_errors.inc();
+            crate::runtime::metrics::get().reload_errors.inc();
             for d in next.errors() {
                 error!("{d}");
             }
@@ -308,7 +311,7 @@ async fn reload_schedule(
             })
             .map(|e| e.name.as_str())
             .collect();
-        crate::metrics::get().reloads.inc();
+        crate::runtime::metrics::get().reloads.inc();
         if added.is_empty() && removed.is_empty() && changed_entries.is_empty() {
             info!("schedule reloaded: no changes");
             continue;
@@ -320,12 +323,12 @@ async fn reload_schedule(
 
 /// Rows of the entries table that were not loaded: each is an error in the
 /// log (it names the entry and what to fix), and the gauge counts them.
-fn report_set_aside(errors: &[crate::schedule_file::Diagnostic]) {
+fn report_set_aside(errors: &[crate::entry::file::Diagnostic]) {
     for d in errors {
         error!("{d}; this row is not loaded (a running replica keeps its last good definition)");
     }
     let rows: BTreeSet<&str> = errors.iter().filter_map(|d| d.entry.as_deref()).collect();
-    crate::metrics::get()
+    crate::runtime::metrics::get()
         .entry_rows_invalid
         .set(rows.len() as i64);
 }
@@ -346,7 +349,7 @@ fn same_definition(a: &Entry, b: &Entry) -> bool {
 /// (checked each second: size and modification time of every file).
 async fn watch_files(paths: Vec<PathBuf>, changed: Arc<Notify>, shutdown: CancellationToken) {
     let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
-        schedule_file::expand_paths(paths)
+        file::expand_paths(paths)
             .unwrap_or_default()
             .into_iter()
             .map(|p| {
@@ -381,7 +384,7 @@ async fn prune_ledger(
 ) {
     loop {
         if role.borrow().epoch().is_some() {
-            match store.prune(beat::now() - retention).await {
+            match store.prune(driver::now() - retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(rows = n, "pruned old ledger rows"),
                 Err(e) => warn!(error = %e, "could not prune the ledger"),
@@ -402,10 +405,12 @@ async fn report_alive(
     role: watch::Receiver<Role>,
     shutdown: CancellationToken,
 ) {
-    let started = beat::now();
+    let started = driver::now();
     loop {
         let r = *role.borrow();
-        if let Err(e) = crate::status::heartbeat(&store, &holder, r, started, beat::now()).await {
+        if let Err(e) =
+            crate::store::replicas::heartbeat(&store, &holder, r, started, driver::now()).await
+        {
             warn!(error = %e, "cannot record this replica's heartbeat");
         }
         tokio::select! {
@@ -419,7 +424,7 @@ async fn report_alive(
 async fn export_role(mut role: watch::Receiver<Role>, shutdown: CancellationToken) {
     loop {
         let r = *role.borrow_and_update();
-        let m = crate::metrics::get();
+        let m = crate::runtime::metrics::get();
         m.leader.set(i64::from(r.epoch().is_some()));
         m.epoch.set(r.epoch().unwrap_or(0));
         tokio::select! {
@@ -432,12 +437,12 @@ async fn export_role(mut role: watch::Receiver<Role>, shutdown: CancellationToke
 /// Refreshes the pending-jobs-by-due-bucket gauge every 15 seconds.
 async fn export_pending_jobs(store: Store, shutdown: CancellationToken) {
     loop {
-        match crate::jobstore::pending_by_bucket(&store, beat::now()).await {
+        match crate::store::jobs::pending_by_bucket(&store, driver::now()).await {
             Ok(buckets) => {
                 for (due, n) in buckets {
-                    crate::metrics::get()
+                    crate::runtime::metrics::get()
                         .pending_jobs
-                        .get_or_create(&crate::metrics::DueBucket {
+                        .get_or_create(&crate::runtime::metrics::DueBucket {
                             due: due.to_string(),
                         })
                         .set(n);

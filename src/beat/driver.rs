@@ -16,13 +16,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
-use crate::celery::{BodyEncoding, fire_task_id};
+use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason};
 use crate::entry::Entry;
-use crate::leader::Role;
-use crate::queue::QueueName;
-use crate::sink::{Outgoing, SendError, SqsSink};
+use crate::runtime::leader::Role;
 use crate::store::{self, Store, StoreError};
-use crate::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason};
+use crate::wire::celery::{BodyEncoding, fire_task_id};
+use crate::wire::queue::QueueName;
+use crate::wire::sqs::{Outgoing, SendError, SqsSink};
 
 /// Longest single sleep: the loop re-reads the wall clock at least this
 /// often, so a clock step or a suspended host is noticed.
@@ -204,7 +204,7 @@ async fn lead(
     loop {
         let t = now();
         let mono = std::time::Instant::now();
-        if let Some(step) = crate::tick::clock_step(seen.0, t, mono - seen.1) {
+        if let Some(step) = crate::beat::tick::clock_step(seen.0, t, mono - seen.1) {
             report_clock_step(&beat, step);
         }
         seen = (t, mono);
@@ -288,7 +288,7 @@ async fn record(
     store: &Store,
     epoch: i64,
     due: &[Fire],
-    missed: &[crate::tick::Missed],
+    missed: &[crate::beat::tick::Missed],
 ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
     if due.is_empty() && missed.is_empty() {
         return Ok(Vec::new());
@@ -382,9 +382,9 @@ fn report_clock_step(beat: &Beat, step: Duration) {
         );
         "back"
     };
-    crate::metrics::get()
+    crate::runtime::metrics::get()
         .clock_steps
-        .get_or_create(&crate::metrics::Direction {
+        .get_or_create(&crate::runtime::metrics::Direction {
             direction: direction.to_string(),
         })
         .inc();
@@ -398,7 +398,7 @@ fn miss_reason(r: MissReason) -> String {
     }
 }
 
-fn report_missed(beat: &Beat, missed: &[crate::tick::Missed]) {
+fn report_missed(beat: &Beat, missed: &[crate::beat::tick::Missed]) {
     for m in missed {
         let e = &beat.entries()[m.entry];
         warn!(entry = %e.name, slot = %m.nominal.to_rfc3339(), "missed fire: {}", miss_reason(m.reason));
@@ -407,9 +407,9 @@ fn report_missed(beat: &Beat, missed: &[crate::tick::Missed]) {
             MissReason::CatchUp(p) => format!("catch_up_{}", p.as_str()),
             MissReason::Bound => "bound".to_string(),
         };
-        crate::metrics::get()
+        crate::runtime::metrics::get()
             .fires_missed
-            .get_or_create(&crate::metrics::Reason { reason })
+            .get_or_create(&crate::runtime::metrics::Reason { reason })
             .inc();
     }
 }
@@ -467,9 +467,9 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
         let late_ms = (accepted_at - e.send_at(fire.nominal)).num_milliseconds();
         match result {
             Ok(()) => {
-                let m = crate::metrics::get();
+                let m = crate::runtime::metrics::get();
                 m.fires_sent
-                    .get_or_create(&crate::metrics::EntryQueue {
+                    .get_or_create(&crate::runtime::metrics::EntryQueue {
                         entry: e.name.clone(),
                         queue: e.queue.clone(),
                     })
@@ -484,9 +484,9 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
                 );
             }
             Err(err) => {
-                crate::metrics::get()
+                crate::runtime::metrics::get()
                     .fires_failed
-                    .get_or_create(&crate::metrics::EntryQueue {
+                    .get_or_create(&crate::runtime::metrics::EntryQueue {
                         entry: e.name.clone(),
                         queue: e.queue.clone(),
                     })

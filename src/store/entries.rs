@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::entry::file::{Diagnostic, Loaded};
 use crate::entry::{self, Context, Entry, Origin, RawCrontab, RawEntry, RawInstant};
-use crate::schedule_file::{Diagnostic, Loaded};
 use crate::store::{Store, StoreError};
 
 /// Where database entries say they come from, in diagnostics.

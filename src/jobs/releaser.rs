@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::beat::{Options, backoff, now};
+use crate::beat::driver::{Options, backoff, now};
 use crate::jobs::release_plan;
-use crate::jobstore::{self, Settlement};
-use crate::queue::QueueName;
-use crate::sink::{Outgoing, SendError, SqsSink};
+use crate::store::jobs::{self, Settlement};
 use crate::store::{Store, StoreError};
+use crate::wire::queue::QueueName;
+use crate::wire::sqs::{Outgoing, SendError, SqsSink};
 
 /// Jobs per pass (and per claim transaction).
 pub const BATCH: i64 = 500;
@@ -75,7 +75,7 @@ impl Releaser {
                 Store::Postgres(_) => MAX_SLEEP_PG,
                 Store::Sqlite(_) => MAX_SLEEP_SQLITE,
             };
-            let wait = match jobstore::next_wake(&self.store, self.window).await {
+            let wait = match jobs::next_wake(&self.store, self.window).await {
                 // A floor, so rows that are due but not releasable yet (a FIFO
                 // job before its instant) cannot make the loop spin.
                 Ok(Some(at)) => (at - now())
@@ -100,7 +100,7 @@ impl Releaser {
     /// One pass at `now`: claim, send, settle. `only` restricts it to one
     /// job (what `sqsbeat schedule` does for a job due within the window).
     pub async fn pass(&self, now: DateTime<Utc>, only: Option<Uuid>) -> Result<Pass, StoreError> {
-        let batch = jobstore::claim(&self.store, now, self.window, BATCH, only).await?;
+        let batch = jobs::claim(&self.store, now, self.window, BATCH, only).await?;
         let mut settle = Settlement::default();
         let mut outgoing = Vec::new();
         let mut sent_jobs = Vec::new();
@@ -129,7 +129,7 @@ impl Releaser {
                 && x <= now
             {
                 warn!(job = %row.id, task = %row.task, expires = %x.to_rfc3339(), "job expired before it could be released; marked failed");
-                crate::metrics::get().jobs_failed.inc();
+                crate::runtime::metrics::get().jobs_failed.inc();
                 settle.failed.push((
                     row.id,
                     format!("expired at {} before release", x.to_rfc3339()),
@@ -167,14 +167,14 @@ impl Releaser {
         } else {
             self.sink.send_all(outgoing).await
         };
-        let accepted_at = crate::beat::now();
+        let accepted_at = crate::beat::driver::now();
         for ((spec, delay, attempts), result) in sent_jobs.iter().zip(results) {
             let span =
                 info_span!("release", job = %spec.id, task = %spec.task, queue = %spec.queue);
             let _enter = span.enter();
             match result {
                 Ok(()) => {
-                    let m = crate::metrics::get();
+                    let m = crate::runtime::metrics::get();
                     m.jobs_released.inc();
                     let opened = crate::jobs::opens_at(
                         spec.due_at,
@@ -187,7 +187,7 @@ impl Releaser {
                     settle.released.push(spec.id);
                 }
                 Err(err) => {
-                    crate::metrics::get().jobs_release_failed.inc();
+                    crate::runtime::metrics::get().jobs_release_failed.inc();
                     let wait = match &err {
                         SendError::QueueMissing { .. }
                         | SendError::Rejected {
@@ -214,9 +214,9 @@ impl Releaser {
 }
 
 /// Marks a job that can never be sent as it stands failed, with the reason.
-fn cannot_send(settle: &mut Settlement, row: &jobstore::JobRow, why: String) {
+fn cannot_send(settle: &mut Settlement, row: &jobs::JobRow, why: String) {
     error!(job = %row.id, task = %row.task, "job cannot be sent: {why}; marked failed");
-    crate::metrics::get().jobs_failed.inc();
+    crate::runtime::metrics::get().jobs_failed.inc();
     settle.failed.push((row.id, why));
 }
 

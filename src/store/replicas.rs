@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::leader::Role;
+use crate::runtime::leader::Role;
 use crate::store::{Store, StoreError};
 
 /// A replica that reported in.

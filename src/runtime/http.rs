@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::leader::Role;
+use crate::runtime::leader::Role;
 use crate::store::Store;
 
 mod bytes_body {
@@ -97,7 +97,7 @@ async fn handle(
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::get().render(),
+            crate::runtime::metrics::get().render(),
         ),
         "/readyz" => {
             let db = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;

@@ -15,6 +15,9 @@
 //! Invariant: `next_after(t)` is strictly greater than `t`, and the sequence
 //! of fires does not depend on where a walk through it starts.
 
+pub mod duration;
+pub mod preview;
+
 use std::fmt;
 use std::sync::Arc;
 
