@@ -21,6 +21,11 @@
 //! lateness can be measured at the endpoint, the way SQS's `SentTimestamp`
 //! would.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a stand-alone endpoint: it stamps what it receives with the real clock"
+)]
+
 use std::convert::Infallible;
 use std::fs::File;
 use std::io::{BufWriter, Write};

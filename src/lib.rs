@@ -55,6 +55,7 @@
 
 pub mod beat;
 pub mod cli;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod entry;

@@ -53,16 +53,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 entry: entry.as_deref(),
                 count: count as usize,
                 // The CLI's one clock read: "now" is only a default here.
-                after: after.unwrap_or_else(chrono::Utc::now),
+                after: after.unwrap_or_else(sqsbeat::clock::system_now),
                 output,
             },
             &config,
         )),
-        Command::Run { paths } => runtime()?.block_on(sqsbeat::runtime::run(&paths, &config)),
+        Command::Run { paths } => runtime()?.block_on(cmd::run::run(&paths, &config)),
         Command::Migrate => runtime()?.block_on(cmd::migrate::run(&config)),
-        Command::Schedule(args) => {
-            runtime()?.block_on(cmd::jobs::schedule(*args, chrono::Utc::now(), &config))
-        }
+        Command::Schedule(args) => runtime()?.block_on(cmd::jobs::schedule(
+            *args,
+            sqsbeat::clock::system_now(),
+            &config,
+        )),
         Command::Pending {
             task,
             queue,
@@ -84,9 +86,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Show { id, output } => runtime()?.block_on(cmd::jobs::show(id, output, &config)),
         Command::Cancel { ids } => runtime()?.block_on(cmd::jobs::cancel(&ids, &config)),
-        Command::Status { output } => {
-            runtime()?.block_on(cmd::status::run(output, chrono::Utc::now(), &config))
-        }
+        Command::Status { output } => runtime()?.block_on(cmd::status::run(
+            output,
+            sqsbeat::clock::system_now(),
+            &config,
+        )),
         Command::Entries { command } => runtime()?.block_on(cmd::entries::run(command, &config)),
     }
 }

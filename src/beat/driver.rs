@@ -20,26 +20,14 @@ use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason};
 use crate::entry::Entry;
 use crate::runtime::leader::Role;
 use crate::store::{self, Store, StoreError};
-use crate::wire::celery::{BodyEncoding, fire_task_id};
+use crate::wire::MessageOptions;
+use crate::wire::celery::fire_task_id;
 use crate::wire::queue::QueueName;
 use crate::wire::sqs::{Outgoing, SendError, SqsSink};
 
 /// Longest single sleep: the loop re-reads the wall clock at least this
 /// often, so a clock step or a suspended host is noticed.
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
-
-/// What the driver needs besides the beat and the sink.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub origin: String,
-    pub queue_name_prefix: String,
-    pub body_encoding: BodyEncoding,
-}
-
-/// The wall clock. Everything else receives `now` from here.
-pub fn now() -> DateTime<Utc> {
-    Utc::now()
-}
 
 /// Delay before retry `attempt` (1-based) of a fire: 1 s doubling to 60 s,
 /// plus up to half again, derived from the task id so it needs no RNG.
@@ -86,7 +74,7 @@ struct Sent {
 pub async fn run(
     mut entries: watch::Receiver<Arc<Vec<Entry>>>,
     sink: SqsSink,
-    opts: Options,
+    opts: MessageOptions,
     mut durable: Durable,
     shutdown: CancellationToken,
 ) {
@@ -131,7 +119,7 @@ pub async fn run(
 /// (a re-enabled entry does not fire the slots it missed while disabled).
 /// Claims never confirmed are due again, with their task ids.
 async fn resume(entries: &Arc<Vec<Entry>>, store: &Store, epoch: i64) -> Result<Beat, StoreError> {
-    let start = now();
+    let start = crate::clock::system_now();
     let stored = store.load_cursors().await?;
     let mut beat = Beat::new(
         entries.clone(),
@@ -185,7 +173,7 @@ async fn resume(entries: &Arc<Vec<Entry>>, store: &Store, epoch: i64) -> Result<
 async fn lead(
     mut beat: Beat,
     sink: &SqsSink,
-    opts: &Options,
+    opts: &MessageOptions,
     durable: &mut Durable,
     epoch: i64,
     entries: &mut watch::Receiver<Arc<Vec<Entry>>>,
@@ -199,10 +187,10 @@ async fn lead(
         next = ?beat.wake_at().map(|t| t.to_rfc3339()),
         "leading: firing"
     );
-    let mut earliest = now();
+    let mut earliest = crate::clock::system_now();
     let mut seen = (earliest, std::time::Instant::now());
     loop {
-        let t = now();
+        let t = crate::clock::system_now();
         let mono = std::time::Instant::now();
         if let Some(step) = crate::beat::tick::clock_step(seen.0, t, mono - seen.1) {
             report_clock_step(&beat, step);
@@ -230,7 +218,7 @@ async fn lead(
                         settle(&mut beat, done);
                     }
                 }
-                let (outgoing, ids) = build(&beat, opts, &due, now());
+                let (outgoing, ids) = build(&beat, opts, &due, crate::clock::system_now());
                 let keys: Vec<(String, DateTime<Utc>)> = due
                     .iter()
                     .map(|f| (beat.entries()[f.entry].name.clone(), f.nominal))
@@ -238,7 +226,7 @@ async fn lead(
                 let (sink, store) = (sink.clone(), store.clone());
                 in_flight.spawn(async move {
                     let results = sink.send_all(outgoing).await;
-                    let accepted_at = now();
+                    let accepted_at = crate::clock::system_now();
                     confirm(&store, &keys, &results).await;
                     Sent {
                         due,
@@ -251,7 +239,7 @@ async fn lead(
             }
         }
         let wait = match beat.wake_at() {
-            Some(wake) => (wake.max(earliest) - now())
+            Some(wake) => (wake.max(earliest) - crate::clock::system_now())
                 .to_std()
                 .unwrap_or_default()
                 .min(MAX_SLEEP),
@@ -417,7 +405,7 @@ fn report_missed(beat: &Beat, missed: &[crate::beat::tick::Missed]) {
 /// The SQS messages of `due`, and their task ids.
 fn build(
     beat: &Beat,
-    opts: &Options,
+    opts: &MessageOptions,
     due: &[Fire],
     built_at: DateTime<Utc>,
 ) -> (Vec<Outgoing>, Vec<String>) {

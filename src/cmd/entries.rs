@@ -10,14 +10,14 @@ use crate::entry::{self, Origin};
 use crate::store::entries::{self, EntryRow};
 
 pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<bool> {
-    let store = crate::runtime::open_store_cli(config).await?;
+    let store = crate::cmd::open_store(config).await?;
     match command {
         EntriesCommand::Add(args) => {
             let row = row_from_args(&args).map_err(anyhow::Error::msg)?;
             // The same validation as a schedule file, before anything is written.
             let raw = row.to_raw().map_err(anyhow::Error::msg)?;
             let origin = Origin {
-                file: entries::SOURCE.into(),
+                file: crate::entry::merge::SOURCE.into(),
                 line: 0,
             };
             let (valid, problems) =

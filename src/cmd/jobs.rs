@@ -58,7 +58,7 @@ fn spec_from(a: &ScheduleArgs, now: DateTime<Utc>) -> anyhow::Result<JobSpec> {
         }),
     };
     Ok(JobSpec {
-        id: a.id.unwrap_or_else(Uuid::new_v4),
+        id: a.id.unwrap_or_else(crate::clock::random_id),
         task: a.task.trim().to_string(),
         args,
         kwargs,
@@ -99,7 +99,7 @@ pub async fn schedule(
         eprintln!("not scheduled");
         return Ok(false);
     }
-    let store = crate::runtime::open_store_cli(config).await?;
+    let store = crate::cmd::open_store(config).await?;
     let mut status = "pending";
     match jobs::insert(&store, &spec, &who()).await? {
         Inserted::Created => {}
@@ -135,7 +135,7 @@ pub async fn schedule(
                 let releaser = Releaser {
                     store: store.clone(),
                     sink,
-                    opts: crate::runtime::options(config),
+                    opts: crate::wire::MessageOptions::from_config(config),
                     window: config.release_window,
                     max_message_bytes: config.sqs.max_message_bytes,
                 };
@@ -176,7 +176,7 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
     {
         bail!("--status {s:?}: expected pending, released, cancelled, failed or all");
     }
-    let store = crate::runtime::open_store_cli(config).await?;
+    let store = crate::cmd::open_store(config).await?;
     let rows = jobs::list(&store, &filter).await?;
     match output {
         Output::Json => {
@@ -190,7 +190,7 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
 }
 
 pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<bool> {
-    let store = crate::runtime::open_store_cli(config).await?;
+    let store = crate::cmd::open_store(config).await?;
     let Some(row) = jobs::get(&store, id).await? else {
         bail!("no job with id {id}")
     };
@@ -202,7 +202,7 @@ pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<b
 }
 
 pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
-    let store = crate::runtime::open_store_cli(config).await?;
+    let store = crate::cmd::open_store(config).await?;
     let mut ok = true;
     for id in ids {
         match jobs::cancel(&store, *id).await? {

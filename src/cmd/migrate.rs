@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::store::Store;
 
 pub async fn run(config: &Config) -> anyhow::Result<bool> {
-    match crate::runtime::open_store_cli(config).await? {
+    match crate::cmd::open_store(config).await? {
         Store::Postgres(s) => println!("migrations applied to PostgreSQL schema {:?}", s.schema()),
         Store::Sqlite(_) => println!(
             "migrations applied to SQLite file {}",

@@ -5,6 +5,7 @@ pub mod entries;
 pub mod jobs;
 pub mod migrate;
 pub mod next;
+pub mod run;
 pub mod status;
 
 use std::path::PathBuf;
@@ -40,20 +41,38 @@ pub async fn load_all(
     if config.database_url.is_none() && !config.database_path.exists() {
         return Ok(files);
     }
-    let rows = match crate::runtime::open_store_cli(config).await {
+    let rows = match crate::cmd::open_store(config).await {
         Ok(store) => crate::store::entries::list(&store)
             .await
             .map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
     match rows {
-        Ok(rows) => Ok(crate::store::entries::merge(
+        Ok(rows) => Ok(crate::entry::merge::merge(
             files,
-            crate::store::entries::validate(&rows, &context(config)),
+            crate::entry::merge::validate(&rows, &context(config)),
         )),
         Err(e) => {
             eprintln!("warning: database entries not checked: {e:#}");
             Ok(files)
         }
+    }
+}
+
+/// The store for a one-shot command: one connection.
+pub async fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
+    crate::store::Store::open(config, 1)
+        .await
+        .map_err(|e| open_error(config, e))
+}
+
+/// What failed to open, for the message a person reads.
+pub fn open_error(config: &Config, e: crate::store::StoreError) -> anyhow::Error {
+    match &config.database_url {
+        Some(_) => anyhow::Error::new(e).context("cannot open the PostgreSQL database"),
+        None => anyhow::Error::new(e).context(format!(
+            "cannot open the SQLite database {}",
+            config.database_path.display()
+        )),
     }
 }

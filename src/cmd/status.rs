@@ -17,7 +17,7 @@ fn iso(t: DateTime<Utc>) -> String {
 
 pub async fn run(output: Output, now: DateTime<Utc>, config: &Config) -> anyhow::Result<bool> {
     let loaded = super::load_all(&[], config).await?;
-    let store = crate::runtime::open_store_cli(config).await?;
+    let store = crate::cmd::open_store(config).await?;
     let replicas = replicas::replicas(&store).await?;
     let last = replicas::last_fires(&store).await?;
     let cursors = store.load_cursors().await?;

@@ -5,6 +5,7 @@
 //! is pure and reports every problem it finds, not just the first.
 
 pub mod file;
+pub mod merge;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;

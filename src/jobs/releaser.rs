@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::beat::driver::{Options, backoff, now};
+use crate::beat::driver::backoff;
+use crate::clock::system_now;
 use crate::jobs::release_plan;
 use crate::store::jobs::{self, Settlement};
 use crate::store::{Store, StoreError};
+use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
 use crate::wire::sqs::{Outgoing, SendError, SqsSink};
 
@@ -36,7 +38,7 @@ const MAX_SLEEP_SQLITE: StdDuration = StdDuration::from_secs(1);
 pub struct Releaser {
     pub store: Store,
     pub sink: SqsSink,
-    pub opts: Options,
+    pub opts: MessageOptions,
     pub window: Duration,
     /// SQS's limit, for rows written by hand that `schedule` never checked.
     pub max_message_bytes: usize,
@@ -58,7 +60,7 @@ impl Releaser {
         info!(window_s = self.window.num_seconds(), "releaser started");
         loop {
             let pass = tokio::select! {
-                p = self.pass(now(), None) => p,
+                p = self.pass(system_now(), None) => p,
                 _ = shutdown.cancelled() => break,
             };
             let full = match &pass {
@@ -78,7 +80,7 @@ impl Releaser {
             let wait = match jobs::next_wake(&self.store, self.window).await {
                 // A floor, so rows that are due but not releasable yet (a FIFO
                 // job before its instant) cannot make the loop spin.
-                Ok(Some(at)) => (at - now())
+                Ok(Some(at)) => (at - system_now())
                     .to_std()
                     .unwrap_or_default()
                     .clamp(StdDuration::from_millis(100), cap),
@@ -167,7 +169,7 @@ impl Releaser {
         } else {
             self.sink.send_all(outgoing).await
         };
-        let accepted_at = crate::beat::driver::now();
+        let accepted_at = system_now();
         for ((spec, delay, attempts), result) in sent_jobs.iter().zip(results) {
             let span =
                 info_span!("release", job = %spec.id, task = %spec.task, queue = %spec.queue);

@@ -204,7 +204,7 @@ pub async fn insert(store: &Store, s: &JobSpec, by: &str) -> Result<Inserted, St
         .bind(i64::from(s.priority))
         .bind(headers.to_string())
         .bind(by)
-        .bind(ts(Utc::now()))
+        .bind(ts(crate::clock::system_now()))
         .execute(lite.pool())
         .await?
         .rows_affected(),
@@ -453,7 +453,7 @@ impl Batch {
             }
             (None, Store::Sqlite(l)) => {
                 let mut tx = l.pool().begin().await?;
-                let now = ts(Utc::now());
+                let now = ts(crate::clock::system_now());
                 for id in &s.released {
                     sqlx::query("UPDATE jobs SET status = 'released', released_at = ?2, attempts = attempts + 1, last_error = NULL, retry_at = NULL WHERE id = ?1")
                         .bind(id.to_string())

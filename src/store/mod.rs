@@ -156,3 +156,22 @@ impl Store {
         }
     }
 }
+
+/// Connections a long-running `run` keeps; a one-shot command uses one
+/// (one handshake is cheaper than two).
+pub const DAEMON_CONNECTIONS: u32 = 8;
+
+impl Store {
+    /// PostgreSQL when a URL is configured, else the embedded SQLite file.
+    pub async fn open(
+        config: &crate::config::Config,
+        connections: u32,
+    ) -> Result<Store, StoreError> {
+        Ok(match &config.database_url {
+            Some(url) => Store::Postgres(
+                PgStore::connect_sized(&url.0, &config.database_schema, connections).await?,
+            ),
+            None => Store::Sqlite(SqliteStore::open(&config.database_path).await?),
+        })
+    }
+}

@@ -111,7 +111,7 @@ impl SqliteStore {
                 )));
             }
         }
-        let now = ts(Utc::now());
+        let now = ts(crate::clock::system_now());
         let epoch: i64 = sqlx::query_scalar(
             "INSERT INTO leader (id, epoch, holder, since, heartbeat) VALUES (1, 1, ?1, ?2, ?2)
              ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = ?1, since = ?2, heartbeat = ?2
@@ -146,7 +146,7 @@ impl SqliteStore {
                 current,
             });
         }
-        let now = ts(Utc::now());
+        let now = ts(crate::clock::system_now());
         // One statement per chunk, rows passed as JSON: a statement per
         // row cost a round trip to SQLite's worker thread each (3.7 s for
         // the 100 000 cursors of a first start).
@@ -210,7 +210,7 @@ impl SqliteStore {
 
     pub async fn confirm_sent(&self, sent: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let now = ts(Utc::now());
+        let now = ts(crate::clock::system_now());
         for chunk in sent.chunks(ROWS_PER_STATEMENT) {
             let rows: Vec<serde_json::Value> = chunk
                 .iter()

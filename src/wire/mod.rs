@@ -4,3 +4,25 @@
 pub mod celery;
 pub mod queue;
 pub mod sqs;
+
+use crate::config::Config;
+use crate::wire::celery::BodyEncoding;
+
+/// How task messages are built and addressed, from the config.
+#[derive(Debug, Clone)]
+pub struct MessageOptions {
+    /// Celery's `origin` header: `sqsbeat@<host>`.
+    pub origin: String,
+    pub queue_name_prefix: String,
+    pub body_encoding: BodyEncoding,
+}
+
+impl MessageOptions {
+    pub fn from_config(config: &Config) -> Self {
+        MessageOptions {
+            origin: format!("sqsbeat@{}", gethostname::gethostname().to_string_lossy()),
+            queue_name_prefix: config.sqs.queue_name_prefix.clone(),
+            body_encoding: config.sqs.body_encoding,
+        }
+    }
+}

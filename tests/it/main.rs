@@ -1,5 +1,10 @@
 //! Integration tests, compiled into one binary.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "process tests compare with the real clock of the processes they start"
+)]
+
 mod cli;
 mod clock;
 mod contract;

@@ -1,0 +1,208 @@
+//! Periodic entries from the database, judged by the same validation as
+//! schedule files: a row becomes a `RawEntry`; rows that do not validate
+//! are set aside on their own (applications and people write that table,
+//! and one bad row must not take every schedule down); files and rows are
+//! merged, and a name defined in both places is an error naming both.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::entry::file::{Diagnostic, Loaded};
+use crate::entry::{self, Context, Entry, Origin, RawCrontab, RawEntry, RawInstant};
+use crate::store::entries::EntryRow;
+
+/// Where database entries say they come from, in diagnostics.
+pub const SOURCE: &str = "database entries table";
+
+impl EntryRow {
+    /// The TOML-shaped entry this row describes. A crontab that is not a
+    /// table of the known fields is reported by the caller.
+    pub fn to_raw(&self) -> Result<RawEntry, String> {
+        let crontab = match &self.crontab {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value::<RawCrontab>(v.clone())
+                    .map_err(|e| format!("crontab must be an object with minute, hour, day_of_week, day_of_month, month_of_year: {e}"))?,
+            ),
+        };
+        let instant = |t: &Option<DateTime<Utc>>| {
+            t.map(|t| RawInstant::Text(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+        };
+        Ok(RawEntry {
+            task: Some(self.task.clone()),
+            cron: self.cron.clone(),
+            crontab,
+            every: self.every.clone(),
+            timezone: self.timezone.clone(),
+            args: Some(self.args.clone()),
+            kwargs: Some(self.kwargs.clone()),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            headers: Some(self.headers.clone()),
+            expires: self.expires.clone(),
+            enabled: Some(self.enabled),
+            start_at: instant(&self.start_at),
+            end_at: instant(&self.end_at),
+            catch_up: self.catch_up.clone(),
+            grace: self.grace.clone(),
+            jitter: self.jitter.clone(),
+            anchor: instant(&self.anchor),
+            group_id: self.group_id.clone(),
+        })
+    }
+}
+
+/// Validates rows as entries, with diagnostics naming the table.
+pub fn validate(rows: &[EntryRow], ctx: &Context) -> Loaded {
+    let mut out = Loaded::default();
+    for row in rows {
+        let origin = Origin {
+            file: SOURCE.to_string(),
+            line: 0,
+        };
+        out.names.push((row.name.clone(), origin.clone()));
+        let diag = |message: String, warning: bool| Diagnostic {
+            file: SOURCE.to_string(),
+            line: 0,
+            entry: Some(row.name.clone()),
+            message,
+            warning,
+        };
+        let raw = match row.to_raw() {
+            Ok(r) => r,
+            Err(m) => {
+                out.diagnostics.push(diag(m, false));
+                continue;
+            }
+        };
+        let (entry, problems) = entry::validate(&row.name, raw, origin, ctx);
+        out.diagnostics
+            .extend(problems.into_iter().map(|p| diag(p.message, p.warning)));
+        out.entries.extend(entry);
+    }
+    out
+}
+
+/// Sets aside the rows that do not validate, so that they cannot stop the
+/// beat: applications and people write this table, and one bad row must
+/// not take every schedule down (schedule files, checked before a deploy,
+/// stay strict). A row set aside keeps the definition it last had in
+/// `current`, if any; the errors come back for the caller to report.
+pub fn set_aside_invalid(db: Loaded, current: &[Entry]) -> (Loaded, Vec<Diagnostic>) {
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        db.diagnostics.into_iter().partition(|d| !d.warning);
+    let bad: std::collections::HashSet<&str> =
+        errors.iter().filter_map(|d| d.entry.as_deref()).collect();
+    let entries = db
+        .entries
+        .into_iter()
+        .filter(|e| !bad.contains(e.name.as_str()))
+        .chain(
+            current
+                .iter()
+                .filter(|e| e.origin.file == SOURCE && bad.contains(e.name.as_str()))
+                .cloned(),
+        )
+        .collect();
+    let kept = Loaded {
+        entries,
+        diagnostics: warnings,
+        names: db.names,
+    };
+    (kept, errors)
+}
+
+/// Files and database together: a name in both is an error naming both
+/// places, and neither definition is loaded.
+pub fn merge(files: Loaded, db: Loaded) -> Loaded {
+    let mut out = Loaded::default();
+    let in_files: std::collections::HashMap<&str, &Origin> =
+        files.names.iter().map(|(n, o)| (n.as_str(), o)).collect();
+    let clashes: std::collections::HashSet<String> = db
+        .names
+        .iter()
+        .filter(|(n, _)| in_files.contains_key(n.as_str()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in &clashes {
+        let o = in_files[name.as_str()];
+        out.diagnostics.push(Diagnostic {
+            file: o.file.clone(),
+            line: o.line,
+            entry: Some(name.clone()),
+            message: format!("also defined in the {SOURCE}; keep one (remove it with `sqsbeat entries remove {name}` or from the file)"),
+            warning: false,
+        });
+    }
+    out.diagnostics.extend(files.diagnostics);
+    out.diagnostics.extend(db.diagnostics);
+    out.entries = files
+        .entries
+        .into_iter()
+        .chain(db.entries)
+        .filter(|e| !clashes.contains(&e.name))
+        .collect();
+    out.names = files.names.into_iter().chain(db.names).collect();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, every: &str) -> EntryRow {
+        EntryRow {
+            name: name.into(),
+            task: "app.t".into(),
+            cron: None,
+            crontab: None,
+            every: Some(every.into()),
+            timezone: None,
+            args: Value::Array(vec![]),
+            kwargs: Value::Object(Default::default()),
+            queue: None,
+            priority: None,
+            headers: Value::Object(Default::default()),
+            expires: None,
+            enabled: true,
+            start_at: None,
+            end_at: None,
+            catch_up: None,
+            grace: None,
+            jitter: None,
+            anchor: None,
+            group_id: None,
+        }
+    }
+
+    #[test]
+    fn a_bad_row_is_set_aside_alone_and_keeps_its_last_good_definition() {
+        let ctx = Context::default();
+        let before = validate(&[row("edited", "5m"), row("steady", "1m")], &ctx);
+        assert!(!before.has_errors());
+        let now = validate(
+            &[
+                row("edited", "-5m"),
+                row("steady", "1m"),
+                row("new_bad", "soon"),
+            ],
+            &ctx,
+        );
+        assert!(now.has_errors());
+        let (kept, errors) = set_aside_invalid(now, &before.entries);
+        assert!(!kept.has_errors());
+        let names: Vec<&str> = kept.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["steady", "edited"]);
+        let edited = kept.entries.iter().find(|e| e.name == "edited").unwrap();
+        assert_eq!(
+            format!("{edited:?}"),
+            format!("{:?}", before.entries[0]),
+            "the last good definition"
+        );
+        let named: Vec<&str> = errors.iter().filter_map(|d| d.entry.as_deref()).collect();
+        assert_eq!(named, ["edited", "new_bad"]);
+        // A new process has no last good definition: the row is just out.
+        let (fresh, _) = set_aside_invalid(validate(&[row("edited", "-5m")], &ctx), &[]);
+        assert!(fresh.entries.is_empty());
+    }
+}

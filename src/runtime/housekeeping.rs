@@ -1,0 +1,96 @@
+//! Housekeeping loops of `run`: ledger pruning, the replica heartbeat
+//! that `sqsbeat status` lists, and the role and pending-jobs gauges.
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::runtime::leader::Role;
+use crate::store::Store;
+/// Deletes settled ledger rows past the retention, hourly, while leading.
+pub async fn prune_ledger(
+    store: Store,
+    role: watch::Receiver<Role>,
+    retention: chrono::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if role.borrow().epoch().is_some() {
+            match store.prune(crate::clock::system_now() - retention).await {
+                Ok(0) => {}
+                Ok(n) => info!(rows = n, "pruned old ledger rows"),
+                Err(e) => warn!(error = %e, "could not prune the ledger"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Tells the store this replica is alive, and in which role, every 2 s
+/// (what `sqsbeat status` lists).
+pub async fn report_alive(
+    store: Store,
+    holder: String,
+    role: watch::Receiver<Role>,
+    shutdown: CancellationToken,
+) {
+    let started = crate::clock::system_now();
+    loop {
+        let r = *role.borrow();
+        if let Err(e) = crate::store::replicas::heartbeat(
+            &store,
+            &holder,
+            r,
+            started,
+            crate::clock::system_now(),
+        )
+        .await
+        {
+            warn!(error = %e, "cannot record this replica's heartbeat");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Mirrors the role into the leader and epoch gauges.
+pub async fn export_role(mut role: watch::Receiver<Role>, shutdown: CancellationToken) {
+    loop {
+        let r = *role.borrow_and_update();
+        let m = crate::runtime::metrics::get();
+        m.leader.set(i64::from(r.epoch().is_some()));
+        m.epoch.set(r.epoch().unwrap_or(0));
+        tokio::select! {
+            c = role.changed() => if c.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Refreshes the pending-jobs-by-due-bucket gauge every 15 seconds.
+pub async fn export_pending_jobs(store: Store, shutdown: CancellationToken) {
+    loop {
+        match crate::store::jobs::pending_by_bucket(&store, crate::clock::system_now()).await {
+            Ok(buckets) => {
+                for (due, n) in buckets {
+                    crate::runtime::metrics::get()
+                        .pending_jobs
+                        .get_or_create(&crate::runtime::metrics::DueBucket {
+                            due: due.to_string(),
+                        })
+                        .set(n);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot count pending jobs"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
