@@ -1,10 +1,12 @@
-//! The beat driver: the one place that reads the wall clock.
+//! The beat driver: reads the wall clock (through a [`Clock`]), asks the
+//! pure [`Beat`] what is due, claims it in the ledger under the leader's
+//! epoch, sends it through a [`Sink`] and confirms what was accepted.
 //!
-//! Each turn: read the clock, ask the pure [`Beat`] what is due, hand the
-//! messages to a send task, then wait for the next deadline, a finished
-//! send (failures go back to the beat for a retry with backoff), or
-//! shutdown. On shutdown no new fire is decided, and every send already
-//! in flight finishes and has its outcome logged.
+//! Each turn: read the clock, decide, record, hand the messages to a send
+//! task, then wait for the next deadline, a finished send (failures go back
+//! to the beat for a retry with backoff), a change of role or entries, or
+//! shutdown. On shutdown no new fire is decided, and every send already in
+//! flight finishes and has its outcome recorded.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,33 +15,23 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
 use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason};
+use crate::clock::Clock;
 use crate::entry::Entry;
 use crate::runtime::leader::Role;
 use crate::store::{self, Store, StoreError};
 use crate::wire::MessageOptions;
 use crate::wire::celery::fire_task_id;
 use crate::wire::queue::QueueName;
-use crate::wire::sqs::{Outgoing, SendError, SqsSink};
+use crate::wire::sink::{Outgoing, SendError, Sink};
 
 /// Longest single sleep: the loop re-reads the wall clock at least this
 /// often, so a clock step or a suspended host is noticed.
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
-
-/// Delay before retry `attempt` (1-based) of a fire: 1 s doubling to 60 s,
-/// plus up to half again, derived from the task id so it needs no RNG.
-pub fn backoff(attempt: u32, task_id: &str) -> Duration {
-    let base_ms = 1_000i64
-        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
-        .min(60_000);
-    let spread = task_id.bytes().fold(u64::from(attempt), |h, b| {
-        h.wrapping_mul(31).wrapping_add(u64::from(b))
-    });
-    Duration::milliseconds(base_ms + (spread % (base_ms as u64 / 2 + 1)) as i64)
-}
 
 /// Most send tasks in flight; past this the loop waits for one to finish.
 const MAX_IN_FLIGHT: usize = 64;
@@ -50,11 +42,13 @@ const MAX_IN_FLIGHT: usize = 64;
 /// fire falls due every 0.6 ms). An isolated fire is not delayed.
 const TICK_GAP: chrono::Duration = chrono::Duration::milliseconds(5);
 
-/// Durable state and leadership. Without it the beat runs alone, in memory.
+/// What the driver works with.
 #[derive(Clone)]
-pub struct Durable {
+pub struct Driver<S> {
     pub store: Store,
-    pub role: watch::Receiver<Role>,
+    pub sink: S,
+    pub opts: MessageOptions,
+    pub clock: Clock,
 }
 
 /// What a finished send task hands back.
@@ -65,207 +59,260 @@ struct Sent {
     accepted_at: DateTime<Utc>,
 }
 
-/// Runs until `shutdown` is cancelled, then waits for in-flight sends.
-///
-/// Fires only while this replica leads: on each election, and whenever the
-/// entry set changes, it rebuilds its state from the ledger (cursors,
-/// unconfirmed claims); it stops deciding the moment the role changes or a
-/// fenced write fails.
-pub async fn run(
-    mut entries: watch::Receiver<Arc<Vec<Entry>>>,
-    sink: SqsSink,
-    opts: MessageOptions,
-    mut durable: Durable,
-    shutdown: CancellationToken,
-) {
-    info!(entries = entries.borrow().len(), "beat started");
-    while !shutdown.is_cancelled() {
-        let role = *durable.role.borrow_and_update();
-        let Role::Leader { epoch, .. } = role else {
-            tokio::select! {
-                changed = durable.role.changed() => if changed.is_err() { break },
-                _ = shutdown.cancelled() => break,
-            }
-            continue;
-        };
-        let set = entries.borrow_and_update().clone();
-        match resume(&set, &durable.store, epoch).await {
-            Ok(beat) => {
-                lead(
-                    beat,
-                    &sink,
-                    &opts,
-                    &mut durable,
-                    epoch,
-                    &mut entries,
-                    &shutdown,
-                )
-                .await
-            }
-            Err(e) => {
-                error!(epoch, error = %e, "cannot load state as leader; retrying");
+/// A write under this leader's epoch failed (fenced, or the database is
+/// gone): it must stop deciding.
+struct Fenced;
+
+impl<S: Sink> Driver<S> {
+    /// Runs until `shutdown` is cancelled, then waits for in-flight sends.
+    ///
+    /// Fires only while this replica leads: on each election, and whenever
+    /// the entry set changes, it rebuilds its state from the ledger
+    /// (cursors, unconfirmed claims); it stops deciding the moment the role
+    /// changes or a fenced write fails.
+    pub async fn run(
+        self,
+        mut entries: watch::Receiver<Arc<Vec<Entry>>>,
+        mut role: watch::Receiver<Role>,
+        shutdown: CancellationToken,
+    ) {
+        info!(entries = entries.borrow().len(), "beat started");
+        while !shutdown.is_cancelled() {
+            let current = *role.borrow_and_update();
+            let Role::Leader { epoch, .. } = current else {
                 tokio::select! {
-                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                    changed = role.changed() => if changed.is_err() { break },
                     _ = shutdown.cancelled() => break,
                 }
-            }
-        }
-    }
-    info!("beat stopped");
-}
-
-/// The beat as the ledger left it: each entry resumes after its last
-/// decided slot, except one that was disabled or is new, which starts now
-/// (a re-enabled entry does not fire the slots it missed while disabled).
-/// Claims never confirmed are due again, with their task ids.
-async fn resume(entries: &Arc<Vec<Entry>>, store: &Store, epoch: i64) -> Result<Beat, StoreError> {
-    let start = crate::clock::system_now();
-    let stored = store.load_cursors().await?;
-    let mut beat = Beat::new(
-        entries.clone(),
-        start,
-        |e| match stored.get(&e.name) {
-            Some((at, true)) if e.enabled => Some(*at),
-            _ => None,
-        },
-        DEFAULT_MAX_CATCH_UP,
-    );
-    let cursors: Vec<store::Cursor> = beat
-        .entries()
-        .iter()
-        .enumerate()
-        .map(|(i, e)| store::Cursor {
-            entry: e.name.clone(),
-            cursor: beat.cursor(i),
-            enabled: e.enabled,
-        })
-        .collect();
-    store.record_cursors(epoch, &cursors).await?;
-    let index: std::collections::HashMap<&str, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.name.as_str(), i))
-        .collect();
-    let pending = store.unconfirmed().await?;
-    for (entry, slot, attempts) in pending {
-        match index.get(entry.as_str()) {
-            Some(&i) => {
-                info!(%entry, slot = %slot.to_rfc3339(), "re-sending a fire claimed but never confirmed");
-                beat.retry(
-                    Fire {
-                        entry: i,
-                        nominal: slot,
-                        attempt: attempts.max(0) as u32,
-                    },
-                    start,
-                );
-            }
-            None => {
-                warn!(%entry, slot = %slot.to_rfc3339(), "unconfirmed fire of an entry no longer in the schedule; not sent")
-            }
-        }
-    }
-    Ok(beat)
-}
-
-/// Decides and sends until shutdown, until leadership ends, until a fenced
-/// write fails, or until the entry set changes (the caller rebuilds).
-async fn lead(
-    mut beat: Beat,
-    sink: &SqsSink,
-    opts: &MessageOptions,
-    durable: &mut Durable,
-    epoch: i64,
-    entries: &mut watch::Receiver<Arc<Vec<Entry>>>,
-    shutdown: &CancellationToken,
-) {
-    let mut in_flight: JoinSet<Sent> = JoinSet::new();
-    let store = durable.store.clone();
-    info!(
-        epoch,
-        entries = beat.entries().len(),
-        next = ?beat.wake_at().map(|t| t.to_rfc3339()),
-        "leading: firing"
-    );
-    let mut earliest = crate::clock::system_now();
-    let mut seen = (earliest, std::time::Instant::now());
-    loop {
-        let t = crate::clock::system_now();
-        let mono = std::time::Instant::now();
-        if let Some(step) = crate::beat::tick::clock_step(seen.0, t, mono - seen.1) {
-            report_clock_step(&beat, step);
-        }
-        seen = (t, mono);
-        if t >= earliest {
-            let decision = beat.tick(t);
-            report_missed(&beat, &decision.missed);
-            let mut due = decision.due;
-            match record(&beat, &store, epoch, &due, &decision.missed).await {
-                Ok(ours) => {
-                    let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
-                    due.retain(|f| {
-                        ours.contains(&(beat.entries()[f.entry].name.clone(), f.nominal))
-                    });
+                continue;
+            };
+            let set = entries.borrow_and_update().clone();
+            match self.resume(&set, epoch).await {
+                Ok(beat) => {
+                    let mut leading = Leading {
+                        driver: &self,
+                        beat,
+                        epoch,
+                        in_flight: JoinSet::new(),
+                        earliest: self.clock.now(),
+                        seen: (self.clock.now(), Instant::now()),
+                    };
+                    leading.lead(&mut role, &mut entries, &shutdown).await;
                 }
                 Err(e) => {
-                    error!(epoch, error = %e, "stopped firing: could not record the decision");
-                    break;
-                }
-            }
-            if !due.is_empty() {
-                while in_flight.len() >= MAX_IN_FLIGHT {
-                    if let Some(done) = in_flight.join_next().await {
-                        settle(&mut beat, done);
+                    error!(epoch, error = %e, "cannot load state as leader; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
                     }
                 }
-                let (outgoing, ids) = build(&beat, opts, &due, crate::clock::system_now());
-                let keys: Vec<(String, DateTime<Utc>)> = due
-                    .iter()
-                    .map(|f| (beat.entries()[f.entry].name.clone(), f.nominal))
-                    .collect();
-                let (sink, store) = (sink.clone(), store.clone());
-                in_flight.spawn(async move {
-                    let results = sink.send_all(outgoing).await;
-                    let accepted_at = crate::clock::system_now();
-                    confirm(&store, &keys, &results).await;
-                    Sent {
-                        due,
-                        ids,
-                        results,
-                        accepted_at,
-                    }
-                });
-                earliest = t + TICK_GAP;
             }
         }
-        let wait = match beat.wake_at() {
-            Some(wake) => (wake.max(earliest) - crate::clock::system_now())
+        info!("beat stopped");
+    }
+
+    /// The beat as the ledger left it: each entry resumes after its last
+    /// decided slot, except one that was disabled or is new, which starts
+    /// now (a re-enabled entry does not fire the slots it missed while
+    /// disabled). Claims never confirmed are due again, with their task ids.
+    async fn resume(&self, entries: &Arc<Vec<Entry>>, epoch: i64) -> Result<Beat, StoreError> {
+        let start = self.clock.now();
+        let store = &self.store;
+        let stored = store.load_cursors().await?;
+        let mut beat = Beat::new(
+            entries.clone(),
+            start,
+            |e| match stored.get(&e.name) {
+                Some((at, true)) if e.enabled => Some(*at),
+                _ => None,
+            },
+            DEFAULT_MAX_CATCH_UP,
+        );
+        let cursors: Vec<store::Cursor> = beat
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| store::Cursor {
+                entry: e.name.clone(),
+                cursor: beat.cursor(i),
+                enabled: e.enabled,
+            })
+            .collect();
+        store.record_cursors(epoch, &cursors).await?;
+        let index: std::collections::HashMap<&str, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_str(), i))
+            .collect();
+        let pending = store.unconfirmed().await?;
+        for (entry, slot, attempts) in pending {
+            match index.get(entry.as_str()) {
+                Some(&i) => {
+                    info!(%entry, slot = %slot.to_rfc3339(), "re-sending a fire claimed but never confirmed");
+                    beat.retry(
+                        Fire {
+                            entry: i,
+                            nominal: slot,
+                            attempt: attempts.max(0) as u32,
+                        },
+                        start,
+                    );
+                }
+                None => {
+                    warn!(%entry, slot = %slot.to_rfc3339(), "unconfirmed fire of an entry no longer in the schedule; not sent")
+                }
+            }
+        }
+        Ok(beat)
+    }
+}
+
+/// One term of leadership: the beat's state and the sends in flight.
+struct Leading<'a, S> {
+    driver: &'a Driver<S>,
+    beat: Beat,
+    epoch: i64,
+    in_flight: JoinSet<Sent>,
+    /// No tick before this instant (the gap after a firing tick).
+    earliest: DateTime<Utc>,
+    /// The last (wall, monotonic) reading, to notice clock steps.
+    seen: (DateTime<Utc>, Instant),
+}
+
+impl<S: Sink> Leading<'_, S> {
+    /// Decides and sends until shutdown, until leadership ends, until a
+    /// fenced write fails, or until the entry set changes (the caller
+    /// rebuilds); then drains the sends in flight.
+    async fn lead(
+        &mut self,
+        role: &mut watch::Receiver<Role>,
+        entries: &mut watch::Receiver<Arc<Vec<Entry>>>,
+        shutdown: &CancellationToken,
+    ) {
+        let epoch = self.epoch;
+        info!(
+            epoch,
+            entries = self.beat.entries().len(),
+            next = ?self.beat.wake_at().map(|t| t.to_rfc3339()),
+            "leading: firing"
+        );
+        loop {
+            let now = self.driver.clock.now();
+            self.notice_clock_step(now);
+            if self.turn(now).await.is_err() {
+                break;
+            }
+            let wait = self.wait(self.driver.clock.now());
+            let stop = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    self.settle(done);
+                    false
+                }
+                changed = role.changed() => {
+                    let ended = changed.is_err() || role.borrow().epoch() != Some(epoch);
+                    if ended {
+                        warn!(epoch, "no longer leader: stopped firing");
+                    }
+                    ended
+                }
+                _ = entries.changed() => {
+                    info!("entry set changed: reloading from the ledger");
+                    true
+                }
+                _ = shutdown.cancelled() => true,
+            };
+            if stop {
+                break;
+            }
+        }
+        self.drain().await;
+    }
+
+    /// One decision at `now`: what is due is claimed and handed to a send
+    /// task; what is missed is recorded.
+    async fn turn(&mut self, now: DateTime<Utc>) -> Result<(), Fenced> {
+        if now < self.earliest {
+            return Ok(());
+        }
+        let decision = self.beat.tick(now);
+        report_missed(&self.beat, &decision.missed);
+        let mut due = decision.due;
+        let store = &self.driver.store;
+        match record(&self.beat, store, self.epoch, &due, &decision.missed).await {
+            Ok(ours) => {
+                let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
+                due.retain(|f| {
+                    ours.contains(&(self.beat.entries()[f.entry].name.clone(), f.nominal))
+                });
+            }
+            Err(e) => {
+                error!(epoch = self.epoch, error = %e, "stopped firing: could not record the decision");
+                return Err(Fenced);
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            if let Some(done) = self.in_flight.join_next().await {
+                self.settle(done);
+            }
+        }
+        let (outgoing, ids) = build(&self.beat, &self.driver.opts, &due, now);
+        let keys: Vec<(String, DateTime<Utc>)> = due
+            .iter()
+            .map(|f| (self.beat.entries()[f.entry].name.clone(), f.nominal))
+            .collect();
+        let (sink, store, clock) = (self.driver.sink.clone(), store.clone(), self.driver.clock);
+        self.in_flight.spawn(async move {
+            let results = sink.send_all(outgoing).await;
+            let accepted_at = clock.now();
+            confirm(&store, &keys, &results).await;
+            Sent {
+                due,
+                ids,
+                results,
+                accepted_at,
+            }
+        });
+        self.earliest = now + TICK_GAP;
+        Ok(())
+    }
+
+    /// How long to sleep from `now`: until the next send instant (or the
+    /// tick gap), at most [`MAX_SLEEP`].
+    fn wait(&self, now: DateTime<Utc>) -> StdDuration {
+        match self.beat.wake_at() {
+            Some(wake) => (wake.max(self.earliest) - now)
                 .to_std()
                 .unwrap_or_default()
                 .min(MAX_SLEEP),
             None => MAX_SLEEP,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => settle(&mut beat, done),
-            changed = durable.role.changed() => {
-                if changed.is_err() || durable.role.borrow().epoch() != Some(epoch) {
-                    warn!(epoch, "no longer leader: stopped firing");
-                    break;
-                }
-            }
-            _ = entries.changed() => {
-                info!("entry set changed: reloading from the ledger");
-                break;
-            }
-            _ = shutdown.cancelled() => break,
         }
     }
-    if !in_flight.is_empty() {
-        info!(sends = in_flight.len(), "waiting for in-flight sends");
+
+    /// Waits for every send in flight and records its outcome.
+    async fn drain(&mut self) {
+        if !self.in_flight.is_empty() {
+            info!(sends = self.in_flight.len(), "waiting for in-flight sends");
+        }
+        while let Some(done) = self.in_flight.join_next().await {
+            self.settle(done);
+        }
     }
-    while let Some(done) = in_flight.join_next().await {
-        settle(&mut beat, done);
+
+    fn notice_clock_step(&mut self, now: DateTime<Utc>) {
+        let mono = Instant::now();
+        if let Some(step) = crate::beat::tick::clock_step(self.seen.0, now, mono - self.seen.1) {
+            report_clock_step(&self.beat, step);
+        }
+        self.seen = (now, mono);
+    }
+
+    /// Logs each outcome of a finished send and puts failures back for retry.
+    fn settle(&mut self, done: Result<Sent, tokio::task::JoinError>) {
+        settle(&mut self.beat, done)
     }
 }
 
@@ -419,6 +466,7 @@ fn build(
             .message(&id, f.nominal, &opts.origin)
             .sqs_body(built_at, opts.body_encoding);
         outgoing.push(Outgoing {
+            task_id: fire_task_id(&e.name, f.nominal),
             group_id: queue
                 .fifo
                 .then(|| e.group_id.clone().unwrap_or_else(|| e.name.clone())),
@@ -479,14 +527,7 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
                         queue: e.queue.clone(),
                     })
                     .inc();
-                let delay = match &err {
-                    // Nothing will change soon for these; do not hammer SQS.
-                    SendError::QueueMissing { .. }
-                    | SendError::Rejected {
-                        sender_fault: true, ..
-                    } => backoff(fire.attempt + 3, &id),
-                    _ => backoff(fire.attempt + 1, &id),
-                };
+                let delay = err.retry_delay(fire.attempt + 1, &id);
                 warn!(
                     slot = %fire.nominal.to_rfc3339(),
                     attempt = fire.attempt,
@@ -498,20 +539,5 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
                 beat.retry(fire, accepted_at + delay);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_with_bounded_spread() {
-        for attempt in 1..20 {
-            let d = backoff(attempt, "3f1c").num_milliseconds();
-            let base = (1000i64 << (attempt - 1).min(6)).min(60_000);
-            assert!(d >= base && d <= base + base / 2, "attempt {attempt}: {d}");
-        }
-        assert_eq!(backoff(3, "x"), backoff(3, "x"));
     }
 }

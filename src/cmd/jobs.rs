@@ -138,8 +138,11 @@ pub async fn schedule(
                     opts: crate::wire::MessageOptions::from_config(config),
                     window: config.release_window,
                     max_message_bytes: config.sqs.max_message_bytes,
+                    clock: crate::clock::Clock::System,
                 };
-                let pass = releaser.pass(now, Some(spec.id)).await?;
+                // Read again: connecting took time, and the delay SQS gets
+                // must count from when the message is actually sent.
+                let pass = releaser.pass(releaser.clock.now(), Some(spec.id)).await?;
                 if pass.released == 1 {
                     status = "released";
                 } else {

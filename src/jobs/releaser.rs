@@ -2,12 +2,12 @@
 //! jobs to SQS in the final minutes before they are due.
 //!
 //! Each pass claims the pending jobs whose window has opened (PostgreSQL:
-//! `FOR UPDATE SKIP LOCKED`, so replicas share the work), sends them with
-//! `DelaySeconds` for the remainder so each becomes visible at its due
-//! instant, and marks them released in the same transaction. A crash
-//! before the commit leaves them pending: they go again with the same task
-//! id. Between passes it sleeps until the next window opens, or until a
-//! new job wakes it (NOTIFY on PostgreSQL).
+//! `FOR UPDATE SKIP LOCKED`, so replicas share the work), plans their
+//! messages (a pure step: bad rows are marked failed, not retried), sends
+//! them through the [`Sink`] with `DelaySeconds` for the remainder so each
+//! becomes visible at its due instant, and settles the outcomes. Between
+//! passes it sleeps until the next window opens, or until a new job wakes it
+//! (NOTIFY on PostgreSQL).
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -18,16 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::beat::driver::backoff;
-use crate::clock::system_now;
-use crate::jobs::release_plan;
-use crate::store::jobs::{self, Settlement};
+use crate::clock::Clock;
+use crate::jobs::{JobSpec, release_plan};
+use crate::store::jobs::{self, JobRow, Settlement};
 use crate::store::{Store, StoreError};
 use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
-use crate::wire::sqs::{Outgoing, SendError, SqsSink};
+use crate::wire::sink::{Outgoing, SendError, Sink};
 
-/// Jobs per pass (and per claim transaction).
+/// Jobs per pass (and per claim).
 pub const BATCH: i64 = 500;
 /// Longest sleep on PostgreSQL (NOTIFY wakes it sooner) and on SQLite,
 /// where jobs scheduled by another process are seen by looking.
@@ -35,13 +34,14 @@ const MAX_SLEEP_PG: StdDuration = StdDuration::from_secs(30);
 const MAX_SLEEP_SQLITE: StdDuration = StdDuration::from_secs(1);
 
 #[derive(Clone)]
-pub struct Releaser {
+pub struct Releaser<S> {
     pub store: Store,
-    pub sink: SqsSink,
+    pub sink: S,
     pub opts: MessageOptions,
     pub window: Duration,
     /// SQS's limit, for rows written by hand that `schedule` never checked.
     pub max_message_bytes: usize,
+    pub clock: Clock,
 }
 
 /// What one pass did.
@@ -53,14 +53,95 @@ pub struct Pass {
     pub failed: usize,
 }
 
-impl Releaser {
+/// What a pass will do with the rows it claimed: messages to send (each
+/// with its job and delay), and rows that can never be sent as they stand.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub send: Vec<(JobSpec, Outgoing)>,
+    /// Marked failed with the reason (expired, a hand-written bad row).
+    pub failed: Vec<(Uuid, String)>,
+}
+
+/// Plans the release of claimed rows at `now`. Pure. Rows can be written
+/// by hand or by another application, past every check `sqsbeat schedule`
+/// makes: each is checked again, and a bad one is marked failed with the
+/// reason rather than retried forever. Rows whose window is not open yet
+/// are left alone.
+pub fn plan(
+    rows: &[JobRow],
+    now: DateTime<Utc>,
+    window: Duration,
+    opts: &MessageOptions,
+    max_message_bytes: usize,
+) -> Plan {
+    let mut out = Plan::default();
+    for row in rows {
+        // The size is checked on the body built below, not on a second
+        // build here.
+        let checked = row.spec().and_then(|s| {
+            let problems = s.problems(now, true, usize::MAX);
+            if problems.is_empty() {
+                Ok(s)
+            } else {
+                Err(problems.join("; "))
+            }
+        });
+        let spec = match checked {
+            Ok(s) => s,
+            Err(why) => {
+                out.failed.push((row.id, why));
+                continue;
+            }
+        };
+        if let Some(x) = spec.expires_at
+            && x <= now
+        {
+            out.failed.push((
+                row.id,
+                format!("expired at {} before release", x.to_rfc3339()),
+            ));
+            continue;
+        }
+        let queue = QueueName::new(&opts.queue_name_prefix, &spec.queue);
+        let Some(release) = release_plan(spec.due_at, now, window, &queue) else {
+            continue;
+        };
+        let id = spec.id.to_string();
+        let body = spec
+            .message(&id, &opts.origin, release.eta)
+            .sqs_body(now, opts.body_encoding);
+        if body.len() > max_message_bytes {
+            out.failed.push((
+                row.id,
+                format!(
+                    "the task message is {} bytes on SQS, over the {} byte limit; pass a reference (an id, a key) instead of the data",
+                    body.len(),
+                    max_message_bytes
+                ),
+            ));
+            continue;
+        }
+        let message = Outgoing {
+            task_id: spec.id,
+            group_id: queue.fifo.then(|| spec.task.clone()),
+            dedup_id: queue.fifo.then(|| id.clone()),
+            queue,
+            body,
+            delay_seconds: release.delay_seconds,
+        };
+        out.send.push((spec, message));
+    }
+    out
+}
+
+impl<S: Sink> Releaser<S> {
     /// Runs passes until shutdown; a pass that filled its batch is
     /// followed at once by another.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         info!(window_s = self.window.num_seconds(), "releaser started");
         loop {
             let pass = tokio::select! {
-                p = self.pass(system_now(), None) => p,
+                p = self.pass(self.clock.now(), None) => p,
                 _ = shutdown.cancelled() => break,
             };
             let full = match &pass {
@@ -73,23 +154,7 @@ impl Releaser {
             if full {
                 continue;
             }
-            let cap = match self.store {
-                Store::Postgres(_) => MAX_SLEEP_PG,
-                Store::Sqlite(_) => MAX_SLEEP_SQLITE,
-            };
-            let wait = match jobs::next_wake(&self.store, self.window).await {
-                // A floor, so rows that are due but not releasable yet (a FIFO
-                // job before its instant) cannot make the loop spin.
-                Ok(Some(at)) => (at - system_now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .clamp(StdDuration::from_millis(100), cap),
-                Ok(None) => cap,
-                Err(e) => {
-                    warn!(error = %e, "cannot read the next due job");
-                    StdDuration::from_secs(1)
-                }
-            };
+            let wait = self.wait().await;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = wake.notified() => {}
@@ -99,110 +164,69 @@ impl Releaser {
         info!("releaser stopped");
     }
 
-    /// One pass at `now`: claim, send, settle. `only` restricts it to one
-    /// job (what `sqsbeat schedule` does for a job due within the window).
+    /// How long to sleep after a pass: until the next window opens, at most
+    /// the backend's cap.
+    async fn wait(&self) -> StdDuration {
+        let cap = match self.store {
+            Store::Postgres(_) => MAX_SLEEP_PG,
+            Store::Sqlite(_) => MAX_SLEEP_SQLITE,
+        };
+        match jobs::next_wake(&self.store, self.window).await {
+            // A floor, so rows that are due but not releasable yet (a FIFO
+            // job before its instant) cannot make the loop spin.
+            Ok(Some(at)) => (at - self.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(StdDuration::from_millis(100), cap),
+            Ok(None) => cap,
+            Err(e) => {
+                warn!(error = %e, "cannot read the next due job");
+                StdDuration::from_secs(1)
+            }
+        }
+    }
+
+    /// One pass at `now`: claim, plan, send, settle. `only` restricts it to
+    /// one job (what `sqsbeat schedule` does for a job due within the window).
     pub async fn pass(&self, now: DateTime<Utc>, only: Option<Uuid>) -> Result<Pass, StoreError> {
         let batch = jobs::claim(&self.store, now, self.window, BATCH, only).await?;
+        let plan = plan(
+            &batch.jobs,
+            now,
+            self.window,
+            &self.opts,
+            self.max_message_bytes,
+        );
         let mut settle = Settlement::default();
-        let mut outgoing = Vec::new();
-        let mut sent_jobs = Vec::new();
-        for row in &batch.jobs {
-            // Rows can be written by hand or by another application, past
-            // every check `sqsbeat schedule` makes: check again, and mark a
-            // bad one failed with the reason rather than retry it forever.
-            // The size is checked on the body built below, not on a second
-            // build here.
-            let checked = row.spec().and_then(|s| {
-                let problems = s.problems(now, true, usize::MAX);
-                if problems.is_empty() {
-                    Ok(s)
-                } else {
-                    Err(problems.join("; "))
-                }
-            });
-            let spec = match checked {
-                Ok(s) => s,
-                Err(why) => {
-                    cannot_send(&mut settle, row, why);
-                    continue;
-                }
-            };
-            if let Some(x) = spec.expires_at
-                && x <= now
-            {
-                warn!(job = %row.id, task = %row.task, expires = %x.to_rfc3339(), "job expired before it could be released; marked failed");
-                crate::runtime::metrics::get().jobs_failed.inc();
-                settle.failed.push((
-                    row.id,
-                    format!("expired at {} before release", x.to_rfc3339()),
-                ));
-                continue;
-            }
-            let queue = QueueName::new(&self.opts.queue_name_prefix, &spec.queue);
-            let Some(plan) = release_plan(spec.due_at, now, self.window, &queue) else {
-                continue;
-            };
-            let id = spec.id.to_string();
-            let body = spec
-                .message(&id, &self.opts.origin, plan.eta)
-                .sqs_body(now, self.opts.body_encoding);
-            if body.len() > self.max_message_bytes {
-                let why = format!(
-                    "the task message is {} bytes on SQS, over the {} byte limit; pass a reference (an id, a key) instead of the data",
-                    body.len(),
-                    self.max_message_bytes
-                );
-                cannot_send(&mut settle, row, why);
-                continue;
-            }
-            outgoing.push(Outgoing {
-                group_id: queue.fifo.then(|| spec.task.clone()),
-                dedup_id: queue.fifo.then(|| id.clone()),
-                queue,
-                body,
-                delay_seconds: plan.delay_seconds,
-            });
-            sent_jobs.push((spec, plan.delay_seconds, row.attempts));
+        for (id, why) in plan.failed {
+            error!(job = %id, "job cannot be sent: {why}; marked failed");
+            crate::runtime::metrics::get().jobs_failed.inc();
+            settle.failed.push((id, why));
         }
+        let (specs, outgoing): (Vec<JobSpec>, Vec<Outgoing>) = plan.send.into_iter().unzip();
+        let delays: Vec<i32> = outgoing.iter().map(|o| o.delay_seconds).collect();
         let results = if outgoing.is_empty() {
             Vec::new()
         } else {
             self.sink.send_all(outgoing).await
         };
-        let accepted_at = system_now();
-        for ((spec, delay, attempts), result) in sent_jobs.iter().zip(results) {
-            let span =
-                info_span!("release", job = %spec.id, task = %spec.task, queue = %spec.queue);
-            let _enter = span.enter();
-            match result {
-                Ok(()) => {
-                    let m = crate::runtime::metrics::get();
-                    m.jobs_released.inc();
-                    let opened = crate::jobs::opens_at(
-                        spec.due_at,
-                        self.window,
-                        &QueueName::new(&self.opts.queue_name_prefix, &spec.queue),
-                    );
-                    m.releaser_lag
-                        .observe((accepted_at - opened).num_milliseconds().max(0) as f64 / 1000.0);
-                    info!(due = %spec.due_at.to_rfc3339(), delay_s = delay, "released");
-                    settle.released.push(spec.id);
-                }
-                Err(err) => {
-                    crate::runtime::metrics::get().jobs_release_failed.inc();
-                    let wait = match &err {
-                        SendError::QueueMissing { .. }
-                        | SendError::Rejected {
-                            sender_fault: true, ..
-                        } => backoff(*attempts as u32 + 3, &spec.id.to_string()),
-                        _ => backoff(*attempts as u32 + 1, &spec.id.to_string()),
-                    };
-                    warn!(error = %err, retry_in_ms = wait.num_milliseconds(), "release failed; will retry");
-                    settle
-                        .retry
-                        .push((spec.id, err.to_string(), accepted_at + wait));
-                }
-            }
+        let accepted_at = self.clock.now();
+        let attempts = |id: Uuid| {
+            batch
+                .jobs
+                .iter()
+                .find(|r| r.id == id)
+                .map_or(0, |r| r.attempts)
+        };
+        for ((spec, delay), result) in specs.iter().zip(delays).zip(results) {
+            self.record_outcome(
+                spec,
+                delay,
+                attempts(spec.id),
+                result,
+                accepted_at,
+                &mut settle,
+            );
         }
         let pass = Pass {
             claimed: batch.jobs.len(),
@@ -213,13 +237,43 @@ impl Releaser {
         batch.settle(&settle).await?;
         Ok(pass)
     }
-}
 
-/// Marks a job that can never be sent as it stands failed, with the reason.
-fn cannot_send(settle: &mut Settlement, row: &jobs::JobRow, why: String) {
-    error!(job = %row.id, task = %row.task, "job cannot be sent: {why}; marked failed");
-    crate::runtime::metrics::get().jobs_failed.inc();
-    settle.failed.push((row.id, why));
+    /// Logs and counts one send's outcome and notes how to settle it.
+    fn record_outcome(
+        &self,
+        spec: &JobSpec,
+        delay: i32,
+        attempts: i64,
+        result: Result<(), SendError>,
+        accepted_at: DateTime<Utc>,
+        settle: &mut Settlement,
+    ) {
+        let span = info_span!("release", job = %spec.id, task = %spec.task, queue = %spec.queue);
+        let _enter = span.enter();
+        let m = crate::runtime::metrics::get();
+        match result {
+            Ok(()) => {
+                m.jobs_released.inc();
+                let opened = crate::jobs::opens_at(
+                    spec.due_at,
+                    self.window,
+                    &QueueName::new(&self.opts.queue_name_prefix, &spec.queue),
+                );
+                m.releaser_lag
+                    .observe((accepted_at - opened).num_milliseconds().max(0) as f64 / 1000.0);
+                info!(due = %spec.due_at.to_rfc3339(), delay_s = delay, "released");
+                settle.released.push(spec.id);
+            }
+            Err(err) => {
+                m.jobs_release_failed.inc();
+                let wait = err.retry_delay(attempts.max(0) as u32 + 1, &spec.id.to_string());
+                warn!(error = %err, retry_in_ms = wait.num_milliseconds(), "release failed; will retry");
+                settle
+                    .retry
+                    .push((spec.id, err.to_string(), accepted_at + wait));
+            }
+        }
+    }
 }
 
 /// Wakes `wake` whenever a job is scheduled or moved (PostgreSQL NOTIFY);

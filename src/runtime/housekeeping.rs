@@ -5,6 +5,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::runtime::leader::Role;
 use crate::store::Store;
 /// Deletes settled ledger rows past the retention, hourly, while leading.
@@ -12,11 +13,12 @@ pub async fn prune_ledger(
     store: Store,
     role: watch::Receiver<Role>,
     retention: chrono::Duration,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
     loop {
         if role.borrow().epoch().is_some() {
-            match store.prune(crate::clock::system_now() - retention).await {
+            match store.prune(clock.now() - retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(rows = n, "pruned old ledger rows"),
                 Err(e) => warn!(error = %e, "could not prune the ledger"),
@@ -35,19 +37,14 @@ pub async fn report_alive(
     store: Store,
     holder: String,
     role: watch::Receiver<Role>,
+    clock: Clock,
     shutdown: CancellationToken,
 ) {
-    let started = crate::clock::system_now();
+    let started = clock.now();
     loop {
         let r = *role.borrow();
-        if let Err(e) = crate::store::replicas::heartbeat(
-            &store,
-            &holder,
-            r,
-            started,
-            crate::clock::system_now(),
-        )
-        .await
+        if let Err(e) =
+            crate::store::replicas::heartbeat(&store, &holder, r, started, clock.now()).await
         {
             warn!(error = %e, "cannot record this replica's heartbeat");
         }
@@ -73,9 +70,9 @@ pub async fn export_role(mut role: watch::Receiver<Role>, shutdown: Cancellation
 }
 
 /// Refreshes the pending-jobs-by-due-bucket gauge every 15 seconds.
-pub async fn export_pending_jobs(store: Store, shutdown: CancellationToken) {
+pub async fn export_pending_jobs(store: Store, clock: Clock, shutdown: CancellationToken) {
     loop {
-        match crate::store::jobs::pending_by_bucket(&store, crate::clock::system_now()).await {
+        match crate::store::jobs::pending_by_bucket(&store, clock.now()).await {
             Ok(buckets) => {
                 for (due, n) in buckets {
                     crate::runtime::metrics::get()

@@ -1,58 +1,87 @@
-//! `sqsbeat run`: the daemon. Loads the configuration and schedules (files
-//! and database), opens the store, connects to SQS, and fires until
-//! SIGTERM/SIGINT.
+//! `sqsbeat run`: the daemon, in two steps.
+//!
+//! [`prepare`] loads the configuration's schedule (files and entries
+//! table), opens the store and refuses to start on an invalid schedule;
+//! [`serve`] then runs every long-running part — beat, releaser,
+//! leadership, reload and its triggers, heartbeats, gauges, HTTP — as named
+//! tasks in one [`tasks::Tasks`] set with one shutdown token. The first task
+//! that ends unexpectedly stops them all and `serve` returns its failure,
+//! so the process exits non-zero and is restarted by its supervisor.
+//!
+//! Signals are the caller's (`cmd/run.rs`): `serve` takes the shutdown
+//! token, a [`Clock`] and a [`Sink`], so tests run the whole daemon
+//! in-process against a [`crate::wire::sink::MemorySink`] with tokio's
+//! paused clock.
 
 pub mod housekeeping;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reload;
+pub mod tasks;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::beat::driver::{self, Durable};
+use crate::beat::driver::Driver;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::entry::Entry;
-use crate::entry::file;
+use crate::entry::{Entry, file, merge};
 use crate::jobs::releaser::{self, Releaser};
-use crate::store::{Store, entries};
+use crate::store::{RunLock, Store, entries};
 use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
+use crate::wire::sink::Sink;
 use crate::wire::sqs::SqsSink;
 use leader::Role;
-pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
-    // Signals first, registered synchronously: a SIGTERM during start-up,
-    // even before the watcher task runs, stops cleanly.
-    let shutdown = CancellationToken::new();
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    tokio::spawn(watch_signals(term, int, shutdown.clone()));
+use tasks::Tasks;
 
-    // Bound first: a taken port stops start-up before anything else happens.
-    let http = crate::runtime::http::bind(&config.http_addr).await?;
-    let paths = paths.to_vec();
+/// How long the tasks get to finish after shutdown: long enough for a send
+/// in flight to hit the SQS client's own 30 s operation timeout and be
+/// recorded.
+pub const DRAIN: Duration = Duration::from_secs(40);
+
+/// A daemon ready to serve: the store is open and migrated, the schedule
+/// valid, the HTTP port bound.
+pub struct Prepared {
+    pub config: Config,
+    pub paths: Vec<PathBuf>,
+    pub store: Store,
+    pub entries: Vec<Entry>,
+    pub http: Option<TcpListener>,
+    /// SQLite: the lock that makes this process the one replica, and the
+    /// epoch it took.
+    run_lock: Option<(RunLock, i64)>,
+}
+
+/// Loads and checks everything `serve` needs. `Ok(None)`: the schedule is
+/// invalid (every problem was logged) or shutdown came first.
+pub async fn prepare(
+    config: &Config,
+    paths: &[PathBuf],
+    http: Option<TcpListener>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Prepared>> {
     let ctx = crate::cmd::context(config);
-    let files = file::load_paths(&paths, &ctx)?;
+    let files = file::load_paths(paths, &ctx)?;
     let store = tokio::select! {
         s = Store::open(config, crate::store::DAEMON_CONNECTIONS) => s.map_err(|e| crate::cmd::open_error(config, e))?,
-        _ = shutdown.cancelled() => return Ok(true),
+        _ = shutdown.cancelled() => return Ok(None),
     };
     let rows = entries::list(&store)
         .await
         .context("cannot read the entries table")?;
-    let (db, set_aside) =
-        crate::entry::merge::set_aside_invalid(crate::entry::merge::validate(&rows, &ctx), &[]);
+    let (db, set_aside) = merge::set_aside_invalid(merge::validate(&rows, &ctx), &[]);
     reload::report_set_aside(&set_aside);
-    let loaded = crate::entry::merge::merge(files, db);
+    let loaded = merge::merge(files, db);
     for d in &loaded.diagnostics {
         if d.warning {
             warn!("{d}")
@@ -64,168 +93,252 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
         error!(
             "the schedule is not valid; not starting (run `sqsbeat check` to see every problem)"
         );
-        return Ok(false);
+        return Ok(None);
     }
-    let sink = tokio::select! {
-        s = SqsSink::connect(config.sqs.clone()) => s.context("cannot set up SQS")?,
-        _ = shutdown.cancelled() => return Ok(true),
+    // SQLite serves one replica: a second process must fail here, at
+    // start-up, and say why.
+    let run_lock = match &store {
+        Store::Sqlite(lite) => Some(lite.lock_for_run(&holder()).await.context("cannot start")?),
+        Store::Postgres(_) => None,
     };
-    probe_queues(
-        &sink,
-        &loaded.entries,
-        &config.sqs.queue_name_prefix,
-        &shutdown,
-    );
+    Ok(Some(Prepared {
+        config: config.clone(),
+        paths: paths.to_vec(),
+        store,
+        entries: loaded.entries,
+        http,
+        run_lock,
+    }))
+}
 
-    let holder = format!(
+/// This replica's name in the leader row and the replicas table.
+fn holder() -> String {
+    format!(
         "{}:{}",
         gethostname::gethostname().to_string_lossy(),
         std::process::id()
-    );
-    // Held until `run` returns: with SQLite, the lock that makes this
-    // process the one replica.
-    let mut _run_lock = None;
+    )
+}
+
+/// Runs every part until `shutdown`, or until one fails.
+pub async fn serve<S: Sink>(
+    p: Prepared,
+    sink: S,
+    clock: Clock,
+    hangup: Option<tokio::signal::unix::Signal>,
+    probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Prepared {
+        config,
+        paths,
+        store,
+        entries,
+        http,
+        run_lock,
+    } = p;
+    let holder = holder();
+    let mut tasks = Tasks::new(shutdown.clone());
+    if let Some(probe) = probe {
+        let stop = shutdown.clone();
+        tasks.spawn_oneshot("queue probe", async move {
+            tokio::select! {
+                _ = probe => {}
+                _ = stop.cancelled() => {}
+            }
+            Ok(())
+        });
+    }
+    // The leader lock goes only after the beat has drained its sends, so a
+    // standby never fires while this replica still has fires in flight:
+    // the beat task cancels `leader_stop` when it ends, however it ends.
     let leader_stop = CancellationToken::new();
-    let (tx, rx) = watch::channel(Role::Standby);
-    let leadership = match &store {
-        Store::Postgres(pg) => tokio::spawn(leader::campaign(
-            pg.clone(),
-            holder.clone(),
-            tx,
-            leader_stop.clone(),
-        )),
-        Store::Sqlite(lite) => {
-            let (lock, epoch) = lite.lock_for_run(&holder).await.context("cannot start")?;
-            _run_lock = Some(lock);
+    let (role_tx, role) = watch::channel(Role::Standby);
+    match (&store, run_lock) {
+        (Store::Postgres(pg), _) => {
+            let (pg, holder, stop) = (pg.clone(), holder.clone(), leader_stop.clone());
+            tasks.spawn("leadership", async move {
+                leader::campaign(pg, holder, role_tx, stop).await;
+                Ok(())
+            });
+        }
+        (Store::Sqlite(_), lock) => {
+            let (lock, epoch) = lock.context("the SQLite run lock was not taken")?;
             info!(epoch, path = %config.database_path.display(), "SQLite store: this process is the one replica");
-            tx.send_replace(Role::Leader {
+            role_tx.send_replace(Role::Leader {
                 epoch,
-                since: crate::clock::system_now(),
+                since: clock.now(),
             });
             let stop = leader_stop.clone();
-            // The role channel must outlive the beat: this task keeps its sender.
-            tokio::spawn(async move {
-                let _keep = tx;
-                stop.cancelled().await
-            })
+            tasks.spawn("leadership", async move {
+                // Holds the role channel and the file lock until the beat ends.
+                let _keep = (role_tx, lock);
+                stop.cancelled().await;
+                Ok(())
+            });
         }
+    }
+    if let Some(listener) = http {
+        let (store, role, stop) = (store.clone(), role.clone(), shutdown.clone());
+        tasks.spawn("http", async move {
+            http::serve(listener, store, role, stop).await;
+            Ok(())
+        });
+    }
+    spawn_housekeeping(
+        &mut tasks, &store, &holder, &role, &config, clock, &shutdown,
+    );
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
+    spawn_reload(
+        &mut tasks, &store, &paths, &config, entries_tx, hangup, &shutdown,
+    );
+    let opts = MessageOptions::from_config(&config);
+    spawn_releaser(&mut tasks, &store, &sink, &opts, &config, clock, &shutdown);
+    let driver = Driver {
+        store: store.clone(),
+        sink,
+        opts,
+        clock,
     };
-    tokio::spawn(crate::runtime::http::serve(
-        http,
+    let (beat_role, stop, lock_guard) = (role.clone(), shutdown.clone(), leader_stop.drop_guard());
+    tasks.spawn("beat", async move {
+        let _release_lock_when_done = lock_guard;
+        driver.run(entries_rx, beat_role, stop).await;
+        Ok(())
+    });
+    tasks.supervise(DRAIN).await.map_err(anyhow::Error::from)
+}
+
+/// The heartbeat, gauges and ledger pruning.
+fn spawn_housekeeping(
+    tasks: &mut Tasks,
+    store: &Store,
+    holder: &str,
+    role: &watch::Receiver<Role>,
+    config: &Config,
+    clock: Clock,
+    shutdown: &CancellationToken,
+) {
+    let (r, stop) = (role.clone(), shutdown.clone());
+    tasks.spawn("role gauge", async move {
+        housekeeping::export_role(r, stop).await;
+        Ok(())
+    });
+    let (s, h, r, stop) = (
         store.clone(),
-        rx.clone(),
+        holder.to_string(),
+        role.clone(),
         shutdown.clone(),
-    ));
-    tokio::spawn(housekeeping::export_role(rx.clone(), shutdown.clone()));
-    tokio::spawn(housekeeping::report_alive(
+    );
+    tasks.spawn("replica heartbeat", async move {
+        housekeeping::report_alive(s, h, r, clock, stop).await;
+        Ok(())
+    });
+    let (s, stop) = (store.clone(), shutdown.clone());
+    tasks.spawn("pending-jobs gauge", async move {
+        housekeeping::export_pending_jobs(s, clock, stop).await;
+        Ok(())
+    });
+    let (s, r, retention, stop) = (
         store.clone(),
-        holder.clone(),
-        rx.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(housekeeping::export_pending_jobs(
-        store.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(housekeeping::prune_ledger(
-        store.clone(),
-        rx.clone(),
+        role.clone(),
         config.ledger_retention,
         shutdown.clone(),
-    ));
+    );
+    tasks.spawn("ledger pruning", async move {
+        housekeeping::prune_ledger(s, r, retention, clock, stop).await;
+        Ok(())
+    });
+}
 
-    let (entries_tx, entries_rx) = watch::channel(Arc::new(loaded.entries));
+/// The reload loop and what triggers it: schedule files, SIGHUP, the
+/// entries table.
+fn spawn_reload(
+    tasks: &mut Tasks,
+    store: &Store,
+    paths: &[PathBuf],
+    config: &Config,
+    entries: watch::Sender<Arc<Vec<Entry>>>,
+    hangup: Option<tokio::signal::unix::Signal>,
+    shutdown: &CancellationToken,
+) {
     let changed = Arc::new(Notify::new());
-    tokio::spawn(reload::watch_entries_table(
+    let (s, c, stop) = (store.clone(), changed.clone(), shutdown.clone());
+    tasks.spawn("entries-table watcher", async move {
+        reload::watch_entries_table(s, c, stop).await;
+        Ok(())
+    });
+    let (p, c, stop) = (paths.to_vec(), changed.clone(), shutdown.clone());
+    tasks.spawn("schedule-file watcher", async move {
+        reload::watch_files(p, c, stop).await;
+        Ok(())
+    });
+    if let Some(hangup) = hangup {
+        let (c, stop) = (changed.clone(), shutdown.clone());
+        tasks.spawn("SIGHUP watcher", async move {
+            reload::watch_hangup(hangup, c, stop).await;
+            Ok(())
+        });
+    }
+    let (s, p, ctx, stop) = (
         store.clone(),
-        changed.clone(),
+        paths.to_vec(),
+        crate::cmd::context(config),
         shutdown.clone(),
-    ));
-    tokio::spawn(reload::watch_files(
-        paths.clone(),
-        changed.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(reload::watch_hangup(
-        hangup,
-        changed.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(reload::reload_schedule(
-        store.clone(),
-        paths.clone(),
-        ctx,
-        changed,
-        entries_tx,
-        shutdown.clone(),
-    ));
+    );
+    tasks.spawn("reload", async move {
+        reload::reload_schedule(s, p, ctx, changed, entries, stop).await;
+        Ok(())
+    });
+}
 
-    let opts = MessageOptions::from_config(config);
-    // Every replica releases one-off jobs, leader or not.
-    let jobs_wake = Arc::new(Notify::new());
-    tokio::spawn(releaser::watch_jobs(
-        store.clone(),
-        jobs_wake.clone(),
-        shutdown.clone(),
-    ));
+/// The releaser (every replica, leader or not) and its wake-up listener.
+fn spawn_releaser<S: Sink>(
+    tasks: &mut Tasks,
+    store: &Store,
+    sink: &S,
+    opts: &MessageOptions,
+    config: &Config,
+    clock: Clock,
+    shutdown: &CancellationToken,
+) {
+    let wake = Arc::new(Notify::new());
+    if let Store::Postgres(_) = store {
+        let (s, w, stop) = (store.clone(), wake.clone(), shutdown.clone());
+        tasks.spawn("jobs listener", async move {
+            releaser::watch_jobs(s, w, stop).await;
+            Ok(())
+        });
+    }
     let release = Releaser {
         store: store.clone(),
         sink: sink.clone(),
         opts: opts.clone(),
         window: config.release_window,
         max_message_bytes: config.sqs.max_message_bytes,
+        clock,
     };
-    let releasing = tokio::spawn(release.run(jobs_wake, shutdown.clone()));
-    driver::run(
-        entries_rx,
-        sink,
-        opts,
-        Durable { store, role: rx },
-        shutdown,
-    )
-    .await;
-    // Only after the beat drained its sends does the lock go, so a standby
-    // never starts while this replica still has fires in flight.
-    let _ = releasing.await;
-    leader_stop.cancel();
-    let _ = leadership.await;
-    Ok(true)
+    let stop = shutdown.clone();
+    tasks.spawn("releaser", async move {
+        release.run(wake, stop).await;
+        Ok(())
+    });
 }
 
-/// Resolves every queue once in the background, so a missing one is
-/// reported at start-up without delaying the first fires; its entries keep
+/// Resolves every queue of the schedule once, so a missing one is reported
+/// at start-up without delaying the first fires; its entries keep
 /// retrying, the others fire normally.
-fn probe_queues(sink: &SqsSink, entries: &[Entry], prefix: &str, shutdown: &CancellationToken) {
+pub async fn probe_queues(sink: SqsSink, entries: Vec<Entry>, prefix: String) {
     let queues: BTreeSet<String> = entries
         .iter()
         .filter(|e| e.enabled)
         .map(|e| e.queue.clone())
         .collect();
-    let (probe, prefix, stop) = (sink.clone(), prefix.to_string(), shutdown.clone());
-    tokio::spawn(async move {
-        for q in queues {
-            let name = QueueName::new(&prefix, &q);
-            let resolved = tokio::select! {
-                r = probe.queue_url(&name) => r,
-                _ = stop.cancelled() => return,
-            };
-            match resolved {
-                Ok(url) => info!(queue = %q, sqs_name = %name.sqs, %url, "queue ready"),
-                Err(e) => error!(queue = %q, "{e}"),
-            }
+    for q in queues {
+        let name = QueueName::new(&prefix, &q);
+        match sink.queue_url(&name).await {
+            Ok(url) => info!(queue = %q, sqs_name = %name.sqs, %url, "queue ready"),
+            Err(e) => error!(queue = %q, "{e}"),
         }
-    });
-}
-
-/// Cancels `token` on the first SIGTERM or SIGINT.
-async fn watch_signals(
-    mut term: tokio::signal::unix::Signal,
-    mut int: tokio::signal::unix::Signal,
-    token: CancellationToken,
-) {
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: finishing in-flight sends, then stopping"),
-        _ = int.recv() => info!("SIGINT: finishing in-flight sends, then stopping"),
     }
-    token.cancel();
 }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{RunLock, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

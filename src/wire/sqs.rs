@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::SqsConfig;
 use crate::wire::queue::QueueName;
+use crate::wire::sink::{Outgoing, SendError, Sink};
 
 /// Most entries in one `SendMessageBatch`.
 pub const BATCH_MAX: usize = 10;
@@ -35,36 +36,6 @@ const BATCH_MAX_BYTES: usize = 1_048_576;
 const PARALLEL_BATCHES: usize = 16;
 /// Visibility timeout of queues sqsbeat creates: kombu's default.
 const CREATED_VISIBILITY_TIMEOUT: &str = "1800";
-
-/// One message to send.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub queue: QueueName,
-    pub body: String,
-    /// FIFO only.
-    pub group_id: Option<String>,
-    /// FIFO only: the task id, so SQS drops a re-send within 5 minutes.
-    pub dedup_id: Option<String>,
-    /// 0..=900; ignored on FIFO queues, which take no per-message delay.
-    pub delay_seconds: i32,
-}
-
-/// Why one message was not sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error(
-        "queue {logical:?} (SQS name {sqs:?}) does not exist; create it, list it under [sqs.queues], or set [sqs] create_missing_queues = true"
-    )]
-    QueueMissing { logical: String, sqs: String },
-    #[error("SQS refused the message: {code}: {message}")]
-    Rejected {
-        code: String,
-        message: String,
-        sender_fault: bool,
-    },
-    #[error("SQS request failed: {0}")]
-    Request(String),
-}
 
 /// Why the SQS client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +146,10 @@ impl SqsSink {
         }
         Ok(url)
     }
+}
 
-    /// Sends every message; returns one outcome per message, in order.
-    pub async fn send_all(&self, messages: Vec<Outgoing>) -> Vec<Result<(), SendError>> {
+impl Sink for SqsSink {
+    async fn send_all(&self, messages: Vec<Outgoing>) -> Vec<Result<(), SendError>> {
         let mut results: Vec<Option<Result<(), SendError>>> = vec![None; messages.len()];
         // Group by queue, keeping each message's index.
         let mut by_queue: HashMap<QueueName, Vec<(usize, Outgoing)>> = HashMap::new();
