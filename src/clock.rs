@@ -2,45 +2,46 @@
 //!
 //! Everything that decides (tick, next fire, message building, release
 //! plans) takes `now` as an argument. The drivers read it from a
-//! [`Clock`]: the system clock in production, or one that follows tokio's
-//! (pausable) clock in tests, so an in-process test can run an hour of
-//! schedule in milliseconds with no sleep. `clippy.toml` disallows
-//! `Utc::now`, `SystemTime::now` and `Uuid::new_v4` everywhere else.
+//! [`Clock`]: the system clock in production, or a manual one in tests,
+//! which set it to the instants they want (an hour of schedule in a few
+//! steps, no sleep). `clippy.toml` disallows `Utc::now`,
+//! `SystemTime::now` and `Uuid::new_v4` everywhere else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Where the drivers read the time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Clock {
     /// The host's wall clock.
     System,
-    /// Wall time that starts at `start` and advances with tokio's clock
-    /// from `base`: under `tokio::time::pause` it moves only when the
-    /// runtime advances time (tests).
-    Tokio {
-        start: DateTime<Utc>,
-        base: tokio::time::Instant,
-    },
+    /// A clock that moves only when told (tests): microseconds since the
+    /// epoch, shared by every copy.
+    Manual(Arc<AtomicI64>),
 }
 
 impl Clock {
-    /// A clock that follows tokio's, starting at `start` now.
-    pub fn tokio(start: DateTime<Utc>) -> Self {
-        Clock::Tokio {
-            start,
-            base: tokio::time::Instant::now(),
-        }
+    /// A manual clock reading `at`.
+    pub fn manual(at: DateTime<Utc>) -> Self {
+        Clock::Manual(Arc::new(AtomicI64::new(at.timestamp_micros())))
     }
 
     /// The wall time.
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => system_now(),
-            Clock::Tokio { start, base } => {
-                let elapsed = tokio::time::Instant::now() - *base;
-                *start + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
-            }
+            Clock::Manual(us) => DateTime::from_timestamp_micros(us.load(Ordering::SeqCst))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        }
+    }
+
+    /// Sets a manual clock (the system clock is not ours to set).
+    pub fn set(&self, at: DateTime<Utc>) {
+        if let Clock::Manual(us) = self {
+            us.store(at.timestamp_micros(), Ordering::SeqCst);
         }
     }
 }

@@ -61,7 +61,8 @@ struct Sent {
 
 /// A write under this leader's epoch failed (fenced, or the database is
 /// gone): it must stop deciding.
-struct Fenced;
+#[derive(Debug)]
+pub struct Fenced;
 
 impl<S: Sink> Driver<S> {
     /// Runs until `shutdown` is cancelled, then waits for in-flight sends.
@@ -87,18 +88,8 @@ impl<S: Sink> Driver<S> {
                 continue;
             };
             let set = entries.borrow_and_update().clone();
-            match self.resume(&set, epoch).await {
-                Ok(beat) => {
-                    let mut leading = Leading {
-                        driver: &self,
-                        beat,
-                        epoch,
-                        in_flight: JoinSet::new(),
-                        earliest: self.clock.now(),
-                        seen: (self.clock.now(), Instant::now()),
-                    };
-                    leading.lead(&mut role, &mut entries, &shutdown).await;
-                }
+            match self.begin(set, epoch).await {
+                Ok(mut term) => term.lead(&mut role, &mut entries, &shutdown).await,
                 Err(e) => {
                     error!(epoch, error = %e, "cannot load state as leader; retrying");
                     tokio::select! {
@@ -111,10 +102,28 @@ impl<S: Sink> Driver<S> {
         info!("beat stopped");
     }
 
-    /// The beat as the ledger left it: each entry resumes after its last
-    /// decided slot, except one that was disabled or is new, which starts
-    /// now (a re-enabled entry does not fire the slots it missed while
-    /// disabled). Claims never confirmed are due again, with their task ids.
+    /// Starts a term of leadership under `epoch` with the beat as the
+    /// ledger left it: each entry resumes after its last decided slot,
+    /// except one that was disabled or is new, which starts now (a
+    /// re-enabled entry does not fire the slots it missed while disabled).
+    /// Claims never confirmed are due again, with their task ids.
+    pub async fn begin(
+        &self,
+        entries: Arc<Vec<Entry>>,
+        epoch: i64,
+    ) -> Result<Term<'_, S>, StoreError> {
+        let beat = self.resume(&entries, epoch).await?;
+        let now = self.clock.now();
+        Ok(Term {
+            driver: self,
+            beat,
+            epoch,
+            in_flight: JoinSet::new(),
+            earliest: now,
+            seen: (now, Instant::now()),
+        })
+    }
+
     async fn resume(&self, entries: &Arc<Vec<Entry>>, epoch: i64) -> Result<Beat, StoreError> {
         let start = self.clock.now();
         let store = &self.store;
@@ -168,7 +177,9 @@ impl<S: Sink> Driver<S> {
 }
 
 /// One term of leadership: the beat's state and the sends in flight.
-struct Leading<'a, S> {
+/// [`Driver::run`] drives it from the clock; tests drive it step by step
+/// with [`Term::turn`] at instants of their choosing and [`Term::drain`].
+pub struct Term<'a, S> {
     driver: &'a Driver<S>,
     beat: Beat,
     epoch: i64,
@@ -179,7 +190,7 @@ struct Leading<'a, S> {
     seen: (DateTime<Utc>, Instant),
 }
 
-impl<S: Sink> Leading<'_, S> {
+impl<S: Sink> Term<'_, S> {
     /// Decides and sends until shutdown, until leadership ends, until a
     /// fenced write fails, or until the entry set changes (the caller
     /// rebuilds); then drains the sends in flight.
@@ -230,8 +241,12 @@ impl<S: Sink> Leading<'_, S> {
     }
 
     /// One decision at `now`: what is due is claimed and handed to a send
-    /// task; what is missed is recorded.
-    async fn turn(&mut self, now: DateTime<Utc>) -> Result<(), Fenced> {
+    /// task; what is missed is recorded. Sends that finished meanwhile are
+    /// settled first.
+    pub async fn turn(&mut self, now: DateTime<Utc>) -> Result<(), Fenced> {
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.settle(done);
+        }
         if now < self.earliest {
             return Ok(());
         }
@@ -264,7 +279,11 @@ impl<S: Sink> Leading<'_, S> {
             .iter()
             .map(|f| (self.beat.entries()[f.entry].name.clone(), f.nominal))
             .collect();
-        let (sink, store, clock) = (self.driver.sink.clone(), store.clone(), self.driver.clock);
+        let (sink, store, clock) = (
+            self.driver.sink.clone(),
+            store.clone(),
+            self.driver.clock.clone(),
+        );
         self.in_flight.spawn(async move {
             let results = sink.send_all(outgoing).await;
             let accepted_at = clock.now();
@@ -292,8 +311,13 @@ impl<S: Sink> Leading<'_, S> {
         }
     }
 
+    /// When the next turn has work: the earliest send or retry instant.
+    pub fn wake_at(&self) -> Option<DateTime<Utc>> {
+        self.beat.wake_at()
+    }
+
     /// Waits for every send in flight and records its outcome.
-    async fn drain(&mut self) {
+    pub async fn drain(&mut self) {
         if !self.in_flight.is_empty() {
             info!(sends = self.in_flight.len(), "waiting for in-flight sends");
         }

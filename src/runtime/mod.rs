@@ -11,7 +11,7 @@
 //! Signals are the caller's (`cmd/run.rs`): `serve` takes the shutdown
 //! token, a [`Clock`] and a [`Sink`], so tests run the whole daemon
 //! in-process against a [`crate::wire::sink::MemorySink`] with tokio's
-//! paused clock.
+//! manual clock.
 
 pub mod housekeeping;
 pub mod http;
@@ -186,19 +186,19 @@ pub async fn serve<S: Sink>(
         });
     }
     spawn_housekeeping(
-        &mut tasks, &store, &holder, &role, &config, clock, &shutdown,
+        &mut tasks, &store, &holder, &role, &config, &clock, &shutdown,
     );
     let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     spawn_reload(
         &mut tasks, &store, &paths, &config, entries_tx, hangup, &shutdown,
     );
     let opts = MessageOptions::from_config(&config);
-    spawn_releaser(&mut tasks, &store, &sink, &opts, &config, clock, &shutdown);
+    spawn_releaser(&mut tasks, &store, &sink, &opts, &config, &clock, &shutdown);
     let driver = Driver {
         store: store.clone(),
         sink,
         opts,
-        clock,
+        clock: clock.clone(),
     };
     let (beat_role, stop, lock_guard) = (role.clone(), shutdown.clone(), leader_stop.drop_guard());
     tasks.spawn("beat", async move {
@@ -216,7 +216,7 @@ fn spawn_housekeeping(
     holder: &str,
     role: &watch::Receiver<Role>,
     config: &Config,
-    clock: Clock,
+    clock: &Clock,
     shutdown: &CancellationToken,
 ) {
     let (r, stop) = (role.clone(), shutdown.clone());
@@ -224,29 +224,31 @@ fn spawn_housekeeping(
         housekeeping::export_role(r, stop).await;
         Ok(())
     });
-    let (s, h, r, stop) = (
+    let (s, h, r, c, stop) = (
         store.clone(),
         holder.to_string(),
         role.clone(),
+        clock.clone(),
         shutdown.clone(),
     );
     tasks.spawn("replica heartbeat", async move {
-        housekeeping::report_alive(s, h, r, clock, stop).await;
+        housekeeping::report_alive(s, h, r, c, stop).await;
         Ok(())
     });
-    let (s, stop) = (store.clone(), shutdown.clone());
+    let (s, c, stop) = (store.clone(), clock.clone(), shutdown.clone());
     tasks.spawn("pending-jobs gauge", async move {
-        housekeeping::export_pending_jobs(s, clock, stop).await;
+        housekeeping::export_pending_jobs(s, c, stop).await;
         Ok(())
     });
-    let (s, r, retention, stop) = (
+    let (s, r, retention, c, stop) = (
         store.clone(),
         role.clone(),
         config.ledger_retention,
+        clock.clone(),
         shutdown.clone(),
     );
     tasks.spawn("ledger pruning", async move {
-        housekeeping::prune_ledger(s, r, retention, clock, stop).await;
+        housekeeping::prune_ledger(s, r, retention, c, stop).await;
         Ok(())
     });
 }
@@ -299,7 +301,7 @@ fn spawn_releaser<S: Sink>(
     sink: &S,
     opts: &MessageOptions,
     config: &Config,
-    clock: Clock,
+    clock: &Clock,
     shutdown: &CancellationToken,
 ) {
     let wake = Arc::new(Notify::new());
@@ -316,7 +318,7 @@ fn spawn_releaser<S: Sink>(
         opts: opts.clone(),
         window: config.release_window,
         max_message_bytes: config.sqs.max_message_bytes,
-        clock,
+        clock: clock.clone(),
     };
     let stop = shutdown.clone();
     tasks.spawn("releaser", async move {

@@ -3,9 +3,9 @@
 //!
 //! [`crate::wire::sqs::SqsSink`] is the real one. [`MemorySink`] records
 //! what it accepts and can be told to fail every message, fail part of a
-//! batch, answer late or never answer, so the drivers' claim → send →
-//! confirm → retry paths are tested in-process, in milliseconds, with
-//! tokio's paused clock (its delays are tokio sleeps).
+//! batch, answer late, answer only when a test opens a gate, or never
+//! answer, so the drivers' claim → send → confirm → retry paths are tested
+//! in-process, in milliseconds.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -98,11 +98,36 @@ pub trait Sink: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<(), SendError>>> + Send;
 }
 
+/// Holds calls of a [`MemorySink`] until the test opens it.
+#[derive(Debug, Clone)]
+pub struct Gate(tokio::sync::watch::Sender<bool>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Gate(tokio::sync::watch::channel(false).0)
+    }
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+    async fn passed(&self) {
+        // The sender lives in `self`, so the channel cannot close here.
+        let _ = self.0.subscribe().wait_for(|open| *open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
+    }
+}
+
 /// What one call to a [`MemorySink`] does.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// Answer only after this long (a tokio sleep: instant under paused time).
+    /// Answer only after this long (a tokio sleep).
     pub delay: Option<StdDuration>,
+    /// Answer only once this gate is open.
+    pub gate: Option<Gate>,
     /// Never answer (the caller's own timeout or shutdown must cope).
     pub hang: bool,
     /// Fail these messages of the call, by position (all: `fail_all`).
@@ -130,6 +155,12 @@ impl Plan {
     pub fn delay(d: StdDuration) -> Self {
         Plan {
             delay: Some(d),
+            ..Plan::default()
+        }
+    }
+    pub fn gated(gate: &Gate) -> Self {
+        Plan {
+            gate: Some(gate.clone()),
             ..Plan::default()
         }
     }
@@ -213,6 +244,9 @@ impl Sink for MemorySink {
         }
         if let Some(d) = plan.delay {
             tokio::time::sleep(d).await;
+        }
+        if let Some(g) = &plan.gate {
+            g.passed().await;
         }
         let mut out = Vec::with_capacity(messages.len());
         let mut s = self.lock();

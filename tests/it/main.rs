@@ -5,6 +5,7 @@
     reason = "process tests compare with the real clock of the processes they start"
 )]
 
+mod beat;
 mod cli;
 mod clock;
 mod contract;
@@ -13,11 +14,13 @@ mod entries;
 mod failover;
 mod faults;
 mod golden;
+mod harness;
 mod hostile;
 mod http;
 mod jobs;
 mod outage;
 mod pg;
+mod releaser;
 mod reload;
 mod restart;
 mod run_errors;

@@ -214,3 +214,42 @@ fn a_second_run_on_the_same_sqlite_file_refuses_to_start() {
     );
     first.terminate(Duration::from_secs(10)).expect("stops");
 }
+
+#[test]
+fn a_task_that_dies_stops_run_with_a_non_zero_status_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let schedule = d.join("s.toml");
+    std::fs::write(&schedule, "[entries.a]\ntask = \"a.a\"\nevery = \"1h\"\n").unwrap();
+    // No SQS needed: the releaser dies as it starts (debug-build failpoint).
+    let out = stack::output_within(
+        stack::sqsbeat_command(d, "http://127.0.0.1:9", &schedule)
+            .env("SQSBEAT_FAILPOINT", "releaser"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a supervisor must see a failure"
+    );
+    let log = json_lines_of(&out.stderr);
+    assert!(
+        log.iter().any(|l| l["task"] == "releaser"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("panicked"))),
+        "the line names the task: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        log.iter().any(|l| l["message"] == "beat stopped"),
+        "the other tasks were stopped, not left running"
+    );
+}
+
+fn json_lines_of(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
