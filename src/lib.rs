@@ -10,31 +10,33 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`duration`] | the duration (`90s`, `1h30m`, `2w`) and instant grammar |
 //! | [`schedule`] | cron / crontab / interval → next fire instant, with the DST rules |
+//! | [`schedule::duration`] | the duration (`90s`, `1h30m`, `2w`) and instant grammar |
+//! | [`schedule::preview`] | what `sqsbeat next` shows |
 //! | [`entry`] | raw entry → validated [`entry::Entry`]; jitter; the entry's message |
-//! | [`schedule_file`] | schedule TOML text → entries + diagnostics with file and line |
+//! | [`entry::file`] | schedule TOML text → entries + diagnostics with file and line |
+//! | [`entry::merge`] | entries-table rows → entries; bad rows set aside; files and rows merged |
 //! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
-//! | [`celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
-//! | [`queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
-//! | [`tick`] | beat state + now → fires due, fires missed, next wake-up |
+//! | [`wire::celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
+//! | [`wire::queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
+//! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up |
 //! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |
-//! | [`preview`] | what `sqsbeat next` shows |
 //!
 //! Effectful, kept thin:
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`store`] | PostgreSQL or SQLite: migrations, run ledger, cursors, leader epoch |
-//! | [`db_entries`] | periodic entries in the database; change notifications |
-//! | [`jobstore`] | the jobs table: insert, query, cancel, claim for release |
-//! | [`leader`] | the PostgreSQL advisory-lock campaign and heartbeat |
-//! | [`sink`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes |
-//! | [`beat`] | the periodic driver loop: the one place that reads the wall clock |
-//! | [`releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
-//! | [`status`] | replica heartbeats and what `sqsbeat status` reads |
-//! | [`http`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
-//! | [`cli`], [`cmd`] | clap definitions; one module per command |
+//! | [`clock`] | the one place the wall clock and random ids are read |
+//! | [`store`] | PostgreSQL or SQLite: every SQL statement, one file per table |
+//! | [`wire::sink`] | the [`wire::sink::Sink`] seam the drivers send through; an in-memory sink for tests |
+//! | [`wire::sqs`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes |
+//! | [`beat::driver`] | the periodic driver: decide, claim (fenced), send, confirm |
+//! | [`jobs::releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
+//! | [`runtime`] | `sqsbeat run`: every long-running task in one supervised set |
+//! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat |
+//! | [`runtime::reload`] | schedule reloads and what triggers them |
+//! | [`runtime::http`], [`runtime::metrics`] | `/healthz`, `/readyz`, `/metrics` |
+//! | [`cli`], [`cmd`] | clap definitions; one thin module per command |
 //!
 //! # Our names and Celery's
 //!
@@ -48,7 +50,7 @@
 //! | `queue` | `options.queue` → `delivery_info.routing_key`; SQS name via kombu's mangling |
 //! | `expires` | `options.expires` → `headers.expires` + `properties.expiration` |
 //! | fire / slot | one due run of an entry (`last_run_at` in beat) |
-//! | periodic task id | random in beat; here UUIDv5(entry, slot), see [`celery::fire_task_id`] |
+//! | periodic task id | random in beat; here UUIDv5(entry, slot), see [`wire::celery::fire_task_id`] |
 //! | one-off job | `apply_async(eta=...)`, but held in the database until its last minutes |
 //! | release window | (none: Celery holds an `eta` task in the worker instead) |
 //! | `sqsbeat run` | `celery beat` |

@@ -8,7 +8,7 @@
 //! shutdown. On shutdown no new fire is decided, and every send already in
 //! flight finishes and has its outcome recorded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
-use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason};
+use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason, Skipped};
 use crate::clock::Clock;
 use crate::entry::Entry;
 use crate::runtime::leader::Role;
@@ -57,6 +57,8 @@ struct Sent {
     ids: Vec<String>,
     results: Vec<Result<(), SendError>>,
     accepted_at: DateTime<Utc>,
+    /// The accepted fires whose confirm failed.
+    unconfirmed: Vec<(String, DateTime<Utc>)>,
 }
 
 /// A write under this leader's epoch failed (fenced, or the database is
@@ -112,19 +114,25 @@ impl<S: Sink> Driver<S> {
         entries: Arc<Vec<Entry>>,
         epoch: i64,
     ) -> Result<Term<'_, S>, StoreError> {
-        let beat = self.resume(&entries, epoch).await?;
+        let (beat, misses) = self.resume(&entries, epoch).await?;
         let now = self.clock.now();
         Ok(Term {
             driver: self,
             beat,
             epoch,
             in_flight: JoinSet::new(),
+            misses,
+            unconfirmed: Vec::new(),
             earliest: now,
             seen: (now, Instant::now()),
         })
     }
 
-    async fn resume(&self, entries: &Arc<Vec<Entry>>, epoch: i64) -> Result<Beat, StoreError> {
+    async fn resume(
+        &self,
+        entries: &Arc<Vec<Entry>>,
+        epoch: i64,
+    ) -> Result<(Beat, Vec<store::Miss>), StoreError> {
         let start = self.clock.now();
         let store = &self.store;
         let stored = store.load_cursors().await?;
@@ -153,26 +161,37 @@ impl<S: Sink> Driver<S> {
             .enumerate()
             .map(|(i, e)| (e.name.as_str(), i))
             .collect();
-        let pending = store.unconfirmed().await?;
-        for (entry, slot, attempts) in pending {
+        let mut claims = Vec::new();
+        let mut misses = Vec::new();
+        for (entry, slot, attempts) in store.unconfirmed().await? {
             match index.get(entry.as_str()) {
-                Some(&i) => {
-                    info!(%entry, slot = %slot.to_rfc3339(), "re-sending a fire claimed but never confirmed");
-                    beat.retry(
-                        Fire {
-                            entry: i,
-                            nominal: slot,
-                            attempt: attempts.max(0) as u32,
-                        },
-                        start,
-                    );
-                }
+                Some(&i) => claims.push(Fire {
+                    entry: i,
+                    nominal: slot,
+                    attempt: attempts.max(0) as u32,
+                }),
                 None => {
-                    warn!(%entry, slot = %slot.to_rfc3339(), "unconfirmed fire of an entry no longer in the schedule; not sent")
+                    warn!(%entry, slot = %slot.to_rfc3339(), "unconfirmed fire of an entry no longer in the schedule; recorded as missed");
+                    misses.push(store::Miss {
+                        entry,
+                        slot,
+                        reason: "entry removed before the fire was confirmed".into(),
+                    });
                 }
             }
         }
-        Ok(beat)
+        let resent = claims.len();
+        let judged = beat.resume_claims(claims, start);
+        if resent > 0 {
+            info!(
+                claims = resent,
+                resent = resent - judged.len(),
+                "fires claimed but never confirmed: re-sending those catch_up still allows"
+            );
+        }
+        report_missed(&beat, &judged);
+        misses.extend(judged.iter().map(|m| miss_row(&beat, m)));
+        Ok((beat, misses))
     }
 }
 
@@ -184,6 +203,12 @@ pub struct Term<'a, S> {
     beat: Beat,
     epoch: i64,
     in_flight: JoinSet<Sent>,
+    /// Misses not recorded yet (superseded retries, judged claims), written
+    /// with the next decision.
+    misses: Vec<store::Miss>,
+    /// Fires SQS accepted whose confirm failed: confirmed again each turn,
+    /// so they are not re-sent at some later resume.
+    unconfirmed: Vec<(String, DateTime<Utc>)>,
     /// No tick before this instant (the gap after a firing tick).
     earliest: DateTime<Utc>,
     /// The last (wall, monotonic) reading, to notice clock steps.
@@ -247,14 +272,26 @@ impl<S: Sink> Term<'_, S> {
         while let Some(done) = self.in_flight.try_join_next() {
             self.settle(done);
         }
+        self.confirm_again().await;
         if now < self.earliest {
             return Ok(());
         }
         let decision = self.beat.tick(now);
         report_missed(&self.beat, &decision.missed);
+        report_skipped(&self.beat, &decision.skipped);
+        let mut misses = std::mem::take(&mut self.misses);
+        misses.extend(decision.missed.iter().map(|m| miss_row(&self.beat, m)));
+        misses.extend(decision.skipped.iter().map(|s| skipped_row(&self.beat, s)));
+        let touched: BTreeSet<usize> = decision
+            .due
+            .iter()
+            .map(|f| f.entry)
+            .chain(decision.missed.iter().map(|m| m.entry))
+            .chain(decision.skipped.iter().map(|s| s.entry))
+            .collect();
         let mut due = decision.due;
         let store = &self.driver.store;
-        match record(&self.beat, store, self.epoch, &due, &decision.missed).await {
+        match record(&self.beat, store, self.epoch, &due, &misses, touched).await {
             Ok(ours) => {
                 let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
                 due.retain(|f| {
@@ -287,12 +324,13 @@ impl<S: Sink> Term<'_, S> {
         self.in_flight.spawn(async move {
             let results = sink.send_all(outgoing).await;
             let accepted_at = clock.now();
-            confirm(&store, &keys, &results).await;
+            let unconfirmed = confirm(&store, &keys, &results).await;
             Sent {
                 due,
                 ids,
                 results,
                 accepted_at,
+                unconfirmed,
             }
         });
         self.earliest = now + TICK_GAP;
@@ -336,20 +374,55 @@ impl<S: Sink> Term<'_, S> {
 
     /// Logs each outcome of a finished send and puts failures back for retry.
     fn settle(&mut self, done: Result<Sent, tokio::task::JoinError>) {
-        settle(&mut self.beat, done)
+        let sent = match done {
+            Ok(s) => s,
+            // Unreachable in practice (send tasks do not panic); if one did,
+            // its fires stay claimed in the ledger, and the next term's
+            // resume judges them.
+            Err(e) => {
+                warn!(error = %e, "a send task failed; its fires stay claimed until the next term");
+                return;
+            }
+        };
+        self.unconfirmed.extend(sent.unconfirmed.iter().cloned());
+        let misses = settle(&mut self.beat, sent);
+        report_missed(&self.beat, &misses);
+        let rows: Vec<store::Miss> = misses.iter().map(|m| miss_row(&self.beat, m)).collect();
+        self.misses.extend(rows);
+    }
+
+    /// Confirms again the fires whose confirm failed after SQS took them.
+    async fn confirm_again(&mut self) {
+        if self.unconfirmed.is_empty() {
+            return;
+        }
+        match self.driver.store.confirm_sent(&self.unconfirmed).await {
+            Ok(()) => {
+                info!(
+                    fires = self.unconfirmed.len(),
+                    "confirmed sent fires on a second try"
+                );
+                self.unconfirmed.clear();
+            }
+            Err(e) => {
+                warn!(error = %e, fires = self.unconfirmed.len(), "still cannot confirm sent fires; trying again next turn")
+            }
+        }
     }
 }
 
-/// Claims due fires and records misses under `epoch`; returns the fires
-/// that are this leader's to send.
+/// Claims due fires and records misses and the touched entries' cursors
+/// under `epoch`, in one fenced transaction; returns the fires that are
+/// this leader's to send.
 async fn record(
     beat: &Beat,
     store: &Store,
     epoch: i64,
     due: &[Fire],
-    missed: &[crate::beat::tick::Missed],
+    misses: &[store::Miss],
+    touched: BTreeSet<usize>,
 ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    if due.is_empty() && missed.is_empty() {
+    if due.is_empty() && misses.is_empty() {
         return Ok(Vec::new());
     }
     let claims: Vec<store::Claim> = due
@@ -363,19 +436,6 @@ async fn record(
                 queue: e.queue.clone(),
             }
         })
-        .collect();
-    let misses: Vec<store::Miss> = missed
-        .iter()
-        .map(|m| store::Miss {
-            entry: beat.entries()[m.entry].name.clone(),
-            slot: m.nominal,
-            reason: miss_reason(m.reason),
-        })
-        .collect();
-    let touched: std::collections::BTreeSet<usize> = due
-        .iter()
-        .map(|f| f.entry)
-        .chain(missed.iter().map(|m| m.entry))
         .collect();
     // Only the touched entries: building every cursor here made each tick
     // O(entries) (3 ms per tick at 100 000 entries).
@@ -391,8 +451,42 @@ async fn record(
         })
         .collect();
     store
-        .record_decision(epoch, &claims, &misses, &cursors)
+        .record_decision(epoch, &claims, misses, &cursors)
         .await
+}
+
+/// The ledger row of a missed slot.
+fn miss_row(beat: &Beat, m: &crate::beat::tick::Missed) -> store::Miss {
+    store::Miss {
+        entry: beat.entries()[m.entry].name.clone(),
+        slot: m.nominal,
+        reason: miss_reason(m.reason),
+    }
+}
+
+/// The one ledger row of a skipped backlog, at its first slot.
+fn skipped_row(beat: &Beat, s: &Skipped) -> store::Miss {
+    store::Miss {
+        entry: beat.entries()[s.entry].name.clone(),
+        slot: s.first,
+        reason: format!(
+            "beyond the catch-up bound: every slot from here through {} was skipped",
+            s.through.to_rfc3339()
+        ),
+    }
+}
+
+fn report_skipped(beat: &Beat, skipped: &[Skipped]) {
+    for s in skipped {
+        let e = &beat.entries()[s.entry];
+        warn!(entry = %e.name, first = %s.first.to_rfc3339(), through = %s.through.to_rfc3339(), "missed fires: a backlog longer than a tick walks was skipped to the slots catch_up may still send");
+        crate::runtime::metrics::get()
+            .fires_missed
+            .get_or_create(&crate::runtime::metrics::Reason {
+                reason: "bound".to_string(),
+            })
+            .inc();
+    }
 }
 
 /// Confirms what SQS accepted and notes what it did not. A confirm that
@@ -402,16 +496,20 @@ async fn confirm(
     store: &Store,
     keys: &[(String, DateTime<Utc>)],
     results: &[Result<(), SendError>],
-) {
+) -> Vec<(String, DateTime<Utc>)> {
     let sent: Vec<(String, DateTime<Utc>)> = keys
         .iter()
         .zip(results)
         .filter(|(_, r)| r.is_ok())
         .map(|(k, _)| k.clone())
         .collect();
-    if let Err(e) = store.confirm_sent(&sent).await {
-        warn!(error = %e, fires = sent.len(), "could not confirm sent fires; they stay claimed");
-    }
+    let unconfirmed = match store.confirm_sent(&sent).await {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            warn!(error = %e, fires = sent.len(), "could not confirm sent fires; trying again next turn");
+            sent
+        }
+    };
     for (k, r) in keys.iter().zip(results) {
         if let Err(err) = r
             && let Err(e) = store.record_failure(&k.0, k.1, &err.to_string()).await
@@ -419,6 +517,7 @@ async fn confirm(
             warn!(error = %e, "could not record a send failure");
         }
     }
+    unconfirmed
 }
 
 /// A step is not acted on: fires follow the wall clock, and the tick's
@@ -454,6 +553,9 @@ fn miss_reason(r: MissReason) -> String {
         MissReason::Expired => "expired before it could be sent".to_string(),
         MissReason::CatchUp(p) => format!("later than grace; catch_up = {}", p.as_str()),
         MissReason::Bound => "beyond the catch-up bound".to_string(),
+        MissReason::Superseded => {
+            "superseded: a newer slot of the entry was sent or is waiting to be".to_string()
+        }
     }
 }
 
@@ -465,6 +567,7 @@ fn report_missed(beat: &Beat, missed: &[crate::beat::tick::Missed]) {
             MissReason::Expired => "expired".to_string(),
             MissReason::CatchUp(p) => format!("catch_up_{}", p.as_str()),
             MissReason::Bound => "bound".to_string(),
+            MissReason::Superseded => "superseded".to_string(),
         };
         crate::runtime::metrics::get()
             .fires_missed
@@ -504,22 +607,17 @@ fn build(
     (outgoing, ids)
 }
 
-/// Logs each outcome of a finished send and puts failures back for retry.
-fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
+/// Logs each outcome of a finished send and puts failures back for retry;
+/// returns the fires that gave way (superseded) as a result.
+fn settle(beat: &mut Beat, sent: Sent) -> Vec<crate::beat::tick::Missed> {
     let Sent {
         due,
         ids,
         results,
         accepted_at,
-    } = match done {
-        Ok(s) => s,
-        // Unreachable in practice (send tasks do not panic); if one did, its
-        // fires have no outcome and are lost from memory, which the log says.
-        Err(e) => {
-            warn!(error = %e, "a send task failed; its fires have no recorded outcome");
-            return;
-        }
-    };
+        ..
+    } = sent;
+    let mut missed = Vec::new();
     for ((fire, id), result) in due.into_iter().zip(ids).zip(results) {
         let e = &beat.entries()[fire.entry];
         let span = info_span!("fire", entry = %e.name, task_id = %id, queue = %e.queue);
@@ -536,12 +634,14 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
                     .inc();
                 m.fire_lateness.observe(late_ms.max(0) as f64 / 1000.0);
                 info!(
-                task = %e.task,
-                slot = %fire.nominal.to_rfc3339(),
-                late_ms,
-                attempt = fire.attempt,
-                "sent"
+                    task = %e.task,
+                    slot = %fire.nominal.to_rfc3339(),
+                    late_ms,
+                    attempt = fire.attempt,
+                    "sent"
                 );
+                drop(_enter);
+                missed.extend(beat.sent(fire));
             }
             Err(err) => {
                 crate::runtime::metrics::get()
@@ -560,8 +660,9 @@ fn settle(beat: &mut Beat, done: Result<Sent, tokio::task::JoinError>) {
                     "send failed; will retry"
                 );
                 drop(_enter);
-                beat.retry(fire, accepted_at + delay);
+                missed.extend(beat.retry(fire, accepted_at + delay));
             }
         }
     }
+    missed
 }

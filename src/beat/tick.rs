@@ -14,20 +14,30 @@
 //!   sends the most recent late slot once unless an on-time slot is due
 //!   anyway, `all` sends each (the most recent `max_catch_up`), `none`
 //!   sends none.
+//!
+//! The same rules bound what failing sends and unconfirmed claims can do:
+//! an entry holds at most as many fires awaiting a retry as its `catch_up`
+//! would send after an outage (`latest`, `none`: one; `all`:
+//! `max_catch_up`), the oldest giving way; a retry that has become late
+//! follows `catch_up` like any late slot. So a queue deleted for a day
+//! costs one pending fire per entry, not one per slot, and its recovery
+//! sends what `catch_up` says, not the whole day at once.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use crate::entry::{CatchUp, Entry};
 
 /// Most late slots one entry sends at once under `catch_up = "all"`.
 pub const DEFAULT_MAX_CATCH_UP: usize = 100;
-/// Slots examined per entry per tick before the rest count as missed, so a
-/// long pause of a per-second entry cannot stall a tick.
-const MAX_SLOTS_PER_TICK: usize = 100_000;
+/// Most slots of one entry a tick walks through. A longer backlog (a
+/// per-second entry after a day down, a clock that jumped a year) is
+/// skipped in one step to where the slots `catch_up` may still send begin,
+/// and recorded as one skipped span.
+const MAX_WALK: usize = 10_000;
 
 /// One fire to send: an entry's nominal slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,8 +55,11 @@ pub enum MissReason {
     Expired,
     /// Later than `grace` and the `catch_up` policy skips it.
     CatchUp(CatchUp),
-    /// More late slots than `max_catch_up`, or than one tick examines.
+    /// More late slots than `max_catch_up`.
     Bound,
+    /// It was failing to send when a newer slot of the entry took its place
+    /// (sent, or waiting for a retry itself).
+    Superseded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +69,21 @@ pub struct Missed {
     pub reason: MissReason,
 }
 
+/// A backlog too long to walk slot by slot: every slot of `entry` after
+/// `first` (itself included) and up to `through` was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    pub entry: usize,
+    pub first: DateTime<Utc>,
+    pub through: DateTime<Utc>,
+}
+
 /// What one tick decided.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Decision {
     pub due: Vec<Fire>,
     pub missed: Vec<Missed>,
+    pub skipped: Vec<Skipped>,
 }
 
 /// An entry's next slot in the heap: (send instant, entry, nominal slot),
@@ -76,8 +99,11 @@ pub struct Beat {
     cursors: Vec<DateTime<Utc>>,
     /// Each enabled entry's next slot.
     heap: BinaryHeap<Pending>,
-    /// Fires that failed to send, by when to try again.
+    /// Fires that failed to send, by when to try again. Entries taken out
+    /// of `waiting` (superseded) are skipped when they surface.
     retries: BinaryHeap<Reverse<(DateTime<Utc>, Fire)>>,
+    /// The slots of each entry waiting for a retry (few entries, few slots).
+    waiting: HashMap<usize, BTreeSet<DateTime<Utc>>>,
     max_catch_up: usize,
 }
 
@@ -99,6 +125,7 @@ impl Beat {
             cursors,
             heap: BinaryHeap::new(),
             retries: BinaryHeap::new(),
+            waiting: HashMap::new(),
             max_catch_up: max_catch_up.max(1),
         };
         for i in 0..beat.entries.len() {
@@ -136,13 +163,104 @@ impl Beat {
         }
     }
 
-    /// Puts a fire that failed to send back, to be due again at `at`.
-    pub fn retry(&mut self, fire: Fire, at: DateTime<Utc>) {
-        let fire = Fire {
-            attempt: fire.attempt + 1,
-            ..fire
+    /// How many fires of entry `i` may wait for a retry at once: what its
+    /// `catch_up` would send after an outage.
+    fn retry_cap(&self, i: usize) -> usize {
+        match self.entries[i].catch_up {
+            CatchUp::All => self.max_catch_up,
+            CatchUp::Latest | CatchUp::None => 1,
+        }
+    }
+
+    /// Puts a fire that failed to send back, to be due again at `at`. If
+    /// its entry already holds as many waiting fires as it may, the oldest
+    /// gives way and is returned as missed (it may be this one).
+    pub fn retry(&mut self, fire: Fire, at: DateTime<Utc>) -> Option<Missed> {
+        let cap = self.retry_cap(fire.entry);
+        let slots = self.waiting.entry(fire.entry).or_default();
+        slots.insert(fire.nominal);
+        let dropped = (slots.len() > cap).then(|| slots.pop_first()).flatten();
+        if dropped != Some(fire.nominal) {
+            self.retries.push(Reverse((
+                at,
+                Fire {
+                    attempt: fire.attempt + 1,
+                    ..fire
+                },
+            )));
+        }
+        dropped.map(|nominal| Missed {
+            entry: fire.entry,
+            nominal,
+            reason: MissReason::Superseded,
+        })
+    }
+
+    /// Notes that a fire was sent: older fires of its entry still waiting
+    /// for a retry are superseded, unless the entry catches up on `all`.
+    pub fn sent(&mut self, fire: Fire) -> Vec<Missed> {
+        if self.entries[fire.entry].catch_up == CatchUp::All {
+            return Vec::new();
+        }
+        let Some(slots) = self.waiting.get_mut(&fire.entry) else {
+            return Vec::new();
         };
-        self.retries.push(Reverse((at, fire)));
+        let newer = slots.split_off(&fire.nominal);
+        let older = std::mem::replace(slots, newer);
+        older
+            .into_iter()
+            .map(|nominal| Missed {
+                entry: fire.entry,
+                nominal,
+                reason: MissReason::Superseded,
+            })
+            .collect()
+    }
+
+    /// Claims found unconfirmed in the ledger at the start of a term (a
+    /// leader died or its confirm failed between send and confirm): each is
+    /// judged like a late slot at `now`. Those still worth sending are due
+    /// at once, with their attempt counts; the rest come back as missed.
+    pub fn resume_claims(&mut self, claims: Vec<Fire>, now: DateTime<Utc>) -> Vec<Missed> {
+        let mut missed = Vec::new();
+        let mut by_entry: HashMap<usize, Vec<Fire>> = HashMap::new();
+        for c in claims {
+            by_entry.entry(c.entry).or_default().push(c);
+        }
+        for (i, mut fires) in by_entry {
+            // Newest first: they are the ones catch_up keeps.
+            fires.sort_by_key(|f| Reverse(f.nominal));
+            let entries = self.entries.clone();
+            let e = &entries[i];
+            let mut kept = 0;
+            for f in fires {
+                let reason = if self.expired(i, f.nominal, now) {
+                    Some(MissReason::Expired)
+                } else if now - e.send_at(f.nominal) <= e.grace {
+                    None
+                } else {
+                    match e.catch_up {
+                        CatchUp::None => Some(MissReason::CatchUp(CatchUp::None)),
+                        CatchUp::Latest if kept >= 1 => Some(MissReason::CatchUp(CatchUp::Latest)),
+                        CatchUp::All if kept >= self.max_catch_up => Some(MissReason::Bound),
+                        _ => None,
+                    }
+                };
+                match reason {
+                    Some(reason) => missed.push(Missed {
+                        entry: i,
+                        nominal: f.nominal,
+                        reason,
+                    }),
+                    None => {
+                        kept += 1;
+                        let attempt = f.attempt.saturating_sub(1);
+                        missed.extend(self.retry(Fire { attempt, ..f }, now));
+                    }
+                }
+            }
+        }
+        missed
     }
 
     /// Decides everything due at `now`.
@@ -153,15 +271,7 @@ impl Beat {
                 break;
             }
             self.retries.pop();
-            if self.expired(fire.entry, fire.nominal, now) {
-                d.missed.push(Missed {
-                    entry: fire.entry,
-                    nominal: fire.nominal,
-                    reason: MissReason::Expired,
-                });
-            } else {
-                d.due.push(fire);
-            }
+            self.decide_retry(fire, now, &mut d);
         }
         while let Some(Reverse((at, i, _))) = self.heap.peek().copied() {
             if at > now {
@@ -174,12 +284,125 @@ impl Beat {
         d
     }
 
+    /// A retry that came due: sent again, unless it expired, or it has
+    /// become late and its entry's `catch_up` would not send it.
+    fn decide_retry(&mut self, fire: Fire, now: DateTime<Utc>, d: &mut Decision) {
+        let still_waiting = self
+            .waiting
+            .get_mut(&fire.entry)
+            .is_some_and(|s| s.remove(&fire.nominal));
+        if !still_waiting {
+            // Superseded while it waited; already reported.
+            return;
+        }
+        let e = &self.entries[fire.entry];
+        let reason = if self.expired(fire.entry, fire.nominal, now) {
+            Some(MissReason::Expired)
+        } else if e.catch_up == CatchUp::None && now - e.send_at(fire.nominal) > e.grace {
+            Some(MissReason::CatchUp(CatchUp::None))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => d.missed.push(Missed {
+                entry: fire.entry,
+                nominal: fire.nominal,
+                reason,
+            }),
+            None => d.due.push(fire),
+        }
+    }
+
     fn expired(&self, i: usize, nominal: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         self.entries[i].expires.is_some_and(|x| nominal + x <= now)
     }
 
-    /// Every slot of entry `i` whose send instant is at or before `now`.
+    /// Where to start walking entry `i`'s backlog at `now`: its cursor, or,
+    /// when more than [`MAX_WALK`] slots are due, a later instant from which
+    /// the walk still sees every slot `catch_up` could send (the most recent
+    /// late ones and every on-time one). The span in between is skipped.
+    fn walk_start(&self, i: usize, now: DateTime<Utc>) -> (DateTime<Utc>, Option<Skipped>) {
+        let e = &self.entries[i];
+        let cursor = self.cursors[i];
+        // The common case, one slot due (or none), costs two steps.
+        let second_due = e
+            .next_after(cursor)
+            .and_then(|f| e.next_after(f.at))
+            .is_some_and(|f| e.send_at(f.at) <= now);
+        if !second_due {
+            return (cursor, None);
+        }
+        let due_after = |from: DateTime<Utc>, limit: usize| {
+            let mut n = 0;
+            let mut at = from;
+            while let Some(f) = e.next_after(at) {
+                if e.send_at(f.at) > now || n > limit {
+                    break;
+                }
+                n += 1;
+                at = f.at;
+            }
+            n
+        };
+        if due_after(cursor, MAX_WALK) <= MAX_WALK {
+            return (cursor, None);
+        }
+        let keep = match e.catch_up {
+            CatchUp::All => self.max_catch_up,
+            CatchUp::Latest | CatchUp::None => 1,
+        };
+        let late_edge = now - e.grace - e.jitter.unwrap_or_else(Duration::zero);
+        // Widen a look-back window until it holds `keep` late slots; it
+        // starts at one period and doubles, so it costs about twice the
+        // final window.
+        let period = match e
+            .next_after(cursor)
+            .and_then(|a| Some((a.at, e.next_after(a.at)?.at)))
+        {
+            Some((a, b)) => (b - a).max(Duration::milliseconds(1)),
+            None => return (cursor, None),
+        };
+        let mut back = period;
+        let start = loop {
+            let from = late_edge - back;
+            if from <= cursor {
+                break cursor;
+            }
+            let late = {
+                let mut n = 0;
+                let mut at = from;
+                while let Some(f) = e.next_after(at) {
+                    if f.at > late_edge || n >= keep {
+                        break;
+                    }
+                    n += 1;
+                    at = f.at;
+                }
+                n
+            };
+            if late >= keep {
+                break from;
+            }
+            back = back * 2;
+        };
+        match e.next_after(cursor) {
+            Some(first) if start > cursor && first.at <= start => (
+                start,
+                Some(Skipped {
+                    entry: i,
+                    first: first.at,
+                    through: start,
+                }),
+            ),
+            _ => (cursor, None),
+        }
+    }
+
+    /// Every slot of entry `i` whose send instant is at or before `now`,
+    /// at most [`MAX_WALK`] of them (the rest wait for the next tick).
     fn decide_entry(&mut self, i: usize, now: DateTime<Utc>, d: &mut Decision) {
+        let (start, skipped) = self.walk_start(i, now);
+        d.skipped.extend(skipped);
         let e = &self.entries[i];
         let mut on_time = Vec::new();
         // Late slots in order; only the most recent `keep` can still be sent.
@@ -188,24 +411,15 @@ impl Beat {
             CatchUp::Latest => 1,
             CatchUp::None => 0,
         };
-        let mut late: std::collections::VecDeque<DateTime<Utc>> = std::collections::VecDeque::new();
-        let mut cursor = self.cursors[i];
-        let mut examined = 0;
+        let mut late: VecDeque<DateTime<Utc>> = VecDeque::new();
+        let mut cursor = start;
+        let mut walked = 0;
         while let Some(f) = e.next_after(cursor) {
-            if e.send_at(f.at) > now {
+            if e.send_at(f.at) > now || walked == MAX_WALK {
                 break;
             }
             cursor = f.at;
-            examined += 1;
-            if examined > MAX_SLOTS_PER_TICK {
-                // Skip ahead: the rest of this backlog is missed in bulk.
-                d.missed.push(Missed {
-                    entry: i,
-                    nominal: f.at,
-                    reason: MissReason::Bound,
-                });
-                continue;
-            }
+            walked += 1;
             if self.expired(i, f.at, now) {
                 d.missed.push(Missed {
                     entry: i,
@@ -579,5 +793,178 @@ mod tests {
         for m in &d.missed {
             assert!(seen.insert((m.entry, m.nominal)));
         }
+    }
+
+    #[test]
+    fn a_long_backlog_keeps_the_newest_slots_and_bounds_the_work() {
+        // An every-second entry down for two days: 172 800 slots behind.
+        let start = at("2026-11-23T10:00:00Z");
+        for (policy, late_sent) in [("latest", 0), ("all", 100), ("none", 0)] {
+            let e = entry("s", |r| {
+                r.every = Some("1s".into());
+                r.catch_up = Some(policy.into());
+            });
+            let mut beat = Beat::new(
+                vec![e],
+                start,
+                |_| Some(start - chrono::Duration::days(2)),
+                100,
+            );
+            let d = beat.tick(start);
+            // The 61 slots within grace (1m) are on time and go out, the
+            // newest of them `start` itself; `all` adds the 100 late ones
+            // just before them; `latest` adds none beside on-time fires.
+            assert_eq!(d.due.len(), 61 + late_sent, "{policy}");
+            assert_eq!(d.due.iter().map(|f| f.nominal).max(), Some(start));
+            let oldest_due = d.due.iter().map(|f| f.nominal).min().unwrap();
+            assert_eq!(
+                oldest_due,
+                start - chrono::Duration::seconds(60 + late_sent as i64),
+                "{policy}"
+            );
+            // The rest is one skipped span plus a bounded number of misses.
+            assert_eq!(d.skipped.len(), 1, "{policy}");
+            assert_eq!(
+                d.skipped[0].first,
+                start - chrono::Duration::days(2) + chrono::Duration::seconds(1)
+            );
+            assert!(d.skipped[0].through < oldest_due);
+            assert!(d.missed.len() <= MAX_WALK, "{policy}: {}", d.missed.len());
+            assert_eq!(beat.cursor(0), start);
+        }
+    }
+
+    #[test]
+    fn a_long_cron_backlog_is_skipped_too() {
+        let start = at("2026-11-23T10:00:30Z");
+        let e = entry("c", |r| {
+            r.every = None;
+            r.cron = Some("* * * * * *".into());
+        });
+        let mut beat = Beat::new(
+            vec![e],
+            start,
+            |_| Some(start - chrono::Duration::days(3)),
+            100,
+        );
+        let d = beat.tick(start);
+        assert_eq!(d.due.len(), 61);
+        assert_eq!(d.skipped.len(), 1);
+        assert!(d.missed.len() <= 2);
+    }
+
+    #[test]
+    fn a_failing_entry_holds_one_retry_and_recovers_as_catch_up_says() {
+        // Every send of an every-second entry fails for 1 000 s (a deleted
+        // queue): one fire waits for a retry at any time, the older ones
+        // give way, and recovery sends only what `latest` allows.
+        let start = at("2026-11-21T10:00:00Z");
+        let e = entry("s", |r| r.every = Some("1s".into()));
+        let mut beat = Beat::new(vec![e], start, |_| None, 100);
+        let mut superseded = 0;
+        for s in 1..=1000 {
+            let now = start + chrono::Duration::seconds(s);
+            let d = beat.tick(now);
+            superseded += d.missed.len();
+            for f in d.due {
+                superseded += beat
+                    .retry(f, now + chrono::Duration::seconds(2))
+                    .into_iter()
+                    .count();
+            }
+            assert!(beat.waiting.values().map(|w| w.len()).sum::<usize>() <= 1);
+            assert!(
+                beat.retries.len() <= 3,
+                "lazy deletions stay few: {}",
+                beat.retries.len()
+            );
+        }
+        assert!(superseded >= 997, "{superseded}");
+        // Recovered: the next tick sends the waiting retry and the new slot.
+        let d = beat.tick(start + chrono::Duration::seconds(1003));
+        assert!(d.due.len() <= 4, "{:?}", d.due);
+    }
+
+    #[test]
+    fn a_newer_fire_sent_supersedes_older_retries_unless_catch_up_is_all() {
+        let start = at("2026-11-21T10:00:00Z");
+        let latest = entry("l", |r| r.every = Some("1s".into()));
+        let all = entry("a", |r| {
+            r.every = Some("1s".into());
+            r.catch_up = Some("all".into());
+        });
+        let mut beat = Beat::new(vec![latest, all], start, |_| None, 100);
+        let d = beat.tick(start + chrono::Duration::seconds(1));
+        for f in &d.due {
+            assert_eq!(beat.retry(*f, start + chrono::Duration::seconds(30)), None);
+        }
+        let d = beat.tick(start + chrono::Duration::seconds(2));
+        let mut gone = Vec::new();
+        for f in d.due {
+            gone.extend(beat.sent(f));
+        }
+        assert_eq!(
+            gone.len(),
+            1,
+            "only `latest` gives up its older fire: {gone:?}"
+        );
+        assert_eq!(gone[0].entry, 0);
+        assert_eq!(gone[0].reason, MissReason::Superseded);
+        let d = beat.tick(start + chrono::Duration::seconds(30));
+        assert!(
+            d.due
+                .iter()
+                .any(|f| f.entry == 1 && f.nominal == start + chrono::Duration::seconds(1))
+        );
+        assert!(
+            !d.due
+                .iter()
+                .any(|f| f.entry == 0 && f.nominal == start + chrono::Duration::seconds(1))
+        );
+    }
+
+    #[test]
+    fn claims_unconfirmed_at_resume_follow_grace_and_catch_up() {
+        // A leader died (or its confirms failed) days ago with claims in the
+        // ledger: a new term sends only what a late slot would get.
+        let now = at("2026-11-25T10:00:00Z");
+        let latest = entry("latest", |_| {});
+        let none = entry("none", |r| r.catch_up = Some("none".into()));
+        let expiring = entry("exp", |r| r.expires = Some("10m".into()));
+        let fresh = entry("fresh", |_| {});
+        let mut beat = Beat::new(vec![latest, none, expiring, fresh], now, |_| None, 100);
+        let old = |m: i64| now - chrono::Duration::minutes(m);
+        let claim = |entry, nominal| Fire {
+            entry,
+            nominal,
+            attempt: 1,
+        };
+        let missed = beat.resume_claims(
+            vec![
+                claim(0, old(3000)),
+                claim(0, old(2000)),
+                claim(1, old(3000)),
+                claim(2, old(3000)),
+                claim(3, now - chrono::Duration::seconds(20)),
+            ],
+            now,
+        );
+        let why = |e: usize, t| {
+            missed
+                .iter()
+                .find(|m| m.entry == e && m.nominal == t)
+                .map(|m| m.reason)
+        };
+        assert_eq!(
+            why(0, old(3000)),
+            Some(MissReason::CatchUp(CatchUp::Latest))
+        );
+        assert_eq!(why(0, old(2000)), None, "the newest late one goes once");
+        assert_eq!(why(1, old(3000)), Some(MissReason::CatchUp(CatchUp::None)));
+        assert_eq!(why(2, old(3000)), Some(MissReason::Expired));
+        let d = beat.tick(now);
+        let mut resent: Vec<(usize, u32)> = d.due.iter().map(|f| (f.entry, f.attempt)).collect();
+        resent.sort();
+        assert_eq!(resent, [(0, 1), (3, 1)], "with their attempt counts");
     }
 }

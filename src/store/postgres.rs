@@ -78,6 +78,8 @@ impl PgStore {
             .bind(schema_lock_key(schema))
             .execute(&mut *tx)
             .await?;
+        // A claimed fire later decided missed (it expired while failing, was
+        // superseded, or its entry was removed) settles its row; `sent` stays.
         sqlx::query(AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
         )))
@@ -183,7 +185,8 @@ pub async fn record_decision(
             "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason)
              SELECT e, s, '00000000-0000-0000-0000-000000000000', '', $4, 'missed', r
              FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS u(e, s, r)
-             ON CONFLICT (entry, slot) DO NOTHING",
+             ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = EXCLUDED.reason
+               WHERE ledger.outcome = 'claimed'",
         )
         .bind(&entries)
         .bind(&slots)

@@ -174,10 +174,13 @@ impl SqliteStore {
             }
         }
         for m in misses {
+            // A claimed fire later decided missed (it expired while failing, was
+            // superseded, or its entry was removed) settles its row; `sent` stays.
             sqlx::query(
                 "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
                  VALUES (?1, ?2, '00000000-0000-0000-0000-000000000000', '', ?3, 'missed', ?4, ?5)
-                 ON CONFLICT (entry, slot) DO NOTHING",
+                 ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason
+               WHERE ledger.outcome = 'claimed'",
             )
             .bind(&m.entry)
             .bind(ts(m.slot))

@@ -194,3 +194,90 @@ async fn shutdown_drains_and_confirms_sends_in_flight() {
         "confirmed before the drain returned"
     );
 }
+
+/// The state a leader leaves when it dies between claim and confirm: its
+/// claim in the ledger, never confirmed.
+async fn dead_leader_claim(h: &Harness, entry: &str, slot: DateTime<Utc>) {
+    let epoch = h.new_epoch().await;
+    let claim = sqsbeat::store::Claim {
+        entry: entry.into(),
+        slot,
+        task_id: fire_task_id(entry, slot),
+        queue: "celery".into(),
+    };
+    let cursor = sqsbeat::store::Cursor {
+        entry: entry.into(),
+        cursor: slot,
+        enabled: true,
+    };
+    h.store
+        .record_decision(epoch, &[claim], &[], &[cursor])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_fire_claimed_but_never_confirmed_is_resent_with_its_task_id() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:20Z")).await;
+    let slot = at("2026-11-21T10:00:00Z");
+    dead_leader_claim(&h, "once", slot).await;
+    let once = "[entries.once]\ntask = \"r.once\"\nevery = \"1h\"\ncatch_up = \"none\"\n";
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(Arc::new(entries(once)), epoch).await.unwrap();
+    term.turn(h.at("2026-11-21T10:00:20Z")).await.unwrap();
+    term.drain().await;
+    assert_eq!(
+        h.accepted_ids(),
+        ids("once", [slot]),
+        "the same task id as the claim"
+    );
+    let ledger = h.ledger().await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!((ledger[0].1, ledger[0].2.as_str()), (slot, "sent"));
+}
+
+#[tokio::test]
+async fn an_unconfirmed_claim_days_old_follows_catch_up_instead_of_being_resent() {
+    // Regression: a claim whose confirm failed while the leader stayed
+    // healthy was re-sent at the next resume however old it was.
+    let h = Harness::sqlite(at("2026-11-23T10:00:00.500Z")).await;
+    let slot = at("2026-11-21T10:00:00Z");
+    dead_leader_claim(&h, "once", slot).await;
+    let once = "[entries.once]\ntask = \"r.once\"\nevery = \"1h\"\ncatch_up = \"none\"\n";
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(Arc::new(entries(once)), epoch).await.unwrap();
+    term.turn(h.at("2026-11-23T10:00:00.500Z")).await.unwrap();
+    term.drain().await;
+    assert!(
+        !h.accepted_ids().contains(&fire_task_id("once", slot)),
+        "a two-day-old fire is not sent under catch_up = none"
+    );
+    let row = h.ledger().await.into_iter().find(|r| r.1 == slot).unwrap();
+    assert_eq!(row.2, "missed", "{row:?}");
+}
+
+#[tokio::test]
+async fn an_unconfirmed_claim_of_a_removed_entry_is_recorded_missed() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:20Z")).await;
+    let slot = at("2026-11-21T10:00:00Z");
+    dead_leader_claim(&h, "gone", slot).await;
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_MINUTE)), epoch)
+        .await
+        .unwrap();
+    term.turn(h.at("2026-11-21T10:00:20Z")).await.unwrap();
+    term.drain().await;
+    assert!(h.sink.accepted().is_empty());
+    let row = h
+        .ledger()
+        .await
+        .into_iter()
+        .find(|r| r.0 == "gone")
+        .unwrap();
+    assert_eq!(row.2, "missed", "not left claimed forever: {row:?}");
+    assert!(row.3.contains("removed"), "{row:?}");
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::pg::TestDb;
 use crate::stack;
@@ -129,79 +129,4 @@ fn restarts_follow_catch_up(rt: &tokio::runtime::Runtime, db_url: Option<&str>) 
         toggle.iter().any(|(t, o)| *t >= run2_start && o == "sent"),
         "it fires again once re-enabled"
     );
-}
-
-#[test]
-fn a_fire_claimed_but_never_confirmed_is_resent_with_its_task_id() {
-    // The state a leader leaves when it dies between claim and confirm.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let slot = (Utc::now() - chrono::Duration::seconds(20))
-        .with_nanosecond(0)
-        .unwrap();
-    let task_id = sqsbeat::wire::celery::fire_task_id("once", slot);
-    rt.block_on(async {
-        let s = sqsbeat::store::SqliteStore::open(&d.join("sqsbeat.db"))
-            .await
-            .unwrap();
-        let (_lock, epoch) = s.lock_for_run("dead-leader").await.unwrap();
-        let store = sqsbeat::store::Store::Sqlite(s);
-        let claim = sqsbeat::store::Claim {
-            entry: "once".into(),
-            slot,
-            task_id,
-            queue: "rs".into(),
-        };
-        let cursor = sqsbeat::store::Cursor {
-            entry: "once".into(),
-            cursor: slot,
-            enabled: true,
-        };
-        store
-            .record_decision(epoch, &[claim], &[], &[cursor])
-            .await
-            .unwrap();
-    });
-    let (_moto, endpoint) = stack::moto(d);
-    stack::config_creating_queues(d);
-    let path = d.join("s.toml");
-    // catch_up = none and a short grace: only the unconfirmed claim, not
-    // the slots missed since, may go out for the past.
-    std::fs::write(&path, "[entries.once]\ntask = \"r.once\"\nevery = \"1h\"\nqueue = \"rs\"\ncatch_up = \"none\"\ngrace = \"1s\"\n").unwrap();
-    let mut p = stack::sqsbeat_replica(d, &endpoint, &path, "run.log", None);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let sent = loop {
-        if let Some(l) = crate::stack::json_lines(&d.join("run.log"))
-            .into_iter()
-            .find(|l| l["message"] == "sent")
-        {
-            break l;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            std::fs::read_to_string(d.join("run.log"))
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        p.terminate(Duration::from_secs(10))
-            .is_some_and(|s| s.success())
-    );
-    assert_eq!(
-        sent["span"]["task_id"],
-        task_id.to_string(),
-        "the same task id as the original claim"
-    );
-    assert_eq!(sent["slot"], slot.to_rfc3339());
-    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
-    assert!(
-        log.contains("re-sending a fire claimed but never confirmed"),
-        "{log}"
-    );
-    let rows = rt.block_on(stack::ledger(None, d));
-    let once: Vec<_> = rows.iter().filter(|r| r.0 == "once").collect();
-    assert_eq!(once.len(), 1, "{once:?}");
-    assert_eq!((once[0].1, once[0].2.as_str()), (slot, "sent"));
 }
