@@ -1,6 +1,7 @@
 //! The `sqsbeat` binary: parse the command line, set up logging, dispatch,
 //! map outcomes to exit codes (0 ok, 1 invalid input or failure, 2 usage).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,11 +23,18 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("SQSBEAT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    // The AWS SDK logs its own probes (instance metadata, credential
+    // providers) as multi-kilobyte WARN lines before sqsbeat says, in one
+    // line, what is missing and how to set it; its errors still show.
+    let filter = EnvFilter::try_from_env("SQSBEAT_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(
+            "info,aws_config=error,aws_smithy_runtime=error,aws_smithy_runtime_api=error",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder

@@ -252,8 +252,12 @@ impl<S: Sink> Term<'_, S> {
                     }
                     ended
                 }
-                _ = entries.changed() => {
-                    info!("entry set changed: reloading from the ledger");
+                changed = entries.changed() => {
+                    // Closed: the reload task ended, which happens only on
+                    // the way down.
+                    if changed.is_ok() {
+                        info!("entry set changed: reloading from the ledger");
+                    }
                     true
                 }
                 _ = shutdown.cancelled() => true,

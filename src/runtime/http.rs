@@ -7,26 +7,24 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes_body::Full;
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::runtime::leader::Role;
 use crate::store::Store;
-
-mod bytes_body {
-    pub use http_body_util::Full;
-}
 
 /// Binds the address; a taken port is an error that says what to do.
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
@@ -41,7 +39,19 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serves until shutdown.
+/// Most connections served at once; more wait in the kernel's accept
+/// backlog. Bound in a pod (`0.0.0.0`), anyone in the cluster can connect:
+/// unbounded, idle sockets would use up the file descriptors the database
+/// pool and the SQS client need.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this (hyper's default
+/// needs a timer, which it otherwise silently lacks).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this, whatever it does.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves until shutdown. One request per connection: probes and scrapes
+/// do not need keep-alive, and it bounds how long a connection holds a slot.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
@@ -51,23 +61,41 @@ pub async fn serve(
     if let Ok(a) = listener.local_addr() {
         info!(addr = %a, "http: /healthz /readyz /metrics");
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
                 Err(e) => {
+                    // EMFILE and the like: waiting beats a hot loop.
                     warn!(error = %e, "http accept failed");
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
             },
             _ = shutdown.cancelled() => return,
         };
         let (store, role) = (store.clone(), role.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| handle(req, store.clone(), role.clone()));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
         });
     }
 }

@@ -262,3 +262,36 @@ fn every_schedule_example_in_the_readme_is_valid() {
         );
     }
 }
+
+#[test]
+fn a_command_without_an_aws_region_says_so_in_one_line_without_the_sdk_probes() {
+    // A laptop: no region anywhere, instance metadata not disabled.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sqsbeat"))
+        .args(["schedule", "app.tasks.report", "--in", "1m"])
+        .current_dir(dir.path())
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env_remove("SQSBEAT_SQS_REGION")
+        .env_remove("SQSBEAT_LOG")
+        .env_remove("DATABASE_URL")
+        .env_remove("SQSBEAT_DATABASE_URL")
+        .env("HOME", dir.path())
+        .output()
+        .expect("run sqsbeat");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("warning: stored, but SQS is not reachable"),
+        "{stderr}"
+    );
+    assert!(
+        lines[0].contains("AWS_REGION"),
+        "says how to fix it: {stderr}"
+    );
+    assert!(text(&out.stdout).contains("(pending)"));
+}

@@ -206,3 +206,78 @@ fn secrets_never_reach_the_logs_even_at_debug() {
         "AWS secret in the log"
     );
 }
+
+/// The HTTP server in-process on a free port, with a SQLite store.
+async fn serve_in_process() -> (u16, tokio_util::sync::CancellationToken, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqsbeat::store::Store::Sqlite(
+        sqsbeat::store::SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .unwrap(),
+    );
+    let listener = sqsbeat::runtime::http::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_tx, role) = tokio::sync::watch::channel(sqsbeat::runtime::leader::Role::Standby);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(sqsbeat::runtime::http::serve(
+        listener,
+        store,
+        role,
+        stop.clone(),
+    ));
+    (port, stop, dir)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let (port, stop, _dir) = serve_in_process().await;
+    // Paused after the store is open: sqlx's pool would time out under a
+    // clock that jumps while its connection opens.
+    tokio::time::pause();
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // Paused time: the read returns once the server's header timer fires.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(60), idle.read(&mut buf))
+        .await
+        .expect("the server closes an idle connection")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "closed, not held: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(started.elapsed() >= sqsbeat::runtime::http::HEADER_READ_TIMEOUT);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
+    let (port, stop, _dir) = serve_in_process().await;
+    let before = open_fds();
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        clients.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Give the accept loop every chance to take more than it may.
+    for _ in 0..2_000 {
+        tokio::task::yield_now().await;
+    }
+    let server_side = open_fds() - before - clients.len();
+    assert!(
+        server_side <= sqsbeat::runtime::http::MAX_CONNECTIONS + 2,
+        "{server_side} server sockets for 200 idle clients"
+    );
+    stop.cancel();
+}
