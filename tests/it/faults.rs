@@ -48,7 +48,10 @@ async fn sqs_faults_lose_no_fire_and_resend_only_with_the_original_id() {
     let schedule = d.join("s.toml");
     std::fs::write(
         &schedule,
-        "[defaults]\nqueue = \"faults\"\n\n[entries.a]\ntask = \"e2e.a\"\nevery = \"1s\"\n\n[entries.b]\ntask = \"e2e.b\"\nevery = \"1s\"\n",
+        // catch_up = all: every failed fire is retried until sent, so the
+        // test can demand that none is lost (under `latest` an older failing
+        // fire gives way to a newer one, tested in tick.rs).
+        "[defaults]\nqueue = \"faults\"\ncatch_up = \"all\"\n\n[entries.a]\ntask = \"e2e.a\"\nevery = \"1s\"\n\n[entries.b]\ntask = \"e2e.b\"\nevery = \"1s\"\n",
     )
     .unwrap();
     let mut beat = stack::sqsbeat_run(d, &proxy_url, &schedule);
