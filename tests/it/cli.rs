@@ -295,3 +295,20 @@ fn a_command_without_an_aws_region_says_so_in_one_line_without_the_sdk_probes() 
     );
     assert!(text(&out.stdout).contains("(pending)"));
 }
+
+#[test]
+fn the_sidecar_example_never_gates_the_web_pod_on_the_scheduler() {
+    // A readiness probe on the sidecar makes the whole pod unready whenever
+    // the scheduler's database is slow or away.
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sidecar.yaml"),
+    )
+    .unwrap();
+    let probes: Vec<&str> = yaml
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("readinessProbe:") || l.starts_with("startupProbe:"))
+        .collect();
+    assert!(probes.is_empty(), "{probes:?}");
+    assert!(yaml.contains("path: /healthz"), "liveness stays");
+}
