@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::store::jobs::JobStatus;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sqsbeat",
@@ -67,9 +69,9 @@ pub enum Command {
         task: Option<String>,
         #[arg(long)]
         queue: Option<String>,
-        /// pending, released, cancelled, failed, or all.
-        #[arg(long, default_value = "pending")]
-        status: String,
+        /// pending, releasing, released, cancelled, failed, or all.
+        #[arg(long, default_value = "pending", value_parser = parse_status_filter)]
+        status: StatusFilter,
         #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg)]
         due_after: Option<chrono::DateTime<chrono::Utc>>,
         #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg)]
@@ -85,7 +87,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Cancel pending jobs (a released job is already in SQS).
+    /// Cancel pending jobs (a released job is already in SQS, one being released is on its way).
     Cancel {
         #[arg(required = true)]
         ids: Vec<uuid::Uuid>,
@@ -226,4 +228,17 @@ pub struct EntryArgs {
 
 fn parse_instant_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     crate::schedule::duration::parse_instant(s).map_err(|e| e.to_string())
+}
+
+/// `--status`: one status, or every job (`all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusFilter(pub Option<JobStatus>);
+
+fn parse_status_filter(s: &str) -> Result<StatusFilter, String> {
+    if s == "all" {
+        return Ok(StatusFilter(None));
+    }
+    s.parse().map(|st| StatusFilter(Some(st))).map_err(|_| {
+        format!("expected pending, releasing, released, cancelled, failed or all, not {s:?}")
+    })
 }

@@ -85,7 +85,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             let filter = sqsbeat::store::jobs::Filter {
                 task,
                 queue,
-                status: (status != "all").then_some(status),
+                status: status.0,
                 due_after,
                 due_before,
                 limit,

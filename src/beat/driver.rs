@@ -23,7 +23,7 @@ use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason, Skipped};
 use crate::clock::Clock;
 use crate::entry::Entry;
 use crate::runtime::leader::Role;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, FireKey, Store, StoreError, ledger};
 use crate::wire::MessageOptions;
 use crate::wire::celery::fire_task_id;
 use crate::wire::queue::QueueName;
@@ -58,7 +58,7 @@ struct Sent {
     results: Vec<Result<(), SendError>>,
     accepted_at: DateTime<Utc>,
     /// The accepted fires whose confirm failed.
-    unconfirmed: Vec<(String, DateTime<Utc>)>,
+    unconfirmed: Vec<FireKey>,
 }
 
 /// A write under this leader's epoch failed (fenced, or the database is
@@ -135,7 +135,7 @@ impl<S: Sink> Driver<S> {
     ) -> Result<(Beat, Vec<store::Miss>), StoreError> {
         let start = self.clock.now();
         let store = &self.store;
-        let stored = store.load_cursors().await?;
+        let stored = ledger::load_cursors(store).await?;
         let mut beat = Beat::new(
             entries.clone(),
             start,
@@ -155,7 +155,7 @@ impl<S: Sink> Driver<S> {
                 enabled: e.enabled,
             })
             .collect();
-        store.record_cursors(epoch, &cursors).await?;
+        ledger::record_cursors(store, epoch, &cursors).await?;
         let index: std::collections::HashMap<&str, usize> = entries
             .iter()
             .enumerate()
@@ -163,7 +163,7 @@ impl<S: Sink> Driver<S> {
             .collect();
         let mut claims = Vec::new();
         let mut misses = Vec::new();
-        for (entry, slot, attempts) in store.unconfirmed().await? {
+        for (FireKey { entry, slot }, attempts) in ledger::unconfirmed(store).await? {
             match index.get(entry.as_str()) {
                 Some(&i) => claims.push(Fire {
                     entry: i,
@@ -208,7 +208,7 @@ pub struct Term<'a, S> {
     misses: Vec<store::Miss>,
     /// Fires SQS accepted whose confirm failed: confirmed again each turn,
     /// so they are not re-sent at some later resume.
-    unconfirmed: Vec<(String, DateTime<Utc>)>,
+    unconfirmed: Vec<FireKey>,
     /// No tick before this instant (the gap after a firing tick).
     earliest: DateTime<Utc>,
     /// The last (wall, monotonic) reading, to notice clock steps.
@@ -297,9 +297,12 @@ impl<S: Sink> Term<'_, S> {
         let store = &self.driver.store;
         match record(&self.beat, store, self.epoch, &due, &misses, touched).await {
             Ok(ours) => {
-                let ours: HashSet<(String, DateTime<Utc>)> = ours.into_iter().collect();
+                let ours: HashSet<FireKey> = ours.into_iter().collect();
                 due.retain(|f| {
-                    ours.contains(&(self.beat.entries()[f.entry].name.clone(), f.nominal))
+                    ours.contains(&FireKey {
+                        entry: self.beat.entries()[f.entry].name.clone(),
+                        slot: f.nominal,
+                    })
                 });
             }
             Err(e) => {
@@ -316,9 +319,12 @@ impl<S: Sink> Term<'_, S> {
             }
         }
         let (outgoing, ids) = build(&self.beat, &self.driver.opts, &due, now);
-        let keys: Vec<(String, DateTime<Utc>)> = due
+        let keys: Vec<FireKey> = due
             .iter()
-            .map(|f| (self.beat.entries()[f.entry].name.clone(), f.nominal))
+            .map(|f| FireKey {
+                entry: self.beat.entries()[f.entry].name.clone(),
+                slot: f.nominal,
+            })
             .collect();
         let (sink, store, clock) = (
             self.driver.sink.clone(),
@@ -400,7 +406,7 @@ impl<S: Sink> Term<'_, S> {
         if self.unconfirmed.is_empty() {
             return;
         }
-        match self.driver.store.confirm_sent(&self.unconfirmed).await {
+        match ledger::confirm_sent(&self.driver.store, &self.unconfirmed).await {
             Ok(()) => {
                 info!(
                     fires = self.unconfirmed.len(),
@@ -425,7 +431,7 @@ async fn record(
     due: &[Fire],
     misses: &[store::Miss],
     touched: BTreeSet<usize>,
-) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+) -> Result<Vec<FireKey>, StoreError> {
     if due.is_empty() && misses.is_empty() {
         return Ok(Vec::new());
     }
@@ -454,9 +460,7 @@ async fn record(
             }
         })
         .collect();
-    store
-        .record_decision(epoch, &claims, misses, &cursors)
-        .await
+    ledger::record_decision(store, epoch, &claims, misses, &cursors).await
 }
 
 /// The ledger row of a missed slot.
@@ -498,16 +502,16 @@ fn report_skipped(beat: &Beat, skipped: &[Skipped]) {
 /// same task id, the one duplicate the design allows.
 async fn confirm(
     store: &Store,
-    keys: &[(String, DateTime<Utc>)],
+    keys: &[FireKey],
     results: &[Result<(), SendError>],
-) -> Vec<(String, DateTime<Utc>)> {
-    let sent: Vec<(String, DateTime<Utc>)> = keys
+) -> Vec<FireKey> {
+    let sent: Vec<FireKey> = keys
         .iter()
         .zip(results)
         .filter(|(_, r)| r.is_ok())
         .map(|(k, _)| k.clone())
         .collect();
-    let unconfirmed = match store.confirm_sent(&sent).await {
+    let unconfirmed = match ledger::confirm_sent(store, &sent).await {
         Ok(()) => Vec::new(),
         Err(e) => {
             warn!(error = %e, fires = sent.len(), "could not confirm sent fires; trying again next turn");
@@ -516,7 +520,7 @@ async fn confirm(
     };
     for (k, r) in keys.iter().zip(results) {
         if let Err(err) = r
-            && let Err(e) = store.record_failure(&k.0, k.1, &err.to_string()).await
+            && let Err(e) = ledger::record_failure(store, k, &err.to_string()).await
         {
             warn!(error = %e, "could not record a send failure");
         }

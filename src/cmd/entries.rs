@@ -8,9 +8,14 @@ use crate::config::Config;
 use crate::entry::file;
 use crate::entry::{self, Origin};
 use crate::store::entries::{self, EntryRow};
+use crate::store::{Access, StoreError};
 
 pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<bool> {
-    let store = crate::cmd::open_store(config).await?;
+    let access = match command {
+        EntriesCommand::List { .. } | EntriesCommand::Show { .. } => Access::Read,
+        _ => Access::Write,
+    };
+    let store = crate::cmd::open_store(config, access).await?;
     match command {
         EntriesCommand::Add(args) => {
             let row = row_from_args(&args).map_err(anyhow::Error::msg)?;
@@ -58,13 +63,32 @@ pub async fn run(command: EntriesCommand, config: &Config) -> anyhow::Result<boo
             );
         }
         EntriesCommand::List { output } => {
-            let rows = entries::list(&store).await?;
+            // A row that cannot be read is an error line naming it (and exit
+            // status 1); the others still list.
+            let mut rows = Vec::new();
+            let mut ok = true;
+            for row in entries::list(&store).await? {
+                match row {
+                    Ok(r) => rows.push(r),
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
             print_rows(&rows, output)?;
+            return Ok(ok);
         }
         EntriesCommand::Show { name, output } => {
             let rows = entries::list(&store).await?;
-            let Some(row) = rows.into_iter().find(|r| r.name == name) else {
-                bail!("no database entry named '{name}'")
+            let found = rows.into_iter().find(|r| match r {
+                Ok(r) => r.name == name,
+                Err(StoreError::Decode { row, .. }) => *row == name,
+                Err(_) => false,
+            });
+            let row = match found {
+                Some(r) => r?,
+                None => bail!("no database entry named '{name}'"),
             };
             match output {
                 Output::Json => println!("{}", serde_json::to_string(&row)?),

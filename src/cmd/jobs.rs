@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::jobs::JobSpec;
 use crate::jobs::releaser::Releaser;
 use crate::schedule::duration::{parse_duration, parse_instant};
-use crate::store::jobs::{self, Cancelled, Filter, Inserted, JobRow};
+use crate::store::Access;
+use crate::store::jobs::{self, Cancelled, Filter, Inserted, JobRow, JobStatus};
 use crate::wire::sqs::SqsSink;
 
 fn json_arg(flag: &str, text: Option<&str>, default: Value) -> anyhow::Result<Value> {
@@ -99,12 +100,12 @@ pub async fn schedule(
         eprintln!("not scheduled");
         return Ok(false);
     }
-    let store = crate::cmd::open_store(config).await?;
+    let store = crate::cmd::open_store(config, Access::Write).await?;
     let mut status = "pending";
     match jobs::insert(&store, &spec, &who()).await? {
         Inserted::Created => {}
         Inserted::Existing(row) => {
-            status = if row.status == "pending" {
+            status = if row.status == JobStatus::Pending {
                 "pending"
             } else {
                 "already-handled"
@@ -173,14 +174,21 @@ pub async fn schedule(
     Ok(true)
 }
 
+/// Lists jobs; a row that cannot be read is an error line naming it (and
+/// exit status 1), and the others still list.
 pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow::Result<bool> {
-    if let Some(s) = &filter.status
-        && !["pending", "released", "cancelled", "failed"].contains(&s.as_str())
-    {
-        bail!("--status {s:?}: expected pending, released, cancelled, failed or all");
+    let store = crate::cmd::open_store(config, Access::Read).await?;
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for row in jobs::list(&store, &filter).await? {
+        match row {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
     }
-    let store = crate::cmd::open_store(config).await?;
-    let rows = jobs::list(&store, &filter).await?;
     match output {
         Output::Json => {
             for r in &rows {
@@ -189,11 +197,11 @@ pub async fn pending(filter: Filter, output: Output, config: &Config) -> anyhow:
         }
         Output::Table => print!("{}", table(&rows)),
     }
-    Ok(true)
+    Ok(ok)
 }
 
 pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<bool> {
-    let store = crate::cmd::open_store(config).await?;
+    let store = crate::cmd::open_store(config, Access::Read).await?;
     let Some(row) = jobs::get(&store, id).await? else {
         bail!("no job with id {id}")
     };
@@ -205,11 +213,17 @@ pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<b
 }
 
 pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
-    let store = crate::cmd::open_store(config).await?;
+    let store = crate::cmd::open_store(config, Access::Write).await?;
     let mut ok = true;
     for id in ids {
         match jobs::cancel(&store, *id).await? {
             Cancelled::Done => println!("cancelled {id}"),
+            Cancelled::BeingReleased => {
+                ok = false;
+                eprintln!(
+                    "error: job {id} is being released now (handed to SQS): it cannot be cancelled; if the send fails it becomes pending again, and `sqsbeat cancel {id}` works then"
+                );
+            }
             Cancelled::NotPending(s) => {
                 ok = false;
                 eprintln!(
@@ -235,7 +249,7 @@ fn table(rows: &[JobRow]) -> String {
                 r.task.clone(),
                 iso(r.due_at),
                 r.queue.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.attempts.to_string(),
             ]
         })

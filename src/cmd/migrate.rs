@@ -1,15 +1,10 @@
 //! `sqsbeat migrate`: create the schema (or file) and apply pending migrations.
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::Access;
 
 pub async fn run(config: &Config) -> anyhow::Result<bool> {
-    match crate::cmd::open_store(config).await? {
-        Store::Postgres(s) => println!("migrations applied to PostgreSQL schema {:?}", s.schema()),
-        Store::Sqlite(_) => println!(
-            "migrations applied to SQLite file {}",
-            config.database_path.display()
-        ),
-    }
+    let store = crate::cmd::open_store(config, Access::Write).await?;
+    println!("migrations applied to {}", store.describe());
     Ok(true)
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::entry::Context;
+use crate::store::Access;
 
 /// Schedule paths from the command line, else from the config.
 pub fn schedule_paths(args: &[PathBuf], config: &Config) -> Vec<PathBuf> {
@@ -41,7 +42,7 @@ pub async fn load_all(
     if config.database_url.is_none() && !config.database_path.exists() {
         return Ok(files);
     }
-    let rows = match crate::cmd::open_store(config).await {
+    let rows = match crate::cmd::open_store(config, Access::Read).await {
         Ok(store) => crate::store::entries::list(&store)
             .await
             .map_err(anyhow::Error::from),
@@ -59,9 +60,13 @@ pub async fn load_all(
     }
 }
 
-/// The store for a one-shot command: one connection.
-pub async fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
-    crate::store::Store::open(config, 1)
+/// The store for a one-shot command (one connection). Only commands that
+/// write pass [`Access::Write`], which creates the schema and applies
+/// migrations, so `schedule`, `cancel` and `entries add` work on a fresh
+/// database; read-only commands run no DDL and say to run `sqsbeat
+/// migrate` when there is no schema.
+pub async fn open_store(config: &Config, access: Access) -> anyhow::Result<crate::store::Store> {
+    crate::store::Store::open(config, access)
         .await
         .map_err(|e| open_error(config, e))
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::cli::Output;
 use crate::config::Config;
-use crate::store::{jobs, replicas};
+use crate::store::{Access, jobs, ledger, replicas};
 
 /// A replica not heard from for this long is shown as gone.
 const GONE_AFTER_S: i64 = 30;
@@ -17,12 +17,17 @@ fn iso(t: DateTime<Utc>) -> String {
 
 pub async fn run(output: Output, now: DateTime<Utc>, config: &Config) -> anyhow::Result<bool> {
     let loaded = super::load_all(&[], config).await?;
-    let store = crate::cmd::open_store(config).await?;
+    // An entry that does not load (a row that cannot be read, a file with
+    // an error) is not listed below: say which and why.
+    for d in loaded.errors() {
+        eprintln!("warning: {d}; not listed");
+    }
+    let store = crate::cmd::open_store(config, Access::Read).await?;
     let replicas = replicas::replicas(&store).await?;
-    let last = replicas::last_fires(&store).await?;
-    let cursors = store.load_cursors().await?;
+    let last = ledger::last_sent(&store).await?;
+    let cursors = ledger::load_cursors(&store).await?;
     let buckets = jobs::pending_by_bucket(&store, now).await?;
-    let failures = replicas::recent_failures(&store, 10).await?;
+    let failures = crate::store::recent_failures(&store, 10).await?;
 
     let entries: Vec<serde_json::Value> = loaded
         .entries
@@ -99,7 +104,7 @@ pub async fn run(output: Output, now: DateTime<Utc>, config: &Config) -> anyhow:
                     "  {:<4} {:<36} {}  attempts {}  {}",
                     f.kind,
                     f.name,
-                    iso(f.at),
+                    f.at.map_or("-".to_string(), iso),
                     f.attempts,
                     f.error
                 );

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::entry::file::{Diagnostic, Loaded};
 use crate::entry::{self, Context, Entry, Origin, RawCrontab, RawEntry, RawInstant};
+use crate::store::StoreError;
 use crate::store::entries::EntryRow;
 
 /// Where database entries say they come from, in diagnostics.
@@ -52,10 +53,44 @@ impl EntryRow {
     }
 }
 
-/// Validates rows as entries, with diagnostics naming the table.
-pub fn validate(rows: &[EntryRow], ctx: &Context) -> Loaded {
+/// Validates rows as entries, with diagnostics naming the table. A row the
+/// store could not read is an error naming it, like a row that does not
+/// validate.
+pub fn validate(rows: &[Result<EntryRow, StoreError>], ctx: &Context) -> Loaded {
     let mut out = Loaded::default();
     for row in rows {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                let (name, message) = match e {
+                    StoreError::Decode {
+                        column,
+                        row,
+                        reason,
+                        ..
+                    } => (
+                        row.clone(),
+                        format!("cannot read column {column}: {reason}; fix the row or delete it"),
+                    ),
+                    other => ("?".to_string(), other.to_string()),
+                };
+                out.names.push((
+                    name.clone(),
+                    Origin {
+                        file: SOURCE.to_string(),
+                        line: 0,
+                    },
+                ));
+                out.diagnostics.push(Diagnostic {
+                    file: SOURCE.to_string(),
+                    line: 0,
+                    entry: Some(name),
+                    message,
+                    warning: false,
+                });
+                continue;
+            }
+        };
         let origin = Origin {
             file: SOURCE.to_string(),
             line: 0,
@@ -150,8 +185,8 @@ pub fn merge(files: Loaded, db: Loaded) -> Loaded {
 mod tests {
     use super::*;
 
-    fn row(name: &str, every: &str) -> EntryRow {
-        EntryRow {
+    fn row(name: &str, every: &str) -> Result<EntryRow, StoreError> {
+        Ok(EntryRow {
             name: name.into(),
             task: "app.t".into(),
             cron: None,
@@ -172,7 +207,7 @@ mod tests {
             jitter: None,
             anchor: None,
             group_id: None,
-        }
+        })
     }
 
     #[test]

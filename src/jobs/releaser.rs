@@ -1,8 +1,8 @@
 //! The releaser: runs in every replica, leader or not, and hands one-off
 //! jobs to SQS in the final minutes before they are due.
 //!
-//! Each pass claims the pending jobs whose window has opened (PostgreSQL:
-//! `FOR UPDATE SKIP LOCKED`, so replicas share the work), plans their
+//! Each pass leases the pending jobs whose window has opened (a short
+//! transaction; replicas share the work, see `store::jobs`), plans their
 //! messages (a pure step: bad rows are marked failed, not retried), sends
 //! them through the [`Sink`] with `DelaySeconds` for the remainder so each
 //! becomes visible at its due instant, and settles the outcomes. Between
@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::jobs::{JobSpec, release_plan};
-use crate::store::jobs::{self, JobRow, Settlement};
+use crate::store::jobs::{self, ClaimRequest, JobRow, Settlement};
+use crate::store::listen::Listener;
 use crate::store::{Store, StoreError};
 use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
@@ -32,6 +33,11 @@ pub const BATCH: i64 = 500;
 /// where jobs scheduled by another process are seen by looking.
 const MAX_SLEEP_PG: StdDuration = StdDuration::from_secs(30);
 const MAX_SLEEP_SQLITE: StdDuration = StdDuration::from_secs(1);
+/// How long a pass's claimed jobs stay its own: longer than its sends take
+/// (the SQS client gives up on an operation after 30 s). A replica that
+/// dies mid-send delays its jobs by at most this; they then go out from
+/// another pass, with the same task ids.
+const LEASE: Duration = Duration::minutes(2);
 
 #[derive(Clone)]
 pub struct Releaser<S> {
@@ -167,9 +173,10 @@ impl<S: Sink> Releaser<S> {
     /// How long to sleep after a pass: until the next window opens, at most
     /// the backend's cap.
     async fn wait(&self) -> StdDuration {
-        let cap = match self.store {
-            Store::Postgres(_) => MAX_SLEEP_PG,
-            Store::Sqlite(_) => MAX_SLEEP_SQLITE,
+        let cap = if self.store.pushes_changes() {
+            MAX_SLEEP_PG
+        } else {
+            MAX_SLEEP_SQLITE
         };
         match jobs::next_wake(&self.store, self.window).await {
             // A floor, so rows that are due but not releasable yet (a FIFO
@@ -189,9 +196,25 @@ impl<S: Sink> Releaser<S> {
     /// One pass at `now`: claim, plan, send, settle. `only` restricts it to
     /// one job (what `sqsbeat schedule` does for a job due within the window).
     pub async fn pass(&self, now: DateTime<Utc>, only: Option<Uuid>) -> Result<Pass, StoreError> {
-        let batch = jobs::claim(&self.store, now, self.window, BATCH, only).await?;
+        let token = crate::clock::random_id();
+        let claimed = jobs::claim(
+            &self.store,
+            &ClaimRequest {
+                now,
+                window: self.window,
+                limit: BATCH,
+                lease_for: LEASE,
+                only,
+                token,
+            },
+        )
+        .await?;
+        for (id, why) in &claimed.failed {
+            error!(job = %id, "job cannot be read: {why}; marked failed");
+            crate::runtime::metrics::get().jobs_failed.inc();
+        }
         let plan = plan(
-            &batch.jobs,
+            &claimed.rows,
             now,
             self.window,
             &self.opts,
@@ -212,8 +235,8 @@ impl<S: Sink> Releaser<S> {
         };
         let accepted_at = self.clock.now();
         let attempts = |id: Uuid| {
-            batch
-                .jobs
+            claimed
+                .rows
                 .iter()
                 .find(|r| r.id == id)
                 .map_or(0, |r| r.attempts)
@@ -229,12 +252,19 @@ impl<S: Sink> Releaser<S> {
             );
         }
         let pass = Pass {
-            claimed: batch.jobs.len(),
+            claimed: claimed.rows.len() + claimed.failed.len(),
             released: settle.released.len(),
             retrying: settle.retry.len(),
-            failed: settle.failed.len(),
+            failed: settle.failed.len() + claimed.failed.len(),
         };
-        batch.settle(&settle).await?;
+        let settled = jobs::settle(&self.store, token, &settle, self.clock.now()).await?;
+        if settled.lost > 0 {
+            warn!(
+                jobs = settled.lost,
+                lease_s = LEASE.num_seconds(),
+                "the lease on jobs ended before their sends were settled; another pass may have sent them again (same task ids)"
+            );
+        }
         Ok(pass)
     }
 
@@ -277,29 +307,14 @@ impl<S: Sink> Releaser<S> {
 }
 
 /// Wakes `wake` whenever a job is scheduled or moved (PostgreSQL NOTIFY);
-/// on SQLite the releaser looks every second instead.
-pub async fn watch_jobs(store: Store, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let Store::Postgres(pg) = store else { return };
-    let schema = pg.schema().to_string();
+/// on SQLite there is no listener and the releaser looks every second.
+pub async fn watch_jobs(mut listener: Listener, wake: Arc<Notify>, shutdown: CancellationToken) {
     loop {
-        let listen = async {
-            let mut l = sqlx::postgres::PgListener::connect_with(pg.pool()).await?;
-            l.listen("sqsbeat_jobs").await?;
-            wake.notify_one();
-            loop {
-                if l.recv().await?.payload() == schema {
-                    wake.notify_one();
-                }
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
         tokio::select! {
-            r = listen => if let Err(e) = r { warn!(error = %e, "jobs listener failed; reconnecting") },
-            _ = shutdown.cancelled() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+            r = listener.changed() => match r {
+                Ok(()) => wake.notify_one(),
+                Err(e) => warn!(error = %e, "jobs listener failed; reconnecting"),
+            },
             _ = shutdown.cancelled() => return,
         }
     }

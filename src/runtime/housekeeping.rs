@@ -18,7 +18,7 @@ pub async fn prune_ledger(
 ) {
     loop {
         if role.borrow().epoch().is_some() {
-            match store.prune(clock.now() - retention).await {
+            match crate::store::ledger::prune(&store, clock.now() - retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(rows = n, "pruned old ledger rows"),
                 Err(e) => warn!(error = %e, "could not prune the ledger"),

@@ -17,17 +17,18 @@
 //!   3 s) end the session server-side.
 //!
 //! A frozen ex-leader that wakes cannot claim a fire: claims check the
-//! epoch in their transaction (`store::record_decision`).
+//! epoch in their transaction (`store::ledger::record_decision`). The SQL
+//! (lock, epoch, heartbeat) is `store::leader`'s.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::store::PgStore;
+use crate::store::leader::Session;
+use crate::store::{PgStore, StoreError};
 
 /// How often a standby tries the lock.
 const POLL: Duration = Duration::from_millis(250);
@@ -52,37 +53,6 @@ impl Role {
     }
 }
 
-/// Session settings that bound how long a frozen or cut-off holder keeps
-/// the lock (server side; the client may be unable to act).
-const SESSION_LIMITS: &[(&str, &str)] = &[
-    ("idle_session_timeout", "3s"),
-    ("tcp_keepalives_idle", "2"),
-    ("tcp_keepalives_interval", "1"),
-    ("tcp_keepalives_count", "2"),
-    ("tcp_user_timeout", "3000"),
-];
-
-async fn lock_session(store: &PgStore) -> Result<PgConnection, sqlx::Error> {
-    let limited = store
-        .connect_options()
-        .options(SESSION_LIMITS.iter().copied());
-    match PgConnection::connect_with(&limited).await {
-        Ok(c) => Ok(c),
-        // Servers before 14 lack idle_session_timeout; the keepalives remain.
-        Err(e) if e.to_string().contains("idle_session_timeout") => {
-            warn!(
-                "server has no idle_session_timeout (PostgreSQL < 14): a frozen leader keeps the lock until TCP gives up"
-            );
-            let rest = SESSION_LIMITS
-                .iter()
-                .copied()
-                .filter(|(k, _)| *k != "idle_session_timeout");
-            PgConnection::connect_with(&store.connect_options().options(rest)).await
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Campaigns for leadership until `shutdown`, publishing the role.
 /// `holder` names this replica in the leader row.
 pub async fn campaign(
@@ -94,11 +64,18 @@ pub async fn campaign(
     let key = store.lock_key();
     while !shutdown.is_cancelled() {
         let session = tokio::select! {
-            c = lock_session(&store) => c,
+            c = Session::open(&store) => c,
             _ = shutdown.cancelled() => break,
         };
         let mut conn = match session {
-            Ok(c) => c,
+            Ok((c, idle_timeout)) => {
+                if !idle_timeout {
+                    warn!(
+                        "server has no idle_session_timeout (PostgreSQL < 14): a frozen leader keeps the lock until TCP gives up"
+                    );
+                }
+                c
+            }
             Err(e) => {
                 warn!(error = %e, "cannot open the leadership session; retrying");
                 if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
@@ -116,8 +93,8 @@ pub async fn campaign(
             warn!(error = %e, "leadership session failed");
         }
         role.send_replace(Role::Standby);
-        // Dropping the session frees the lock if we still had it.
-        let _ = conn.close().await;
+        // Ending the session frees the lock if we still had it.
+        conn.close().await;
         if sleep_or_shutdown(POLL, &shutdown).await {
             break;
         }
@@ -128,32 +105,21 @@ pub async fn campaign(
 /// Waits for the lock on `conn`, then leads until the session fails, a
 /// heartbeat is late, or shutdown.
 async fn lead_while_possible(
-    conn: &mut PgConnection,
+    conn: &mut Session,
     key: i64,
     holder: &str,
     role: &watch::Sender<Role>,
     shutdown: &CancellationToken,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     loop {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
-        if got {
+        if conn.try_lock(key).await? {
             break;
         }
         if sleep_or_shutdown(POLL, shutdown).await {
             return Ok(());
         }
     }
-    let (epoch, since): (i64, DateTime<Utc>) = sqlx::query_as(
-        "INSERT INTO leader (id, epoch, holder, since, heartbeat) VALUES (1, 1, $1, now(), now())
-         ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = $1, since = now(), heartbeat = now()
-         RETURNING epoch, since",
-    )
-    .bind(holder)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (epoch, since) = conn.take(holder).await?;
     info!(epoch, "became leader");
     role.send_replace(Role::Leader { epoch, since });
     loop {
@@ -161,12 +127,10 @@ async fn lead_while_possible(
             info!(epoch, "releasing leadership");
             return Ok(());
         }
-        let beat = sqlx::query("UPDATE leader SET heartbeat = now() WHERE id = 1 AND epoch = $1")
-            .bind(epoch)
-            .execute(&mut *conn);
+        let beat = conn.heartbeat(epoch);
         match tokio::time::timeout(HEARTBEAT_DEADLINE, beat).await {
-            Ok(Ok(r)) if r.rows_affected() == 1 => {}
-            Ok(Ok(_)) => {
+            Ok(Ok(Some(_database_now))) => {}
+            Ok(Ok(None)) => {
                 error!(
                     epoch,
                     "lost leadership: another replica holds a newer epoch; stopped firing"

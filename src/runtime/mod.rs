@@ -36,7 +36,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::entry::{Entry, file, merge};
 use crate::jobs::releaser::{self, Releaser};
-use crate::store::{RunLock, Store, entries};
+use crate::store::leader::Leadership;
+use crate::store::listen::{Channel, Listener};
+use crate::store::{self, Access, Store, entries};
 use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
 use crate::wire::sink::Sink;
@@ -57,9 +59,9 @@ pub struct Prepared {
     pub store: Store,
     pub entries: Vec<Entry>,
     pub http: Option<TcpListener>,
-    /// SQLite: the lock that makes this process the one replica, and the
-    /// epoch it took.
-    run_lock: Option<(RunLock, i64)>,
+    /// PostgreSQL: campaign; SQLite: the lock that makes this process the
+    /// one replica, and the epoch it took.
+    leadership: Leadership,
 }
 
 /// Loads and checks everything `serve` needs. `Ok(None)`: the schedule is
@@ -73,7 +75,7 @@ pub async fn prepare(
     let ctx = crate::cmd::context(config);
     let files = file::load_paths(paths, &ctx)?;
     let store = tokio::select! {
-        s = Store::open(config, crate::store::DAEMON_CONNECTIONS) => s.map_err(|e| crate::cmd::open_error(config, e))?,
+        s = Store::open(config, Access::Daemon) => s.map_err(|e| crate::cmd::open_error(config, e))?,
         _ = shutdown.cancelled() => return Ok(None),
     };
     let rows = entries::list(&store)
@@ -97,17 +99,16 @@ pub async fn prepare(
     }
     // SQLite serves one replica: a second process must fail here, at
     // start-up, and say why.
-    let run_lock = match &store {
-        Store::Sqlite(lite) => Some(lite.lock_for_run(&holder()).await.context("cannot start")?),
-        Store::Postgres(_) => None,
-    };
+    let leadership = store::leader::prepare(&store, &holder())
+        .await
+        .context("cannot start")?;
     Ok(Some(Prepared {
         config: config.clone(),
         paths: paths.to_vec(),
         store,
         entries: loaded.entries,
         http,
-        run_lock,
+        leadership,
     }))
 }
 
@@ -135,7 +136,7 @@ pub async fn serve<S: Sink>(
         store,
         entries,
         http,
-        run_lock,
+        leadership,
     } = p;
     let holder = holder();
     let mut tasks = Tasks::new(shutdown.clone());
@@ -154,16 +155,15 @@ pub async fn serve<S: Sink>(
     // the beat task cancels `leader_stop` when it ends, however it ends.
     let leader_stop = CancellationToken::new();
     let (role_tx, role) = watch::channel(Role::Standby);
-    match (&store, run_lock) {
-        (Store::Postgres(pg), _) => {
-            let (pg, holder, stop) = (pg.clone(), holder.clone(), leader_stop.clone());
+    match leadership {
+        Leadership::Campaign(pg) => {
+            let (holder, stop) = (holder.clone(), leader_stop.clone());
             tasks.spawn("leadership", async move {
                 leader::campaign(pg, holder, role_tx, stop).await;
                 Ok(())
             });
         }
-        (Store::Sqlite(_), lock) => {
-            let (lock, epoch) = lock.context("the SQLite run lock was not taken")?;
+        Leadership::Sole { lock, epoch } => {
             info!(epoch, path = %config.database_path.display(), "SQLite store: this process is the one replica");
             role_tx.send_replace(Role::Leader {
                 epoch,
@@ -305,10 +305,10 @@ fn spawn_releaser<S: Sink>(
     shutdown: &CancellationToken,
 ) {
     let wake = Arc::new(Notify::new());
-    if let Store::Postgres(_) = store {
-        let (s, w, stop) = (store.clone(), wake.clone(), shutdown.clone());
+    if let Some(listener) = Listener::new(store, Channel::Jobs) {
+        let (w, stop) = (wake.clone(), shutdown.clone());
         tasks.spawn("jobs listener", async move {
-            releaser::watch_jobs(s, w, stop).await;
+            releaser::watch_jobs(listener, w, stop).await;
             Ok(())
         });
     }

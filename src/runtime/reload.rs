@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::entry::{Entry, file};
+use crate::store::listen::{Channel, Listener};
 use crate::store::{Store, entries};
 /// Reloads the schedule (files and entries table) whenever `changed` is
 /// notified: the table changed, SIGHUP, or a schedule file changed. The new
@@ -161,61 +162,40 @@ pub async fn watch_hangup(
     }
 }
 
-/// Wakes `changed` whenever the entries table changes, until shutdown.
+/// Wakes `changed` whenever the entries table changes, until shutdown:
+/// at once on PostgreSQL (NOTIFY), within a second on SQLite (its change
+/// counter).
 pub async fn watch_entries_table(
     store: Store,
     changed: std::sync::Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    match store {
-        Store::Postgres(pg) => loop {
-            let schema = pg.schema().to_string();
-            let listener = async {
-                let mut l = sqlx::postgres::PgListener::connect_with(pg.pool()).await?;
-                l.listen("sqsbeat_entries").await?;
-                // Anything may have changed while no one listened.
-                changed.notify_one();
-                loop {
-                    let n = l.recv().await?;
-                    if n.payload() == schema {
-                        changed.notify_one();
-                    }
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            };
+    if let Some(mut listener) = Listener::new(&store, Channel::Entries) {
+        loop {
             tokio::select! {
-                r = listener => if let Err(e) = r { warn!(error = %e, "entries listener failed; reconnecting") },
+                r = listener.changed() => match r {
+                    Ok(()) => changed.notify_one(),
+                    Err(e) => warn!(error = %e, "entries listener failed; reconnecting"),
+                },
                 _ = shutdown.cancelled() => return,
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        },
-        Store::Sqlite(lite) => {
-            let mut seen: Option<i64> = None;
-            loop {
-                match sqlx::query_scalar::<_, i64>(
-                    "SELECT version FROM entries_version WHERE id = 1",
-                )
-                .fetch_one(lite.pool())
-                .await
-                {
-                    Ok(v) if seen != Some(v) => {
-                        if seen.is_some() {
-                            changed.notify_one();
-                        }
-                        seen = Some(v);
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "cannot check the entries table for changes"),
+        }
+    }
+    let mut seen: Option<i64> = None;
+    loop {
+        match entries::version(&store).await {
+            Ok(v) if v != seen => {
+                if seen.is_some() {
+                    changed.notify_one();
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return,
-                }
+                seen = v;
             }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot check the entries table for changes"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
         }
     }
 }

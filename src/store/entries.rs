@@ -2,11 +2,11 @@
 //! TOML files, as rows anyone can write (`sqsbeat entries ...`, plain SQL,
 //! an application). Turning a row into an entry is [`crate::entry::merge`]'s.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 
-use crate::store::{Store, StoreError};
+use super::sqlite::codec::NOW;
+use super::{Store, StoreError, Ts, decode_row};
 
 /// One row of the entries table, as stored.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -35,99 +35,91 @@ pub struct EntryRow {
 
 const COLUMNS: &str = "name, task, cron, crontab, every, timezone, args, kwargs, queue, priority, headers, expires, enabled, start_at, end_at, catch_up, grace, jitter, anchor, group_id";
 
-fn json_text(s: Option<String>) -> Result<Value, StoreError> {
-    match s {
-        None => Ok(Value::Null),
-        Some(t) => serde_json::from_str(&t).map_err(|e| {
-            StoreError::Db(sqlx::Error::Decode(
-                format!("invalid JSON {t:?}: {e}").into(),
-            ))
-        }),
+/// An entries row as both backends decode it (see [`super::sqlite::codec`]).
+#[derive(sqlx::FromRow)]
+struct Record {
+    name: String,
+    task: String,
+    cron: Option<String>,
+    crontab: Option<Value>,
+    every: Option<String>,
+    timezone: Option<String>,
+    args: Value,
+    kwargs: Value,
+    queue: Option<String>,
+    priority: Option<i32>,
+    headers: Value,
+    expires: Option<String>,
+    enabled: bool,
+    start_at: Option<Ts>,
+    end_at: Option<Ts>,
+    catch_up: Option<String>,
+    grace: Option<String>,
+    jitter: Option<String>,
+    anchor: Option<Ts>,
+    group_id: Option<String>,
+}
+
+impl From<Record> for EntryRow {
+    fn from(r: Record) -> Self {
+        EntryRow {
+            name: r.name,
+            task: r.task,
+            cron: r.cron,
+            // JSON null is no crontab, like SQL NULL.
+            crontab: r.crontab.filter(|v| !v.is_null()),
+            every: r.every,
+            timezone: r.timezone,
+            args: r.args,
+            kwargs: r.kwargs,
+            queue: r.queue,
+            priority: r.priority.map(i64::from),
+            headers: r.headers,
+            expires: r.expires,
+            enabled: r.enabled,
+            start_at: r.start_at.map(|t| t.0),
+            end_at: r.end_at.map(|t| t.0),
+            catch_up: r.catch_up,
+            grace: r.grace,
+            jitter: r.jitter,
+            anchor: r.anchor.map(|t| t.0),
+            group_id: r.group_id,
+        }
     }
 }
 
-fn instant_text(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    s.map(|t| {
-        DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.to_utc())
-            .map_err(|e| {
-                StoreError::Db(sqlx::Error::Decode(
-                    format!("invalid instant {t:?}: {e}").into(),
-                ))
-            })
+/// Every row of the entries table, by name, each on its own: a row that
+/// cannot be read (an instant out of range, text that is not JSON) is a
+/// [`StoreError::Decode`] naming it, in its place, and the others load.
+pub async fn list(store: &Store) -> Result<Vec<Result<EntryRow, StoreError>>, StoreError> {
+    let sql = format!("SELECT name AS row_key, {COLUMNS} FROM entries ORDER BY name");
+    Ok(match store {
+        Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(s.pool())
+            .await?
+            .iter()
+            .map(|r| decode_row::<_, Record>("entries", r).map(EntryRow::from))
+            .collect(),
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(s.pool())
+            .await?
+            .iter()
+            .map(|r| decode_row::<_, Record>("entries", r).map(EntryRow::from))
+            .collect(),
     })
-    .transpose()
 }
 
-/// Every row of the entries table, by name.
-pub async fn list(store: &Store) -> Result<Vec<EntryRow>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM entries ORDER BY name");
+/// The change counter of the entries table, which SQLite's triggers bump
+/// on every change (`None` on PostgreSQL, which notifies instead: see
+/// [`super::listen`]).
+pub async fn version(store: &Store) -> Result<Option<i64>, StoreError> {
     match store {
-        Store::Postgres(s) => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(s.pool())
-                .await?;
-            rows.into_iter()
-                .map(|r| {
-                    Ok(EntryRow {
-                        name: r.try_get("name")?,
-                        task: r.try_get("task")?,
-                        cron: r.try_get("cron")?,
-                        crontab: r.try_get("crontab")?,
-                        every: r.try_get("every")?,
-                        timezone: r.try_get("timezone")?,
-                        args: r.try_get("args")?,
-                        kwargs: r.try_get("kwargs")?,
-                        queue: r.try_get("queue")?,
-                        priority: r.try_get::<Option<i32>, _>("priority")?.map(i64::from),
-                        headers: r.try_get("headers")?,
-                        expires: r.try_get("expires")?,
-                        enabled: r.try_get("enabled")?,
-                        start_at: r.try_get("start_at")?,
-                        end_at: r.try_get("end_at")?,
-                        catch_up: r.try_get("catch_up")?,
-                        grace: r.try_get("grace")?,
-                        jitter: r.try_get("jitter")?,
-                        anchor: r.try_get("anchor")?,
-                        group_id: r.try_get("group_id")?,
-                    })
-                })
-                .collect()
-        }
-        Store::Sqlite(s) => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(s.pool())
-                .await?;
-            rows.into_iter()
-                .map(|r| {
-                    Ok(EntryRow {
-                        name: r.try_get("name")?,
-                        task: r.try_get("task")?,
-                        cron: r.try_get("cron")?,
-                        crontab: match json_text(r.try_get("crontab")?)? {
-                            Value::Null => None,
-                            v => Some(v),
-                        },
-                        every: r.try_get("every")?,
-                        timezone: r.try_get("timezone")?,
-                        args: json_text(r.try_get("args")?)?,
-                        kwargs: json_text(r.try_get("kwargs")?)?,
-                        queue: r.try_get("queue")?,
-                        priority: r.try_get("priority")?,
-                        headers: json_text(r.try_get("headers")?)?,
-                        expires: r.try_get("expires")?,
-                        enabled: r.try_get("enabled")?,
-                        start_at: instant_text(r.try_get("start_at")?)?,
-                        end_at: instant_text(r.try_get("end_at")?)?,
-                        catch_up: r.try_get("catch_up")?,
-                        grace: r.try_get("grace")?,
-                        jitter: r.try_get("jitter")?,
-                        anchor: instant_text(r.try_get("anchor")?)?,
-                        group_id: r.try_get("group_id")?,
-                    })
-                })
-                .collect()
-        }
+        Store::Postgres(_) => Ok(None),
+        Store::Sqlite(s) => Ok(Some(
+            sqlx::query_scalar("SELECT version FROM entries_version WHERE id = 1")
+                .fetch_one(s.pool())
+                .await?,
+        )),
     }
 }
 
@@ -175,23 +167,21 @@ pub async fn insert(store: &Store, row: &EntryRow, replace: bool) -> Result<bool
         }
         Store::Sqlite(s) => {
             let sql = format!(
-                "INSERT INTO entries ({COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) {conflict}"
+                "INSERT INTO entries ({COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, {NOW}) {conflict}"
             );
-            let ts = |t: Option<DateTime<Utc>>| {
-                t.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
-            };
+            let ts = |t: Option<DateTime<Utc>>| t.map(Ts);
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&row.name)
                 .bind(&row.task)
                 .bind(&row.cron)
-                .bind(row.crontab.as_ref().map(Value::to_string))
+                .bind(&row.crontab)
                 .bind(&row.every)
                 .bind(&row.timezone)
-                .bind(row.args.to_string())
-                .bind(row.kwargs.to_string())
+                .bind(&row.args)
+                .bind(&row.kwargs)
                 .bind(&row.queue)
                 .bind(row.priority)
-                .bind(row.headers.to_string())
+                .bind(&row.headers)
                 .bind(&row.expires)
                 .bind(row.enabled)
                 .bind(ts(row.start_at))
@@ -201,7 +191,6 @@ pub async fn insert(store: &Store, row: &EntryRow, replace: bool) -> Result<bool
                 .bind(&row.jitter)
                 .bind(ts(row.anchor))
                 .bind(&row.group_id)
-                .bind(crate::clock::system_now().to_rfc3339_opts(SecondsFormat::Micros, true))
                 .execute(s.pool())
                 .await?
                 .rows_affected()
@@ -221,15 +210,14 @@ pub async fn set_enabled(store: &Store, name: &str, enabled: bool) -> Result<boo
                 .await?
                 .rows_affected()
         }
-        Store::Sqlite(s) => {
-            sqlx::query("UPDATE entries SET enabled = ?2, updated_at = ?3 WHERE name = ?1")
-                .bind(name)
-                .bind(enabled)
-                .bind(crate::clock::system_now().to_rfc3339_opts(SecondsFormat::Micros, true))
-                .execute(s.pool())
-                .await?
-                .rows_affected()
-        }
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE entries SET enabled = ?2, updated_at = {NOW} WHERE name = ?1"
+        )))
+        .bind(name)
+        .bind(enabled)
+        .execute(s.pool())
+        .await?
+        .rows_affected(),
     };
     Ok(n > 0)
 }

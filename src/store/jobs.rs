@@ -1,21 +1,83 @@
 //! The jobs table on either backend: insert (idempotent by id), query,
-//! cancel, and the releaser's claim.
+//! cancel, and the releaser's lease.
 //!
-//! On PostgreSQL a claim is a transaction holding the claimed rows with
-//! `FOR UPDATE SKIP LOCKED` until their sends are settled, so replicas share
-//! the work without sending a job twice; a crash before commit leaves the
-//! rows pending, and they are sent again with the same task id. SQLite
-//! serves one process, so a claim is a plain read and the settling a short
-//! transaction, with the same at-least-once outcome.
+//! A release is a lease, not a transaction held across the send to SQS:
+//! [`claim`] marks rows `releasing` under a token until an instant, in one
+//! short transaction (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so replicas
+//! share the work; SQLite: `BEGIN IMMEDIATE`); the caller sends outside any
+//! transaction; [`settle`] then records each outcome on the rows still
+//! under its token. A replica that dies mid-send leaves its rows
+//! `releasing` until the lease ends; the next claim after that takes them
+//! again, and they go out with the same task id. `cancel` never touches a
+//! row being released.
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::sqlite::codec::NOW;
+use super::{Failure, Id, Store, StoreError, Ts, decode_row};
 use crate::jobs::{JobSpec, MAX_DELAY_SECONDS};
-use crate::store::{Store, StoreError};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting in the database for its release window.
+    Pending,
+    /// Claimed by a releaser, which is handing it to SQS now.
+    Releasing,
+    /// In SQS.
+    Released,
+    Cancelled,
+    /// Can never be sent as it stands (expired, a row that is not a valid job).
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Pending,
+        JobStatus::Releasing,
+        JobStatus::Released,
+        JobStatus::Cancelled,
+        JobStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Releasing => "releasing",
+            JobStatus::Released => "released",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a job status (pending, releasing, released, cancelled, failed)"
+                )
+            })
+    }
+}
 
 /// A row of the jobs table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,7 +91,7 @@ pub struct JobRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub priority: i64,
     pub headers: Value,
-    pub status: String,
+    pub status: JobStatus,
     pub created_at: DateTime<Utc>,
     pub released_at: Option<DateTime<Utc>>,
     pub attempts: i64,
@@ -78,12 +140,67 @@ impl JobRow {
     }
 }
 
+/// A jobs row as both backends decode it (see [`super::sqlite::codec`]).
+#[derive(sqlx::FromRow)]
+struct Record {
+    id: Id,
+    task: String,
+    args: Value,
+    kwargs: Value,
+    queue: String,
+    due_at: Ts,
+    expires_at: Option<Ts>,
+    priority: i32,
+    headers: Value,
+    status: JobStatus,
+    created_at: Ts,
+    released_at: Option<Ts>,
+    attempts: i32,
+    last_error: Option<String>,
+    scheduled_by: String,
+}
+
+impl From<Record> for JobRow {
+    fn from(r: Record) -> Self {
+        JobRow {
+            id: r.id.0,
+            task: r.task,
+            args: r.args,
+            kwargs: r.kwargs,
+            queue: r.queue,
+            due_at: r.due_at.0,
+            expires_at: r.expires_at.map(|t| t.0),
+            priority: i64::from(r.priority),
+            headers: r.headers,
+            status: r.status,
+            created_at: r.created_at.0,
+            released_at: r.released_at.map(|t| t.0),
+            attempts: i64::from(r.attempts),
+            last_error: r.last_error,
+            scheduled_by: r.scheduled_by,
+        }
+    }
+}
+
+/// The columns of [`Record`], after each backend's `row_key` (the id as text).
+const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, scheduled_by";
+
+fn decode<R>(row: &R) -> Result<JobRow, StoreError>
+where
+    R: Row,
+    for<'r> Record: sqlx::FromRow<'r, R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    decode_row::<R, Record>("jobs", row).map(JobRow::from)
+}
+
 /// Which jobs `pending` lists.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub task: Option<String>,
     pub queue: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     pub due_after: Option<DateTime<Utc>>,
     pub due_before: Option<DateTime<Utc>>,
     pub limit: i64,
@@ -97,74 +214,14 @@ pub enum Inserted {
     Conflict(JobRow),
 }
 
+#[derive(Debug, PartialEq, Eq)]
 pub enum Cancelled {
     Done,
-    NotPending(String),
+    /// A releaser is handing it to SQS now: it cannot be taken back. If
+    /// the send fails it becomes pending again, and can be cancelled then.
+    BeingReleased,
+    NotPending(JobStatus),
     Missing,
-}
-
-const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, scheduled_by";
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn decode_err(what: String) -> StoreError {
-    StoreError::Db(sqlx::Error::Decode(what.into()))
-}
-
-fn pg_row(r: &sqlx::postgres::PgRow) -> Result<JobRow, StoreError> {
-    Ok(JobRow {
-        id: r.try_get("id")?,
-        task: r.try_get("task")?,
-        args: r.try_get("args")?,
-        kwargs: r.try_get("kwargs")?,
-        queue: r.try_get("queue")?,
-        due_at: r.try_get("due_at")?,
-        expires_at: r.try_get("expires_at")?,
-        priority: i64::from(r.try_get::<i32, _>("priority")?),
-        headers: r.try_get("headers")?,
-        status: r.try_get("status")?,
-        created_at: r.try_get("created_at")?,
-        released_at: r.try_get("released_at")?,
-        attempts: i64::from(r.try_get::<i32, _>("attempts")?),
-        last_error: r.try_get("last_error")?,
-        scheduled_by: r.try_get("scheduled_by")?,
-    })
-}
-
-fn lite_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, StoreError> {
-    let json = |col: &str| -> Result<Value, StoreError> {
-        let t: String = r.try_get(col)?;
-        serde_json::from_str(&t).map_err(|e| decode_err(format!("jobs.{col} is not JSON: {e}")))
-    };
-    let instant = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        let t: Option<String> = r.try_get(col)?;
-        t.map(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .map(|d| d.to_utc())
-                .map_err(|e| decode_err(format!("jobs.{col}: {e}")))
-        })
-        .transpose()
-    };
-    let id: String = r.try_get("id")?;
-    Ok(JobRow {
-        id: Uuid::parse_str(&id).map_err(|e| decode_err(format!("jobs.id {id:?}: {e}")))?,
-        task: r.try_get("task")?,
-        args: json("args")?,
-        kwargs: json("kwargs")?,
-        queue: r.try_get("queue")?,
-        due_at: instant("due_at")?.ok_or_else(|| decode_err("jobs.due_at is NULL".into()))?,
-        expires_at: instant("expires_at")?,
-        priority: r.try_get("priority")?,
-        headers: json("headers")?,
-        status: r.try_get("status")?,
-        created_at: instant("created_at")?.unwrap_or_default(),
-        released_at: instant("released_at")?,
-        attempts: r.try_get("attempts")?,
-        last_error: r.try_get("last_error")?,
-        scheduled_by: r.try_get("scheduled_by")?,
-    })
 }
 
 /// Stores a new pending job; with an id already present, compares payloads.
@@ -190,21 +247,20 @@ pub async fn insert(store: &Store, s: &JobSpec, by: &str) -> Result<Inserted, St
         .execute(pg.pool())
         .await?
         .rows_affected(),
-        Store::Sqlite(lite) => sqlx::query(
+        Store::Sqlite(lite) => sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, task, args, kwargs, queue, due_at, expires_at, priority, headers, scheduled_by, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(s.id.to_string())
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {NOW}) ON CONFLICT (id) DO NOTHING"
+        )))
+        .bind(Id(s.id))
         .bind(&s.task)
-        .bind(args.to_string())
-        .bind(kwargs.to_string())
+        .bind(&args)
+        .bind(&kwargs)
         .bind(&s.queue)
-        .bind(ts(s.due_at))
-        .bind(s.expires_at.map(ts))
-        .bind(i64::from(s.priority))
-        .bind(headers.to_string())
+        .bind(Ts(s.due_at))
+        .bind(s.expires_at.map(Ts))
+        .bind(i32::from(s.priority))
+        .bind(&headers)
         .bind(by)
-        .bind(ts(crate::clock::system_now()))
         .execute(lite.pool())
         .await?
         .rows_affected(),
@@ -212,9 +268,15 @@ pub async fn insert(store: &Store, s: &JobSpec, by: &str) -> Result<Inserted, St
     if n == 1 {
         return Ok(Inserted::Created);
     }
-    let existing = get(store, s.id)
-        .await?
-        .ok_or_else(|| decode_err(format!("job {} vanished during insert", s.id)))?;
+    let Some(existing) = get(store, s.id).await? else {
+        // Deleted between the two statements: say so rather than guess.
+        return Err(StoreError::Decode {
+            table: "jobs",
+            column: "id".into(),
+            row: s.id.to_string(),
+            reason: "the row existed and then vanished while scheduling; schedule it again".into(),
+        });
+    };
     Ok(if existing.same_payload(s) {
         Inserted::Existing(existing)
     } else {
@@ -222,266 +284,545 @@ pub async fn insert(store: &Store, s: &JobSpec, by: &str) -> Result<Inserted, St
     })
 }
 
+/// One job; a row that cannot be read is [`StoreError::Decode`].
 pub async fn get(store: &Store, id: Uuid) -> Result<Option<JobRow>, StoreError> {
-    let sql = format!("SELECT {COLS} FROM jobs WHERE id = $1");
     match store {
-        Store::Postgres(pg) => sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(pg.pool())
-            .await?
-            .map(|r| pg_row(&r))
-            .transpose(),
-        Store::Sqlite(l) => sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
-            .bind(id.to_string())
-            .fetch_optional(l.pool())
-            .await?
-            .map(|r| lite_row(&r))
-            .transpose(),
+        Store::Postgres(pg) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id::text AS row_key, {COLS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(pg.pool())
+        .await?
+        .map(|r| decode(&r))
+        .transpose(),
+        Store::Sqlite(l) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id AS row_key, {COLS} FROM jobs WHERE id = ?1"
+        )))
+        .bind(Id(id))
+        .fetch_optional(l.pool())
+        .await?
+        .map(|r| decode(&r))
+        .transpose(),
     }
 }
 
-/// Jobs matching `f`, by due instant.
-pub async fn list(store: &Store, f: &Filter) -> Result<Vec<JobRow>, StoreError> {
-    let sql = format!(
-        "SELECT {COLS} FROM jobs WHERE ($1 IS NULL OR task = $1) AND ($2 IS NULL OR queue = $2) AND ($3 IS NULL OR status = $3)
-         AND ($4 IS NULL OR due_at >= $4) AND ($5 IS NULL OR due_at < $5) ORDER BY due_at, id LIMIT $6"
-    );
-    match store {
-        Store::Postgres(pg) => {
-            let sql = sql
-                .replace("$1 IS NULL", "$1::text IS NULL")
-                .replace("$2 IS NULL", "$2::text IS NULL")
-                .replace("$3 IS NULL", "$3::text IS NULL")
-                .replace("$4 IS NULL", "$4::timestamptz IS NULL")
-                .replace("$5 IS NULL", "$5::timestamptz IS NULL");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&f.task)
-                .bind(&f.queue)
-                .bind(&f.status)
-                .bind(f.due_after)
-                .bind(f.due_before)
-                .bind(f.limit)
-                .fetch_all(pg.pool())
-                .await?;
-            rows.iter().map(pg_row).collect()
-        }
-        Store::Sqlite(l) => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
-                .bind(&f.task)
-                .bind(&f.queue)
-                .bind(&f.status)
-                .bind(f.due_after.map(ts))
-                .bind(f.due_before.map(ts))
-                .bind(f.limit)
-                .fetch_all(l.pool())
-                .await?;
-            rows.iter().map(lite_row).collect()
-        }
-    }
-}
-
-/// Cancels a pending job; a released one is already in SQS.
-pub async fn cancel(store: &Store, id: Uuid) -> Result<Cancelled, StoreError> {
-    let n = match store {
-        Store::Postgres(pg) => {
-            sqlx::query("UPDATE jobs SET status = 'cancelled' WHERE id = $1 AND status = 'pending'")
-                .bind(id)
-                .execute(pg.pool())
-                .await?
-                .rows_affected()
-        }
-        Store::Sqlite(l) => {
-            sqlx::query("UPDATE jobs SET status = 'cancelled' WHERE id = ?1 AND status = 'pending'")
-                .bind(id.to_string())
-                .execute(l.pool())
-                .await?
-                .rows_affected()
-        }
-    };
-    if n == 1 {
-        return Ok(Cancelled::Done);
-    }
-    Ok(match get(store, id).await? {
-        Some(row) => Cancelled::NotPending(row.status),
-        None => Cancelled::Missing,
+/// Jobs matching `f`, by due instant; each row on its own, so one that
+/// cannot be read is an error in its place and the others still list.
+pub async fn list(
+    store: &Store,
+    f: &Filter,
+) -> Result<Vec<Result<JobRow, StoreError>>, StoreError> {
+    Ok(match store {
+        Store::Postgres(pg) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id::text AS row_key, {COLS} FROM jobs
+              WHERE ($1::text IS NULL OR task = $1) AND ($2::text IS NULL OR queue = $2)
+                AND ($3::text IS NULL OR status = $3)
+                AND ($4::timestamptz IS NULL OR due_at >= $4) AND ($5::timestamptz IS NULL OR due_at < $5)
+              ORDER BY due_at, id LIMIT $6"
+        )))
+        .bind(&f.task)
+        .bind(&f.queue)
+        .bind(f.status)
+        .bind(f.due_after)
+        .bind(f.due_before)
+        .bind(f.limit)
+        .fetch_all(pg.pool())
+        .await?
+        .iter()
+        .map(decode)
+        .collect(),
+        Store::Sqlite(l) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id AS row_key, {COLS} FROM jobs
+              WHERE (?1 IS NULL OR task = ?1) AND (?2 IS NULL OR queue = ?2) AND (?3 IS NULL OR status = ?3)
+                AND (?4 IS NULL OR due_at >= ?4) AND (?5 IS NULL OR due_at < ?5)
+              ORDER BY due_at, id LIMIT ?6"
+        )))
+        .bind(&f.task)
+        .bind(&f.queue)
+        .bind(f.status)
+        .bind(f.due_after.map(Ts))
+        .bind(f.due_before.map(Ts))
+        .bind(f.limit)
+        .fetch_all(l.pool())
+        .await?
+        .iter()
+        .map(decode)
+        .collect(),
     })
 }
 
-/// When the releaser should look again: the earliest window opening (or
-/// retry) among the first pending jobs by due instant. Reads the head of
-/// the pending index only, so it stays cheap at millions of rows.
+/// Cancels a pending job. A job being released is not cancelled (it may
+/// be in SQS already); a released one is in SQS.
+pub async fn cancel(store: &Store, id: Uuid) -> Result<Cancelled, StoreError> {
+    let (n, status): (u64, Option<JobStatus>) = match store {
+        Store::Postgres(pg) => {
+            let n = sqlx::query(
+                "UPDATE jobs SET status = 'cancelled' WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .execute(pg.pool())
+            .await?
+            .rows_affected();
+            let status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pg.pool())
+                .await?;
+            (n, status)
+        }
+        Store::Sqlite(l) => {
+            let n = sqlx::query(
+                "UPDATE jobs SET status = 'cancelled' WHERE id = ?1 AND status = 'pending'",
+            )
+            .bind(Id(id))
+            .execute(l.pool())
+            .await?
+            .rows_affected();
+            let status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+                .bind(Id(id))
+                .fetch_optional(l.pool())
+                .await?;
+            (n, status)
+        }
+    };
+    Ok(match (n, status) {
+        (1, _) => Cancelled::Done,
+        (_, Some(JobStatus::Releasing)) => Cancelled::BeingReleased,
+        (_, Some(s)) => Cancelled::NotPending(s),
+        (_, None) => Cancelled::Missing,
+    })
+}
+
+/// The earliest instant a release pass may find work: a window opening
+/// or a retry instant among pending jobs, or the end of a lease (a
+/// releaser that died mid-send). A FIFO queue's window opens when its job
+/// is due. Reads only the head of each pending index (FIFO and delayed
+/// queues apart), so it stays cheap at millions of rows; rows that cannot
+/// be read are left to the claim, which marks them failed.
 pub async fn next_wake(
     store: &Store,
     window: Duration,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    const HEAD: i64 = 100;
-    let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = match store {
+    let window = window.min(Duration::seconds(MAX_DELAY_SECONDS));
+    let (delayed, fifo, lease) = match store {
         Store::Postgres(pg) => {
-            sqlx::query_as("SELECT queue, due_at, retry_at FROM jobs WHERE status = 'pending' ORDER BY due_at LIMIT $1")
-                .bind(HEAD)
-                .fetch_all(pg.pool())
-                .await?
+            let head = |fifo: &'static str| async move {
+                let sql = format!(
+                    "SELECT id::text AS row_key, due_at, retry_at FROM jobs
+                      WHERE status = 'pending' AND right(queue, 5) {fifo} '.fifo' ORDER BY due_at LIMIT $1"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(HEAD)
+                    .fetch_all(pg.pool())
+                    .await?;
+                Ok::<_, StoreError>(head_of(&rows))
+            };
+            let lease =
+                sqlx::query("SELECT min(lease_until) AS t FROM jobs WHERE status = 'releasing'")
+                    .fetch_one(pg.pool())
+                    .await?
+                    .try_get::<Option<Ts>, _>("t")
+                    .ok()
+                    .flatten();
+            (head("<>").await?, head("=").await?, lease)
         }
         Store::Sqlite(l) => {
-            let raw: Vec<(String, String, Option<String>)> =
-                sqlx::query_as("SELECT queue, due_at, retry_at FROM jobs WHERE status = 'pending' ORDER BY due_at LIMIT ?1")
+            let head = |fifo: &'static str| async move {
+                let sql = format!(
+                    "SELECT id AS row_key, due_at, retry_at FROM jobs
+                      WHERE status = 'pending' AND substr(queue, -5) {fifo} '.fifo' ORDER BY due_at LIMIT ?1"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(HEAD)
                     .fetch_all(l.pool())
                     .await?;
-            let p = |t: &str| DateTime::parse_from_rfc3339(t).map(|d| d.to_utc()).map_err(|e| decode_err(format!("jobs instant {t:?}: {e}")));
-            raw.iter()
-                .map(|(q, d, r)| Ok((q.clone(), p(d)?, r.as_deref().map(p).transpose()?)))
-                .collect::<Result<_, StoreError>>()?
+                Ok::<_, StoreError>(head_of(&rows))
+            };
+            let lease =
+                sqlx::query("SELECT min(lease_until) AS t FROM jobs WHERE status = 'releasing'")
+                    .fetch_one(l.pool())
+                    .await?
+                    .try_get::<Option<Ts>, _>("t")
+                    .ok()
+                    .flatten();
+            (head("<>").await?, head("=").await?, lease)
         }
     };
-    let window = window.min(Duration::seconds(MAX_DELAY_SECONDS));
-    let opening = |queue: &str, due: DateTime<Utc>| {
-        if queue.ends_with(".fifo") {
-            due
-        } else {
-            due - window
-        }
-    };
-    let mut wake = rows
-        .iter()
-        .map(|(q, d, r)| opening(q, *d).max(r.unwrap_or(DateTime::<Utc>::MIN_UTC)))
-        .min();
-    // Rows past the head are due no earlier than its last one.
-    if rows.len() as i64 == HEAD
-        && let Some((_, last, _)) = rows.last()
-    {
-        wake = wake.map(|w| w.min(*last - window));
+    Ok([
+        delayed.wake(window),
+        fifo.wake(Duration::zero()),
+        lease.map(|t| t.0),
+    ]
+    .into_iter()
+    .flatten()
+    .min())
+}
+
+/// Rows read from the head of a pending index.
+const HEAD: i64 = 100;
+
+/// The readable rows at the head of a pending index, and whether it was full.
+struct Head {
+    rows: Vec<HeadRow>,
+    full: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct HeadRow {
+    due_at: Ts,
+    retry_at: Option<Ts>,
+}
+
+fn head_of<R>(rows: &[R]) -> Head
+where
+    R: Row,
+    for<'r> HeadRow: sqlx::FromRow<'r, R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Head {
+        rows: rows
+            .iter()
+            .filter_map(|r| decode_row::<R, HeadRow>("jobs", r).ok())
+            .collect(),
+        full: rows.len() as i64 == HEAD,
     }
-    Ok(wake)
 }
 
-/// Jobs claimed by one release pass, held until `settle`.
-pub struct Batch {
-    pub jobs: Vec<JobRow>,
-    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
-    store: Store,
+impl Head {
+    /// The earliest opening (`due - window`, after any retry instant); rows
+    /// past a full head are due no earlier than its last one.
+    fn wake(&self, window: Duration) -> Option<DateTime<Utc>> {
+        let first = self
+            .rows
+            .iter()
+            .map(|h| {
+                (h.due_at.0 - window).max(h.retry_at.map_or(DateTime::<Utc>::MIN_UTC, |t| t.0))
+            })
+            .min();
+        let past = self
+            .rows
+            .last()
+            .filter(|_| self.full)
+            .map(|last| last.due_at.0 - window);
+        first.into_iter().chain(past).min()
+    }
 }
 
-/// Claims up to `limit` pending jobs whose window may be open at `now`
-/// (`only`: just that job).
-pub async fn claim(
-    store: &Store,
-    now: DateTime<Utc>,
-    window: Duration,
-    limit: i64,
-    only: Option<Uuid>,
-) -> Result<Batch, StoreError> {
-    let horizon = now + window.min(Duration::seconds(MAX_DELAY_SECONDS));
+/// What a release pass asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now: DateTime<Utc>,
+    /// The release window (at most SQS's 15 minutes is used).
+    pub window: Duration,
+    pub limit: i64,
+    /// How long the claimed rows stay this pass's: longer than its sends
+    /// may take. A pass still sending after that may see them claimed
+    /// again, and sent twice with the same task id.
+    pub lease_for: Duration,
+    /// Just this job (what `sqsbeat schedule` does for a job due at once).
+    pub only: Option<Uuid>,
+    /// This pass's lease token; [`settle`] needs it.
+    pub token: Uuid,
+}
+
+/// What a claim took.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Leased to this pass, by due instant.
+    pub rows: Vec<JobRow>,
+    /// Rows that could not be read (an instant out of range, JSON or a
+    /// UUID that does not parse), marked failed in the same transaction:
+    /// the row's id as stored, and the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Leases up to `limit` jobs to the pass `r.token`, in one short
+/// transaction: pending rows whose window is open at `r.now` (a FIFO queue
+/// takes no delay, so its jobs only once due) and whose retry instant has
+/// passed, and rows whose lease ended (their releaser died mid-send).
+pub async fn claim(store: &Store, r: &ClaimRequest) -> Result<Claimed, StoreError> {
+    let horizon = r.now + r.window.min(Duration::seconds(MAX_DELAY_SECONDS));
+    let lease_until = r.now + r.lease_for;
     match store {
         Store::Postgres(pg) => {
             let mut tx = pg.pool().begin().await?;
-            let sql = format!(
-                "SELECT {COLS} FROM jobs WHERE status = 'pending' AND due_at <= $1 AND (retry_at IS NULL OR retry_at <= $2)
-                 AND ($3::uuid IS NULL OR id = $3) ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(horizon)
-                .bind(now)
-                .bind(only)
-                .bind(limit)
-                .fetch_all(&mut *tx)
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "WITH delayed AS (
+                    SELECT id, due_at AS rank FROM jobs
+                     WHERE status = 'pending' AND right(queue, 5) <> '.fifo' AND due_at <= $2
+                       AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
+                     ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+                 fifo AS (
+                    SELECT id, due_at AS rank FROM jobs
+                     WHERE status = 'pending' AND right(queue, 5) = '.fifo' AND due_at <= $1
+                       AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
+                     ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+                 stale AS (
+                    SELECT id, lease_until AS rank FROM jobs
+                     WHERE status = 'releasing' AND lease_until <= $1 AND ($5::uuid IS NULL OR id = $5)
+                     ORDER BY lease_until LIMIT $6 FOR UPDATE SKIP LOCKED)
+                 UPDATE jobs SET status = 'releasing', lease = $3, lease_until = $4
+                  WHERE id IN (SELECT id FROM (SELECT * FROM delayed UNION ALL SELECT * FROM fifo
+                                               UNION ALL SELECT * FROM stale) AS c
+                                ORDER BY rank LIMIT $6)
+                 RETURNING id::text AS row_key, {COLS}"
+            )))
+            .bind(r.now)
+            .bind(horizon)
+            .bind(r.token)
+            .bind(lease_until)
+            .bind(r.only)
+            .bind(r.limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
+            if !claimed.failed.is_empty() {
+                // A PostgreSQL id is always a UUID; only the text came back.
+                let ids: Vec<Uuid> = claimed
+                    .failed
+                    .iter()
+                    .filter_map(|(id, _)| Uuid::parse_str(id).ok())
+                    .collect();
+                let why: Vec<&str> = claimed.failed.iter().map(|f| f.1.as_str()).collect();
+                sqlx::query(
+                    "UPDATE jobs SET status = 'failed', last_error = u.why, lease = NULL, lease_until = NULL
+                       FROM UNNEST($1::uuid[], $2::text[]) AS u(id, why) WHERE jobs.id = u.id AND jobs.lease = $3",
+                )
+                .bind(&ids)
+                .bind(&why)
+                .bind(r.token)
+                .execute(&mut *tx)
                 .await?;
-            let jobs = rows.iter().map(pg_row).collect::<Result<_, _>>()?;
-            Ok(Batch {
-                jobs,
-                tx: Some(tx),
-                store: store.clone(),
-            })
+            }
+            tx.commit().await?;
+            Ok(claimed)
         }
         Store::Sqlite(l) => {
-            let sql = format!(
-                "SELECT {COLS} FROM jobs WHERE status = 'pending' AND due_at <= ?1 AND (retry_at IS NULL OR retry_at <= ?2)
-                 AND (?3 IS NULL OR id = ?3) ORDER BY due_at LIMIT ?4"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(ts(horizon))
-                .bind(ts(now))
-                .bind(only.map(|u| u.to_string()))
-                .bind(limit)
-                .fetch_all(l.pool())
+            // IMMEDIATE: the write lock from the start, so two processes
+            // (a running releaser, `sqsbeat schedule`) cannot both lease a row.
+            let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET status = 'releasing', lease = ?3, lease_until = ?4
+                  WHERE id IN (
+                    SELECT id FROM (
+                      SELECT id, due_at AS rank FROM jobs
+                       WHERE status = 'pending' AND substr(queue, -5) <> '.fifo' AND due_at <= ?2
+                         AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
+                      UNION ALL
+                      SELECT id, due_at FROM jobs
+                       WHERE status = 'pending' AND substr(queue, -5) = '.fifo' AND due_at <= ?1
+                         AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
+                      UNION ALL
+                      SELECT id, lease_until FROM jobs
+                       WHERE status = 'releasing' AND lease_until <= ?1 AND (?5 IS NULL OR id = ?5))
+                    ORDER BY rank LIMIT ?6)
+                 RETURNING id AS row_key, {COLS}"
+            )))
+            .bind(Ts(r.now))
+            .bind(Ts(horizon))
+            .bind(Id(r.token))
+            .bind(Ts(lease_until))
+            .bind(r.only.map(Id))
+            .bind(r.limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
+            if !claimed.failed.is_empty() {
+                let failed: Vec<Value> = claimed
+                    .failed
+                    .iter()
+                    .map(|(id, why)| serde_json::json!([id, why]))
+                    .collect();
+                sqlx::query(
+                    "UPDATE jobs SET status = 'failed', last_error = j.value ->> 1, lease = NULL, lease_until = NULL
+                       FROM json_each(?1) AS j WHERE jobs.id = j.value ->> 0 AND jobs.lease = ?2",
+                )
+                .bind(Value::Array(failed).to_string())
+                .bind(Id(r.token))
+                .execute(&mut *tx)
                 .await?;
-            let jobs = rows.iter().map(lite_row).collect::<Result<_, _>>()?;
-            Ok(Batch {
-                jobs,
-                tx: None,
-                store: store.clone(),
-            })
+            }
+            tx.commit().await?;
+            // RETURNING gives no order on SQLite.
+            claimed.rows.sort_by_key(|j| j.due_at);
+            Ok(claimed)
         }
     }
 }
 
-/// How each claimed job ended this pass.
+/// Splits decoded rows into those leased and those to mark failed.
+fn split(
+    rows: impl Iterator<Item = (Result<String, sqlx::Error>, Result<JobRow, StoreError>)>,
+) -> Claimed {
+    let mut out = Claimed::default();
+    for (key, row) in rows {
+        match (key, row) {
+            (_, Ok(job)) => out.rows.push(job),
+            (Ok(key), Err(StoreError::Decode { column, reason, .. })) => out
+                .failed
+                .push((key, format!("cannot read column {column}: {reason}"))),
+            (Ok(key), Err(e)) => out.failed.push((key, e.to_string())),
+            // The key is selected as text from a NOT NULL column: unreachable
+            // in practice, and such a row stays leased until its lease ends.
+            (Err(_), Err(_)) => {}
+        }
+    }
+    out
+}
+
+/// How each leased job ended this pass.
 #[derive(Debug, Default)]
 pub struct Settlement {
     pub released: Vec<Uuid>,
-    /// Send failed: try again at the given instant.
+    /// Send failed: pending again, to be tried at the given instant.
     pub retry: Vec<(Uuid, String, DateTime<Utc>)>,
     /// Cannot ever be sent (expired, invalid row): marked failed.
     pub failed: Vec<(Uuid, String)>,
 }
 
-impl Batch {
-    /// Records the outcomes and releases the claim.
-    pub async fn settle(self, s: &Settlement) -> Result<(), StoreError> {
-        match (self.tx, &self.store) {
-            (Some(mut tx), _) => {
-                sqlx::query("UPDATE jobs SET status = 'released', released_at = now(), attempts = attempts + 1, last_error = NULL, retry_at = NULL WHERE id = ANY($1)")
-                    .bind(&s.released)
-                    .execute(&mut *tx)
-                    .await?;
-                for (id, err, at) in &s.retry {
-                    sqlx::query("UPDATE jobs SET attempts = attempts + 1, last_error = $2, retry_at = $3 WHERE id = $1")
-                        .bind(id)
-                        .bind(err)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for (id, err) in &s.failed {
-                    sqlx::query("UPDATE jobs SET status = 'failed', last_error = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(err)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-            }
-            (None, Store::Sqlite(l)) => {
-                let mut tx = l.pool().begin().await?;
-                let now = ts(crate::clock::system_now());
-                for id in &s.released {
-                    sqlx::query("UPDATE jobs SET status = 'released', released_at = ?2, attempts = attempts + 1, last_error = NULL, retry_at = NULL WHERE id = ?1")
-                        .bind(id.to_string())
-                        .bind(&now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for (id, err, at) in &s.retry {
-                    sqlx::query("UPDATE jobs SET attempts = attempts + 1, last_error = ?2, retry_at = ?3 WHERE id = ?1")
-                        .bind(id.to_string())
-                        .bind(err)
-                        .bind(ts(*at))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for (id, err) in &s.failed {
-                    sqlx::query("UPDATE jobs SET status = 'failed', last_error = ?2 WHERE id = ?1")
-                        .bind(id.to_string())
-                        .bind(err)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-            }
-            (None, Store::Postgres(_)) => {}
-        }
-        Ok(())
+impl Settlement {
+    fn len(&self) -> usize {
+        self.released.len() + self.retry.len() + self.failed.len()
     }
+}
+
+/// What a settle wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SettleOutcome {
+    pub settled: u64,
+    /// Rows no longer under this token (the lease ended and another pass
+    /// claimed them, or someone changed them by hand): left as they are.
+    pub lost: u64,
+}
+
+/// Records the outcomes of the pass `token` at `now`, in one short
+/// transaction, on the rows still under its lease. An empty settlement
+/// writes nothing.
+pub async fn settle(
+    store: &Store,
+    token: Uuid,
+    s: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<SettleOutcome, StoreError> {
+    let wanted = s.len() as u64;
+    if wanted == 0 {
+        return Ok(SettleOutcome::default());
+    }
+    let settled = match store {
+        Store::Postgres(pg) => {
+            let mut tx = pg.pool().begin().await?;
+            let mut n = 0;
+            if !s.released.is_empty() {
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'released', released_at = $3, attempts = attempts + 1, last_error = NULL,
+                            retry_at = NULL, lease = NULL, lease_until = NULL
+                      WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
+                )
+                .bind(&s.released)
+                .bind(token)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if !s.retry.is_empty() {
+                let ids: Vec<Uuid> = s.retry.iter().map(|r| r.0).collect();
+                let why: Vec<&str> = s.retry.iter().map(|r| r.1.as_str()).collect();
+                let at: Vec<DateTime<Utc>> = s.retry.iter().map(|r| r.2).collect();
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = u.why, retry_at = u.at,
+                            lease = NULL, lease_until = NULL
+                       FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, why, at)
+                      WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $4",
+                )
+                .bind(&ids)
+                .bind(&why)
+                .bind(&at)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if !s.failed.is_empty() {
+                let ids: Vec<Uuid> = s.failed.iter().map(|r| r.0).collect();
+                let why: Vec<&str> = s.failed.iter().map(|r| r.1.as_str()).collect();
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'failed', last_error = u.why, lease = NULL, lease_until = NULL
+                       FROM UNNEST($1::uuid[], $2::text[]) AS u(id, why)
+                      WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $3",
+                )
+                .bind(&ids)
+                .bind(&why)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            n
+        }
+        Store::Sqlite(l) => {
+            let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let mut n = 0;
+            if !s.released.is_empty() {
+                let ids: Vec<String> = s.released.iter().map(Uuid::to_string).collect();
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'released', released_at = ?3, attempts = attempts + 1, last_error = NULL,
+                            retry_at = NULL, lease = NULL, lease_until = NULL
+                      WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
+                )
+                .bind(Value::from(ids).to_string())
+                .bind(Id(token))
+                .bind(Ts(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if !s.retry.is_empty() {
+                let rows: Vec<Value> = s
+                    .retry
+                    .iter()
+                    .map(|(id, why, at)| {
+                        serde_json::json!([id.to_string(), why, super::sqlite::codec::text(*at)])
+                    })
+                    .collect();
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = j.value ->> 1,
+                            retry_at = j.value ->> 2, lease = NULL, lease_until = NULL
+                       FROM json_each(?1) AS j
+                      WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",
+                )
+                .bind(Value::Array(rows).to_string())
+                .bind(Id(token))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if !s.failed.is_empty() {
+                let rows: Vec<Value> = s
+                    .failed
+                    .iter()
+                    .map(|(id, why)| serde_json::json!([id.to_string(), why]))
+                    .collect();
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'failed', last_error = j.value ->> 1, lease = NULL, lease_until = NULL
+                       FROM json_each(?1) AS j
+                      WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",
+                )
+                .bind(Value::Array(rows).to_string())
+                .bind(Id(token))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            n
+        }
+    };
+    Ok(SettleOutcome {
+        settled,
+        lost: wanted.saturating_sub(settled),
+    })
 }
 
 /// Pending jobs by how soon they are due: overdue, within 15 minutes, an
@@ -490,50 +831,171 @@ pub async fn pending_by_bucket(
     store: &Store,
     now: DateTime<Utc>,
 ) -> Result<Vec<(&'static str, i64)>, StoreError> {
-    const EDGES: [(&str, i64); 5] = [
-        ("overdue", 0),
-        ("15m", 15 * 60),
-        ("1h", 3600),
-        ("1d", 86_400),
-        ("7d", 7 * 86_400),
+    const NAMES: [&str; 6] = ["overdue", "15m", "1h", "1d", "7d", "later"];
+    let edge = |secs: i64| now + Duration::seconds(secs);
+    let edges = [
+        edge(0),
+        edge(15 * 60),
+        edge(3600),
+        edge(86_400),
+        edge(7 * 86_400),
     ];
-    let mut out = Vec::with_capacity(EDGES.len() + 1);
-    let mut below = 0i64;
-    for (name, secs) in EDGES {
-        let edge = now + Duration::seconds(secs);
-        let n: i64 = match store {
-            Store::Postgres(pg) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM jobs WHERE status = 'pending' AND due_at < $1",
-                )
-                .bind(edge)
-                .fetch_one(pg.pool())
-                .await?
-            }
-            Store::Sqlite(l) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM jobs WHERE status = 'pending' AND due_at < ?1",
-                )
-                .bind(ts(edge))
-                .fetch_one(l.pool())
-                .await?
-            }
-        };
-        out.push((name, n - below));
-        below = n;
-    }
-    let total: i64 = match store {
+    // Cumulative counts below each edge, and the total, in one statement.
+    let counts: (i64, i64, i64, i64, i64, i64) = match store {
         Store::Postgres(pg) => {
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'pending'")
-                .fetch_one(pg.pool())
-                .await?
+            sqlx::query_as(
+                "SELECT coalesce(sum(CASE WHEN due_at < $1 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < $2 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < $3 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < $4 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < $5 THEN 1 ELSE 0 END), 0),
+                        count(*)
+                   FROM jobs WHERE status = 'pending'",
+            )
+            .bind(edges[0])
+            .bind(edges[1])
+            .bind(edges[2])
+            .bind(edges[3])
+            .bind(edges[4])
+            .fetch_one(pg.pool())
+            .await?
         }
         Store::Sqlite(l) => {
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'pending'")
-                .fetch_one(l.pool())
-                .await?
+            sqlx::query_as(
+                "SELECT coalesce(sum(CASE WHEN due_at < ?1 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < ?2 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < ?3 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < ?4 THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN due_at < ?5 THEN 1 ELSE 0 END), 0),
+                        count(*)
+                   FROM jobs WHERE status = 'pending'",
+            )
+            .bind(Ts(edges[0]))
+            .bind(Ts(edges[1]))
+            .bind(Ts(edges[2]))
+            .bind(Ts(edges[3]))
+            .bind(Ts(edges[4]))
+            .fetch_one(l.pool())
+            .await?
         }
     };
-    out.push(("later", total - below));
-    Ok(out)
+    let cumulative = [counts.0, counts.1, counts.2, counts.3, counts.4, counts.5];
+    let mut below = 0;
+    Ok(NAMES
+        .into_iter()
+        .zip(cumulative)
+        .map(|(name, n)| {
+            let here = n - below;
+            below = n;
+            (name, here)
+        })
+        .collect())
+}
+
+/// Jobs failing (pending with an error: retrying) or failed, newest due
+/// first. A row whose due instant cannot be read is listed without one.
+pub async fn failing(store: &Store, limit: i64) -> Result<Vec<Failure>, StoreError> {
+    fn failure<R>(row: &R) -> Result<Failure, StoreError>
+    where
+        R: Row,
+        &'static str: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> Ts: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Failure {
+            kind: "job",
+            name: row.try_get("row_key")?,
+            at: row.try_get::<Ts, _>("due_at").ok().map(|t| t.0),
+            attempts: i64::from(row.try_get::<i32, _>("attempts")?),
+            error: row.try_get("last_error")?,
+        })
+    }
+    match store {
+        Store::Postgres(pg) => sqlx::query(
+            "SELECT id::text AS row_key, due_at, attempts, last_error FROM jobs
+              WHERE last_error IS NOT NULL AND status IN ('pending', 'failed') ORDER BY due_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pg.pool())
+        .await?
+        .iter()
+        .map(failure)
+        .collect(),
+        Store::Sqlite(l) => sqlx::query(
+            "SELECT id AS row_key, due_at, attempts, last_error FROM jobs
+              WHERE last_error IS NOT NULL AND status IN ('pending', 'failed') ORDER BY due_at DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(l.pool())
+        .await?
+        .iter()
+        .map(failure)
+        .collect(),
+    }
+}
+
+mod codec {
+    //! [`JobStatus`] as text on both backends.
+    use super::JobStatus;
+    use sqlx::encode::IsNull;
+    use sqlx::error::BoxDynError;
+    use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, Postgres};
+    use sqlx::sqlite::{Sqlite, SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
+    use sqlx::{Decode, Encode, Type};
+
+    impl Type<Postgres> for JobStatus {
+        fn type_info() -> PgTypeInfo {
+            <String as Type<Postgres>>::type_info()
+        }
+        fn compatible(ty: &PgTypeInfo) -> bool {
+            <String as Type<Postgres>>::compatible(ty)
+        }
+    }
+    impl Encode<'_, Postgres> for JobStatus {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            Encode::<Postgres>::encode(self.as_str(), buf)
+        }
+    }
+    impl<'r> Decode<'r, Postgres> for JobStatus {
+        fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+            <&str as Decode<Postgres>>::decode(value)?
+                .parse()
+                .map_err(Into::into)
+        }
+    }
+    impl Type<Sqlite> for JobStatus {
+        fn type_info() -> SqliteTypeInfo {
+            <String as Type<Sqlite>>::type_info()
+        }
+        fn compatible(ty: &SqliteTypeInfo) -> bool {
+            <String as Type<Sqlite>>::compatible(ty)
+        }
+    }
+    impl Encode<'_, Sqlite> for JobStatus {
+        fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+            Encode::<Sqlite>::encode(self.as_str(), buf)
+        }
+    }
+    impl<'r> Decode<'r, Sqlite> for JobStatus {
+        fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+            <&str as Decode<Sqlite>>::decode(value)?
+                .parse()
+                .map_err(Into::into)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_as_text() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
 }

@@ -1,29 +1,29 @@
-//! The PostgreSQL store: migrations, the run ledger, per-entry cursors, and
-//! the leader row. Functions take a pool (or a connection) and do one
-//! thing; the leadership campaign lives in `leader`.
+//! The PostgreSQL store: connecting, creating the schema, migrations, and
+//! the checked decoding of `timestamptz` and `uuid` for [`Ts`] and [`Id`].
+//! The SQL of each table is in its own module (`store::ledger`, ...).
 //!
 //! Every object lives in sqsbeat's own schema (default `sqsbeat`): each
 //! connection sets `search_path` to it, so the SQL is unqualified and an
-//! application database can host sqsbeat safely.
-//!
-//! Fencing: `record_decision` checks the leader row's epoch in the same
-//! transaction that claims fires, holding the row's lock until commit. A
-//! new leader bumps the epoch only after taking the advisory lock, which
-//! the previous leader's session held; so once a new epoch exists, no
-//! claim under an older one can commit.
+//! application database can host sqsbeat safely. (`schedule_job()`, which
+//! applications call from their own sessions, carries its own
+//! `search_path`: see migration 0005.)
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgConnectOptions, PgPool, PgPoolOptions, PgTypeInfo, PgValueFormat,
+    PgValueRef, Postgres,
+};
+use sqlx::{AssertSqlSafe, Connection, Decode, Encode, Type};
 use uuid::Uuid;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+use super::{Access, DAEMON_CONNECTIONS, Id, StoreError, Ts};
 
-use super::{Claim, Cursor, Miss, StoreError};
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// A connection pool to sqsbeat's schema.
 #[derive(Clone, Debug)]
@@ -42,53 +42,37 @@ fn valid_schema(s: &str) -> bool {
 }
 
 impl PgStore {
-    /// Connects, creates the schema if needed and applies pending
-    /// migrations (idempotent: applied ones are skipped).
+    /// Connects with a daemon's pool, creates the schema if needed and
+    /// applies pending migrations (idempotent: applied ones are skipped).
     pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
-        Self::connect_sized(url, schema, 8).await
+        Self::open(url, schema, Access::Daemon).await
     }
 
-    /// Like `connect`, with at most `connections` connections: a one-shot
-    /// CLI command needs one, and one handshake is cheaper than two.
-    pub async fn connect_sized(
-        url: &str,
-        schema: &str,
-        connections: u32,
-    ) -> Result<Self, StoreError> {
+    /// Connects for `access`: a one-shot command gets one connection (one
+    /// handshake is cheaper than two); [`Access::Read`] runs no DDL and
+    /// checks that every migration is applied.
+    pub async fn open(url: &str, schema: &str, access: Access) -> Result<Self, StoreError> {
         if !valid_schema(schema) {
             return Err(StoreError::Schema(schema.to_string()));
         }
         let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let options = base.options([("search_path", schema)]);
+        let connections = match access {
+            Access::Daemon => DAEMON_CONNECTIONS,
+            Access::Write | Access::Read => 1,
+        };
         // One pool for everything: each new connection may cost a TLS
         // handshake. A search_path naming a schema that does not exist yet
         // is allowed, so the pool can create it.
         let pool = PgPoolOptions::new()
-            .max_connections(connections.max(1))
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await?;
-        // CREATE SCHEMA IF NOT EXISTS races when replicas start together
-        // (a unique violation), so creation is serialized on a lock.
-        // Schema and migrations on one connection: another would be another
-        // handshake.
-        let mut conn = pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(schema_lock_key(schema))
-            .execute(&mut *tx)
-            .await?;
-        // A claimed fire later decided missed (it expired while failing, was
-        // superseded, or its entry was removed) settles its row; `sent` stays.
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-        )))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        // run_direct: `run` on a borrowed connection is not Send in a spawned task.
-        MIGRATOR.run_direct(None, &mut *conn, false).await?;
-        drop(conn);
+        match access {
+            Access::Daemon | Access::Write => migrate(&pool, schema).await?,
+            Access::Read => check_migrated(&pool, schema).await?,
+        }
         Ok(PgStore {
             pool,
             options: std::sync::Arc::new(options),
@@ -116,6 +100,51 @@ impl PgStore {
     }
 }
 
+/// Creates the schema if needed and applies pending migrations.
+async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    // CREATE SCHEMA IF NOT EXISTS races when replicas start together
+    // (a unique violation), so creation is serialized on a lock.
+    // Schema and migrations on one connection: another would be another
+    // handshake.
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(schema_lock_key(schema))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    // run_direct: `run` on a borrowed connection is not Send in a spawned task.
+    MIGRATOR.run_direct(None, &mut *conn, false).await?;
+    Ok(())
+}
+
+/// A read-only command's check, without DDL: the schema exists and every
+/// migration this sqsbeat knows is applied (a newer sqsbeat's extra ones
+/// are fine).
+async fn check_migrated(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    // to_regclass answers NULL, not an error, when the schema is missing.
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await?;
+    if table.is_none() {
+        return Err(StoreError::NotMigrated(format!(
+            "this PostgreSQL database has no sqsbeat schema {schema:?}"
+        )));
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?;
+    super::missing_migration(&MIGRATOR, &applied).map_err(|v| {
+        StoreError::NotMigrated(format!("sqsbeat schema {schema:?} lacks migration {v}"))
+    })
+}
+
 fn schema_lock_key(schema: &str) -> i64 {
     key(&format!("sqsbeat-schema:{schema}"))
 }
@@ -130,190 +159,73 @@ fn key(name: &str) -> i64 {
     h as i64
 }
 
-/// Records one tick's decision under leadership `epoch`: claims, misses
-/// and cursors in one transaction. Returns the claims that are this
-/// leader's to send: a fire already sent (by anyone) is not returned.
-pub async fn record_decision(
-    pool: &PgPool,
-    epoch: i64,
-    claims: &[Claim],
-    misses: &[Miss],
-    cursors: &[Cursor],
-) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR UPDATE")
-            .fetch_optional(&mut *tx)
-            .await?;
-    if current != Some(epoch) {
-        return Err(StoreError::Fenced {
-            mine: epoch,
-            current,
-        });
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A `timestamptz` as microseconds since 2000-01-01 (its binary form) →
+/// an instant, or why not: `infinity`, `-infinity` and years beyond
+/// chrono's ±262 142 are valid PostgreSQL values that sqlx's own decoder
+/// panics on.
+pub(crate) fn instant_from_pg_micros(us: i64) -> Result<DateTime<Utc>, String> {
+    match us {
+        i64::MAX => Err("infinity is not an instant sqsbeat can use".into()),
+        i64::MIN => Err("-infinity is not an instant sqsbeat can use".into()),
+        _ => us
+            .checked_add(PG_EPOCH_MICROS)
+            .and_then(DateTime::<Utc>::from_timestamp_micros)
+            .ok_or_else(|| {
+                "the instant is out of range (years -262143 to 262142 only)".to_string()
+            }),
     }
-    let mut ours = Vec::with_capacity(claims.len());
-    if !claims.is_empty() {
-        let entries: Vec<&str> = claims.iter().map(|c| c.entry.as_str()).collect();
-        let slots: Vec<DateTime<Utc>> = claims.iter().map(|c| c.slot).collect();
-        let ids: Vec<Uuid> = claims.iter().map(|c| c.task_id).collect();
-        let queues: Vec<&str> = claims.iter().map(|c| c.queue.as_str()).collect();
-        // A row still 'claimed' (never confirmed) is taken over; a 'sent'
-        // or 'missed' row is final and not returned.
-        let rows = sqlx::query(
-            "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome)
-             SELECT e, s, t, q, $5, 'claimed' FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::text[]) AS u(e, s, t, q)
-             ON CONFLICT (entry, slot) DO UPDATE SET epoch = EXCLUDED.epoch, claimed_at = now()
-               WHERE ledger.outcome = 'claimed'
-             RETURNING entry, slot",
-        )
-        .bind(&entries)
-        .bind(&slots)
-        .bind(&ids)
-        .bind(&queues)
-        .bind(epoch)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in rows {
-            ours.push((r.try_get("entry")?, r.try_get("slot")?));
+}
+
+impl Type<Postgres> for Ts {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for Ts {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Encode::<Postgres>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Ts {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        match value.format() {
+            PgValueFormat::Binary => {
+                let us = <i64 as Decode<Postgres>>::decode(value)?;
+                instant_from_pg_micros(us).map(Ts).map_err(Into::into)
+            }
+            // Only the simple query protocol answers in text; parsing
+            // cannot panic, and infinity is refused like in binary.
+            PgValueFormat::Text => {
+                let s = value.as_str()?;
+                DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z")
+                    .map(|t| Ts(t.to_utc()))
+                    .map_err(|e| format!("{s:?} is not an instant sqsbeat can use ({e})").into())
+            }
         }
     }
-    if !misses.is_empty() {
-        let entries: Vec<&str> = misses.iter().map(|m| m.entry.as_str()).collect();
-        let slots: Vec<DateTime<Utc>> = misses.iter().map(|m| m.slot).collect();
-        let reasons: Vec<&str> = misses.iter().map(|m| m.reason.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason)
-             SELECT e, s, '00000000-0000-0000-0000-000000000000', '', $4, 'missed', r
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS u(e, s, r)
-             ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = EXCLUDED.reason
-               WHERE ledger.outcome = 'claimed'",
-        )
-        .bind(&entries)
-        .bind(&slots)
-        .bind(&reasons)
-        .bind(epoch)
-        .execute(&mut *tx)
-        .await?;
+}
+
+impl Type<Postgres> for Id {
+    fn type_info() -> PgTypeInfo {
+        <Uuid as Type<Postgres>>::type_info()
     }
-    if !cursors.is_empty() {
-        save_cursors(&mut tx, cursors).await?;
+}
+
+impl Encode<'_, Postgres> for Id {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Encode::<Postgres>::encode_by_ref(&self.0, buf)
     }
-    tx.commit().await?;
-    Ok(ours)
 }
 
-async fn save_cursors(tx: &mut sqlx::PgConnection, cursors: &[Cursor]) -> Result<(), StoreError> {
-    let entries: Vec<&str> = cursors.iter().map(|c| c.entry.as_str()).collect();
-    let at: Vec<DateTime<Utc>> = cursors.iter().map(|c| c.cursor).collect();
-    let enabled: Vec<bool> = cursors.iter().map(|c| c.enabled).collect();
-    // A cursor never moves back: a late writer cannot un-decide a slot.
-    sqlx::query(
-        "INSERT INTO entry_state (entry, cursor, enabled)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[])
-         ON CONFLICT (entry) DO UPDATE
-           SET cursor = GREATEST(entry_state.cursor, EXCLUDED.cursor), enabled = EXCLUDED.enabled, updated_at = now()",
-    )
-    .bind(&entries)
-    .bind(&at)
-    .bind(&enabled)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Cursors for entries, fenced like a decision (used when a new leader
-/// starts, to record where each entry begins).
-pub async fn record_cursors(
-    pool: &PgPool,
-    epoch: i64,
-    cursors: &[Cursor],
-) -> Result<(), StoreError> {
-    record_decision(pool, epoch, &[], &[], cursors)
-        .await
-        .map(|_| ())
-}
-
-/// Marks fires as accepted by SQS.
-pub async fn confirm_sent(
-    pool: &PgPool,
-    sent: &[(String, DateTime<Utc>)],
-) -> Result<(), StoreError> {
-    if sent.is_empty() {
-        return Ok(());
+impl<'r> Decode<'r, Postgres> for Id {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        <Uuid as Decode<Postgres>>::decode(value).map(Id)
     }
-    let entries: Vec<&str> = sent.iter().map(|s| s.0.as_str()).collect();
-    let slots: Vec<DateTime<Utc>> = sent.iter().map(|s| s.1).collect();
-    sqlx::query(
-        "UPDATE ledger SET outcome = 'sent', sent_at = now(), attempts = attempts + 1, reason = NULL
-         FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
-         WHERE ledger.entry = u.e AND ledger.slot = u.s",
-    )
-    .bind(&entries)
-    .bind(&slots)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Notes a failed attempt; the row stays claimed, to be sent again.
-pub async fn record_failure(
-    pool: &PgPool,
-    entry: &str,
-    slot: DateTime<Utc>,
-    error: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE ledger SET attempts = attempts + 1, reason = $3 WHERE entry = $1 AND slot = $2 AND outcome = 'claimed'")
-        .bind(entry)
-        .bind(slot)
-        .bind(error)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Each entry's stored cursor and whether it was enabled then.
-pub async fn load_cursors(
-    pool: &PgPool,
-) -> Result<HashMap<String, (DateTime<Utc>, bool)>, StoreError> {
-    let rows = sqlx::query("SELECT entry, cursor, enabled FROM entry_state")
-        .fetch_all(pool)
-        .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for r in rows {
-        out.insert(
-            r.try_get("entry")?,
-            (r.try_get("cursor")?, r.try_get("enabled")?),
-        );
-    }
-    Ok(out)
-}
-
-/// Fires claimed but never confirmed: a leader died between claim and
-/// confirm. They are sent again with their original task id.
-pub async fn unconfirmed(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>, i32)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT entry, slot, attempts FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok((
-                r.try_get("entry")?,
-                r.try_get("slot")?,
-                r.try_get("attempts")?,
-            ))
-        })
-        .collect()
-}
-
-/// Deletes settled ledger rows whose slot is older than `before`.
-pub async fn prune(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, StoreError> {
-    let r = sqlx::query("DELETE FROM ledger WHERE slot < $1 AND outcome <> 'claimed'")
-        .bind(before)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected())
 }
 
 #[cfg(test)]
@@ -328,5 +240,21 @@ mod tests {
         assert!(!valid_schema("a-b"));
         assert!(!valid_schema("x\"; drop"));
         assert!(!valid_schema(""));
+    }
+
+    #[test]
+    fn infinite_and_out_of_range_instants_are_errors_not_panics() {
+        assert_eq!(
+            instant_from_pg_micros(0).unwrap().to_rfc3339(),
+            "2000-01-01T00:00:00+00:00"
+        );
+        for us in [i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1] {
+            assert!(instant_from_pg_micros(us).is_err(), "{us}");
+        }
+        assert!(
+            instant_from_pg_micros(i64::MAX)
+                .unwrap_err()
+                .starts_with("infinity")
+        );
     }
 }

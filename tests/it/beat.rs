@@ -210,8 +210,7 @@ async fn dead_leader_claim(h: &Harness, entry: &str, slot: DateTime<Utc>) {
         cursor: slot,
         enabled: true,
     };
-    h.store
-        .record_decision(epoch, &[claim], &[], &[cursor])
+    sqsbeat::store::ledger::record_decision(&h.store, epoch, &[claim], &[], &[cursor])
         .await
         .unwrap();
 }

@@ -485,8 +485,8 @@ fn sqlite_store_releases_jobs_too() {
 }
 
 #[tokio::test]
-async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
-    use sqsbeat::store::jobs::{self, Settlement};
+async fn concurrent_claims_share_the_rows_and_a_dead_releasers_jobs_return_after_its_lease() {
+    use sqsbeat::store::jobs::{self, ClaimRequest, JobStatus, Settlement};
     let db = TestDb::new().await;
     let pg = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
         .await
@@ -510,48 +510,75 @@ async fn concurrent_claims_skip_locked_rows_and_a_crash_leaves_jobs_pending() {
             jobs::Inserted::Created
         ));
     }
-    let window = chrono::Duration::minutes(15);
-    // Two releasers at once: the second skips every row the first holds.
-    let first = jobs::claim(&store, now, window, 6, None).await.unwrap();
-    let second = jobs::claim(&store, now, window, 100, None).await.unwrap();
-    assert_eq!((first.jobs.len(), second.jobs.len()), (6, 4));
+    let lease = chrono::Duration::minutes(2);
+    let request = |now, limit, token| ClaimRequest {
+        now,
+        window: chrono::Duration::minutes(15),
+        limit,
+        lease_for: lease,
+        only: None,
+        token,
+    };
+    // Two releasers at once: each takes rows the other does not.
+    let (t1, t2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (r1, r2) = (request(now, 6, t1), request(now, 100, t2));
+    let (first, second) = tokio::join!(jobs::claim(&store, &r1), jobs::claim(&store, &r2));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.rows.len() + second.rows.len(), 10);
     let mut ids: Vec<uuid::Uuid> = first
-        .jobs
+        .rows
         .iter()
-        .chain(&second.jobs)
+        .chain(&second.rows)
         .map(|j| j.id)
         .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10, "no job claimed twice");
-    // The first releaser dies after sending, before committing.
-    drop(first);
-    let released: Vec<uuid::Uuid> = second.jobs.iter().map(|j| j.id).collect();
-    second
-        .settle(&Settlement {
+    // The first releaser dies after sending, before settling: its rows stay
+    // its own until the lease ends, then go out again (same ids).
+    let released: Vec<uuid::Uuid> = second.rows.iter().map(|j| j.id).collect();
+    jobs::settle(
+        &store,
+        t2,
+        &Settlement {
             released,
             ..Default::default()
-        })
-        .await
-        .unwrap();
-    let again = jobs::claim(&store, now, window, 100, None).await.unwrap();
-    assert_eq!(
-        again.jobs.len(),
-        6,
-        "the crashed claim's jobs are pending again, same ids"
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        jobs::claim(&store, &request(now, 100, uuid::Uuid::new_v4()))
+            .await
+            .unwrap()
+            .rows
+            .is_empty(),
+        "leased rows are not claimed while the lease lasts"
     );
-    let pending: Vec<uuid::Uuid> = again.jobs.iter().map(|j| j.id).collect();
-    again
-        .settle(&Settlement {
-            released: pending,
+    let after = now + lease + chrono::Duration::seconds(1);
+    let t3 = uuid::Uuid::new_v4();
+    let again = jobs::claim(&store, &request(after, 100, t3)).await.unwrap();
+    let mut dead: Vec<uuid::Uuid> = first.rows.iter().map(|j| j.id).collect();
+    let mut back: Vec<uuid::Uuid> = again.rows.iter().map(|j| j.id).collect();
+    dead.sort();
+    back.sort();
+    assert_eq!(back, dead, "the dead releaser's jobs, same ids");
+    jobs::settle(
+        &store,
+        t3,
+        &Settlement {
+            released: back,
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+        after,
+    )
+    .await
+    .unwrap();
     let left = jobs::list(
         &store,
         &jobs::Filter {
-            status: Some("pending".into()),
+            status: Some(JobStatus::Pending),
             limit: 100,
             ..Default::default()
         },

@@ -1,10 +1,20 @@
 //! A fresh PostgreSQL database per test, in the server `DATABASE_URL` names
 //! (scripts/test starts a throwaway cluster when none is given).
+//!
+//! Every test database also holds an application's own `public.jobs` and
+//! `public.entries`, with columns unlike sqsbeat's: any access that escapes
+//! sqsbeat's schema hits them and fails loudly, in every test.
 
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+
+/// The application's tables that share sqsbeat's names.
+pub const APPLICATION_TABLES: &str = "
+    CREATE TABLE public.jobs (job_no bigserial PRIMARY KEY, title text NOT NULL, done boolean NOT NULL);
+    CREATE TABLE public.entries (entry_no bigserial PRIMARY KEY, body text NOT NULL);
+";
 
 pub struct TestDb {
     pub url: String,
@@ -34,6 +44,13 @@ impl TestDb {
             .database(&name)
             .to_url_lossy()
             .to_string();
+        let mut app = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connect to the test database");
+        sqlx::raw_sql(APPLICATION_TABLES)
+            .execute(&mut app)
+            .await
+            .unwrap();
         TestDb { url, name, admin }
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqsbeat::runtime::leader::{self, Role};
-use sqsbeat::store::postgres as store;
-use sqsbeat::store::{Claim, Cursor, Miss, PgStore as Store, StoreError};
+use sqsbeat::store::{
+    Claim, Cursor, FireKey, Miss, PgStore as Store, Store as AnyStore, StoreError, ledger,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -79,32 +80,40 @@ async fn claims_are_fenced_by_epoch_and_never_repeated_once_sent() {
     let db = TestDb::new().await;
     let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
     let pool = s.pool();
+    let any = AnyStore::Postgres(s.clone());
+    let store = &any;
     let c = claim("a", "2026-11-21T10:00:00Z");
     assert!(matches!(
-        store::record_decision(pool, 1, std::slice::from_ref(&c), &[], &[]).await,
+        ledger::record_decision(store, 1, std::slice::from_ref(&c), &[], &[]).await,
         Err(StoreError::Fenced {
             mine: 1,
             current: None
         })
     ));
     set_epoch(&s, 7).await;
-    let ours = store::record_decision(pool, 7, std::slice::from_ref(&c), &[], &[])
+    let ours = ledger::record_decision(store, 7, std::slice::from_ref(&c), &[], &[])
         .await
         .unwrap();
-    assert_eq!(ours, [("a".to_string(), c.slot)]);
+    assert_eq!(
+        ours,
+        [FireKey {
+            entry: "a".into(),
+            slot: c.slot
+        }]
+    );
     // A newer leader exists: the old epoch can claim nothing.
     set_epoch(&s, 8).await;
     let d = claim("a", "2026-11-21T10:01:00Z");
     assert!(matches!(
-        store::record_decision(pool, 7, &[d], &[], &[]).await,
+        ledger::record_decision(store, 7, &[d], &[], &[]).await,
         Err(StoreError::Fenced {
             mine: 7,
             current: Some(8)
         })
     ));
     // Unconfirmed: the new leader takes it over (same row, same task id).
-    assert_eq!(store::unconfirmed(pool).await.unwrap().len(), 1);
-    let again = store::record_decision(pool, 8, std::slice::from_ref(&c), &[], &[])
+    assert_eq!(ledger::unconfirmed(store).await.unwrap().len(), 1);
+    let again = ledger::record_decision(store, 8, std::slice::from_ref(&c), &[], &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -114,16 +123,22 @@ async fn claims_are_fenced_by_epoch_and_never_repeated_once_sent() {
         .unwrap();
     assert_eq!(task_id, c.task_id, "a takeover keeps the original task id");
     // Once sent, never claimed again.
-    store::confirm_sent(pool, &[("a".into(), c.slot)])
-        .await
-        .unwrap();
+    ledger::confirm_sent(
+        store,
+        &[FireKey {
+            entry: "a".into(),
+            slot: c.slot,
+        }],
+    )
+    .await
+    .unwrap();
     assert!(
-        store::record_decision(pool, 8, std::slice::from_ref(&c), &[], &[])
+        ledger::record_decision(store, 8, std::slice::from_ref(&c), &[], &[])
             .await
             .unwrap()
             .is_empty()
     );
-    assert!(store::unconfirmed(pool).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
     let row = sqlx::query("SELECT outcome, epoch, sent_at IS NOT NULL AS sent FROM ledger")
         .fetch_one(pool)
         .await
@@ -138,19 +153,21 @@ async fn cursors_never_move_back_and_misses_are_recorded() {
     let db = TestDb::new().await;
     let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
     set_epoch(&s, 1).await;
+    let any = AnyStore::Postgres(s.clone());
+    let store = &any;
     let cur = |t: &str| Cursor {
         entry: "a".into(),
         cursor: at(t),
         enabled: true,
     };
-    store::record_cursors(s.pool(), 1, &[cur("2026-11-21T10:05:00Z")])
+    ledger::record_cursors(store, 1, &[cur("2026-11-21T10:05:00Z")])
         .await
         .unwrap();
-    store::record_cursors(s.pool(), 1, &[cur("2026-11-21T10:01:00Z")])
+    ledger::record_cursors(store, 1, &[cur("2026-11-21T10:01:00Z")])
         .await
         .unwrap();
     assert_eq!(
-        store::load_cursors(s.pool()).await.unwrap()["a"],
+        ledger::load_cursors(store).await.unwrap()["a"],
         (at("2026-11-21T10:05:00Z"), true)
     );
     let miss = Miss {
@@ -158,7 +175,7 @@ async fn cursors_never_move_back_and_misses_are_recorded() {
         slot: at("2026-11-21T10:06:00Z"),
         reason: "late".into(),
     };
-    store::record_decision(s.pool(), 1, &[], &[miss], &[])
+    ledger::record_decision(store, 1, &[], &[miss], &[])
         .await
         .unwrap();
     let outcome: String = sqlx::query_scalar("SELECT outcome FROM ledger")
@@ -167,7 +184,7 @@ async fn cursors_never_move_back_and_misses_are_recorded() {
         .unwrap();
     assert_eq!(outcome, "missed");
     assert_eq!(
-        store::prune(s.pool(), at("2026-11-22T00:00:00Z"))
+        ledger::prune(store, at("2026-11-22T00:00:00Z"))
             .await
             .unwrap(),
         1
@@ -232,4 +249,483 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     assert!(third.epoch() > second.epoch());
     stop_b.cancel();
     b.await.unwrap();
+}
+
+/// Regression (idle NOTIFY loop): every release pass ended with an UPDATE
+/// even when nothing was claimed, the statement trigger on `jobs` NOTIFYed
+/// on zero-row updates too, every releaser woke for another pass, forever
+/// (about 2 000 xids per second per idle replica). Notifications arrive in
+/// commit order, so a sentinel sent after the passes must come first.
+#[tokio::test]
+async fn idle_releaser_sends_no_notify_on_an_empty_pass() {
+    use sqsbeat::store::jobs::{self, ClaimRequest, Settlement};
+    let db = TestDb::new().await;
+    let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
+    let store = AnyStore::Postgres(s.clone());
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("sqsbeat_jobs").await.unwrap();
+    let sentinel = |tag: &'static str| {
+        let pool = s.pool().clone();
+        async move {
+            sqlx::query("SELECT pg_notify('sqsbeat_jobs', $1)")
+                .bind(tag)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    async fn next(l: &mut sqlx::postgres::PgListener) -> String {
+        tokio::time::timeout(Duration::from_secs(10), l.recv())
+            .await
+            .expect("a notification")
+            .unwrap()
+            .payload()
+            .to_string()
+    }
+    let now = Utc::now();
+    let pass = |token: uuid::Uuid| ClaimRequest {
+        now,
+        window: chrono::Duration::minutes(15),
+        limit: 500,
+        lease_for: chrono::Duration::minutes(2),
+        only: None,
+        token,
+    };
+
+    // An empty pass: a claim of nothing, a settlement of nothing.
+    let token = uuid::Uuid::new_v4();
+    let claimed = jobs::claim(&store, &pass(token)).await.unwrap();
+    assert!(claimed.rows.is_empty());
+    jobs::settle(&store, token, &Settlement::default(), now)
+        .await
+        .unwrap();
+    sentinel("after the empty pass").await;
+    assert_eq!(next(&mut listener).await, "after the empty pass");
+
+    // A new job wakes the releasers.
+    let id = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO jobs (id, task, due_at) VALUES ($1, 'a.b', now())")
+        .bind(id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut listener).await, "sqsbeat", "an insert notifies");
+
+    // A pass that releases it: no notification either.
+    let token = uuid::Uuid::new_v4();
+    let claimed = jobs::claim(&store, &pass(token)).await.unwrap();
+    assert_eq!(claimed.rows.len(), 1);
+    jobs::settle(
+        &store,
+        token,
+        &Settlement {
+            released: vec![id],
+            ..Default::default()
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    sentinel("after the release").await;
+    assert_eq!(next(&mut listener).await, "after the release");
+
+    // Moving a pending job is news: it may now be due sooner.
+    let moved = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO jobs (id, task, due_at) VALUES ($1, 'a.b', now() + interval '1 day')")
+        .bind(moved)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut listener).await, "sqsbeat");
+    sqlx::query("UPDATE jobs SET due_at = now() WHERE id = $1")
+        .bind(moved)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut listener).await,
+        "sqsbeat",
+        "moving a job notifies"
+    );
+}
+
+/// The README's `schedule_job()` example, run as an application runs it:
+/// a plain connection with the default search_path, beside an application
+/// table named `jobs`, for the default schema and another one.
+/// Regression: the function resolved `jobs` through the caller's
+/// search_path (`relation "jobs" does not exist`, or the app's table).
+#[tokio::test]
+async fn schedule_job_works_from_a_plain_connection_beside_an_application_jobs_table() {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let readme = include_str!("../../README.md");
+    let django = readme
+        .lines()
+        .find(|l| l.contains("SELECT sqsbeat.schedule_job("))
+        .expect("the README's Django example")
+        .trim()
+        .trim_end_matches(',')
+        .trim_matches('"')
+        .replacen("%s", "$1", 1)
+        .replacen("%s", "$2", 1);
+    let insert: String = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("INSERT INTO sqsbeat.jobs"))
+        .take_while(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        insert.contains("VALUES"),
+        "the README's plain INSERT: {insert}"
+    );
+    let db = TestDb::new().await;
+    for schema in ["sqsbeat", "beat_app"] {
+        let s = Store::connect(&db.url, schema).await.unwrap();
+        // Like Django: no options, search_path "$user", public.
+        let mut app = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let path: String = sqlx::query_scalar("SHOW search_path")
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+        assert_eq!(path, "\"$user\", public");
+        let sql = django.replace("sqsbeat.", &format!("{schema}."));
+        let id: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind("app.tasks.send_report")
+            .bind(r#"{"account": 42}"#)
+            .fetch_one(&mut app)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            insert.replace("sqsbeat.", &format!("{schema}.")),
+        ))
+        .execute(&mut app)
+        .await
+        .unwrap();
+        let ours: Vec<(uuid::Uuid, serde_json::Value)> =
+            sqlx::query_as("SELECT id, kwargs FROM jobs ORDER BY created_at")
+                .fetch_all(s.pool())
+                .await
+                .unwrap();
+        assert_eq!(ours.len(), 2, "{schema}: {ours:?}");
+        assert_eq!(ours[0], (id, serde_json::json!({"account": 42})));
+        let app_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM public.jobs")
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+        assert_eq!(app_rows, 0, "the application's own jobs table is untouched");
+        sqlx::query("DELETE FROM jobs")
+            .execute(s.pool())
+            .await
+            .unwrap();
+    }
+}
+
+/// Regression: `'infinity'`, `'-infinity'` and years beyond chrono's range
+/// are valid `timestamptz` values that sqlx's decoder panicked on (the
+/// releaser died on every replica, `run` crash-looped, `pending` panicked).
+/// In every table sqsbeat reads they are now errors naming table, column
+/// and row; a bad job is failed by the claim, a bad entry set aside.
+#[tokio::test]
+async fn out_of_range_instants_in_every_table_are_errors_not_panics() {
+    use sqsbeat::store::jobs::{self, ClaimRequest, Filter, JobStatus};
+    use sqsbeat::store::{entries, leader, replicas};
+    let db = TestDb::new().await;
+    let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
+    let store = AnyStore::Postgres(s.clone());
+    sqlx::raw_sql(
+        "INSERT INTO entries (name, task, every) VALUES ('good', 'a.t', '1m');
+         INSERT INTO entries (name, task, every, end_at) VALUES ('no_end', 'a.t', '1m', 'infinity');
+         INSERT INTO entries (name, task, every, start_at) VALUES ('far', 'a.t', '1m', '270000-01-01');
+         INSERT INTO jobs (id, task, due_at) VALUES ('00000000-0000-4000-8000-000000000001', 'a.t', '-infinity');
+         INSERT INTO jobs (id, task, due_at) VALUES ('00000000-0000-4000-8000-000000000002', 'a.t', 'infinity');
+         INSERT INTO jobs (id, task, due_at, created_at) VALUES ('00000000-0000-4000-8000-000000000003', 'a.t', now(), '270000-01-01');
+         INSERT INTO jobs (id, task, due_at, retry_at) VALUES ('00000000-0000-4000-8000-000000000004', 'a.t', now(), 'infinity');
+         INSERT INTO jobs (id, task, due_at) VALUES ('00000000-0000-4000-8000-000000000005', 'a.t', now());
+         INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome) VALUES ('e', 'infinity', gen_random_uuid(), 'q', 1, 'claimed');
+         INSERT INTO entry_state (entry, cursor, enabled) VALUES ('e', '-infinity', true);
+         INSERT INTO replicas (holder, role, version, started_at, seen_at) VALUES ('h', 'standby', '0', now(), 'infinity');
+         INSERT INTO leader (id, epoch, holder, since, heartbeat) VALUES (1, 1, 'h', 'infinity', '-infinity');",
+    )
+    .execute(s.pool())
+    .await
+    .unwrap();
+    let id =
+        |n: u8| uuid::Uuid::parse_str(&format!("00000000-0000-4000-8000-00000000000{n}")).unwrap();
+    fn decode<T>(r: Result<T, StoreError>) -> String {
+        match r {
+            Err(StoreError::Decode {
+                table, column, row, ..
+            }) => format!("{table}.{column} {row}"),
+            Err(e) => panic!("not a decode error: {e}"),
+            Ok(_) => "ok".to_string(),
+        }
+    }
+
+    // Entries: each bad row an error naming it; the good one loads.
+    let rows = entries::list(&store).await.unwrap();
+    let seen: Vec<String> = rows
+        .iter()
+        .map(|r| match r {
+            Ok(r) => format!("ok {}", r.name),
+            Err(StoreError::Decode {
+                table, column, row, ..
+            }) => format!("{table}.{column} {row}"),
+            Err(e) => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        ["entries.start_at far", "ok good", "entries.end_at no_end"]
+    );
+    let ctx = sqsbeat::entry::Context::default();
+    let (loaded, set_aside) =
+        sqsbeat::entry::merge::set_aside_invalid(sqsbeat::entry::merge::validate(&rows, &ctx), &[]);
+    let names: Vec<&str> = loaded.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["good"]);
+    let named: Vec<&str> = set_aside
+        .iter()
+        .filter_map(|d| d.entry.as_deref())
+        .collect();
+    assert_eq!(named, ["far", "no_end"]);
+
+    // Jobs: the claim fails the unreadable rows it would release and
+    // releases the good one; the others stay, and read as errors.
+    let now = Utc::now();
+    let claimed = jobs::claim(
+        &store,
+        &ClaimRequest {
+            now,
+            window: chrono::Duration::minutes(15),
+            limit: 500,
+            lease_for: chrono::Duration::minutes(2),
+            only: None,
+            token: uuid::Uuid::new_v4(),
+        },
+    )
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = claimed.rows.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [id(5)]);
+    let mut failed: Vec<&str> = claimed.failed.iter().map(|f| f.0.as_str()).collect();
+    failed.sort();
+    assert_eq!(failed, [id(1).to_string(), id(3).to_string()]);
+    for (_, why) in &claimed.failed {
+        assert!(why.starts_with("cannot read column"), "{why}");
+    }
+    assert_eq!(
+        decode(jobs::get(&store, id(2)).await),
+        format!("jobs.due_at {}", id(2))
+    );
+    // retry_at is read only by next_wake, which passes over such a row.
+    assert_eq!(decode(jobs::get(&store, id(4)).await), "ok");
+    let all = jobs::list(
+        &store,
+        &Filter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(
+        all.iter().filter(|r| r.is_err()).count(),
+        3,
+        "the jobs with an unreadable instant"
+    );
+    assert!(
+        jobs::next_wake(&store, chrono::Duration::minutes(15))
+            .await
+            .is_ok()
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id(1))
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, JobStatus::Failed.as_str());
+    assert!(jobs::failing(&store, 10).await.is_ok());
+
+    // The ledger, cursors and replicas: errors naming the row.
+    assert_eq!(
+        decode(ledger::unconfirmed(&store).await),
+        "ledger.slot e infinity"
+    );
+    assert_eq!(
+        decode(ledger::load_cursors(&store).await),
+        "entry_state.cursor e"
+    );
+    assert_eq!(
+        decode(replicas::replicas(&store).await),
+        "replicas.seen_at h"
+    );
+    // The leader row is only written (and read back as the database's now()).
+    let (mut session, _) = leader::Session::open(&s).await.unwrap();
+    assert!(session.try_lock(s.lock_key()).await.unwrap());
+    let (epoch, _) = session.take("me").await.unwrap();
+    assert!(session.heartbeat(epoch).await.unwrap().is_some());
+    session.close().await;
+}
+
+/// The CLI on rows it cannot read: a line naming table, column and row,
+/// never a panic; the readable rows still list.
+#[test]
+fn cli_names_unreadable_rows_instead_of_panicking() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    rt.block_on(async {
+        let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO jobs (id, task, due_at) VALUES ('00000000-0000-4000-8000-000000000001', 'a.t', 'infinity');
+             INSERT INTO jobs (id, task, due_at) VALUES ('00000000-0000-4000-8000-000000000002', 'a.good', now() + interval '1 day');
+             INSERT INTO entries (name, task, every, end_at) VALUES ('no_end', 'a.t', '1m', 'infinity');
+             INSERT INTO entries (name, task, every) VALUES ('fine', 'a.t', '1m');",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+    });
+    std::fs::create_dir(d.join("schedules")).unwrap();
+    std::fs::write(
+        d.join("schedules/s.toml"),
+        "[entries.a]\ntask = \"a.t\"\nevery = \"1m\"\n",
+    )
+    .unwrap();
+    let bad = "00000000-0000-4000-8000-000000000001";
+    let cases: [(&[&str], i32, &str); 4] = [
+        (
+            &["pending", "--status", "all"],
+            1,
+            "cannot read table jobs, column due_at, row 00000000-0000-4000-8000-000000000001",
+        ),
+        (
+            &["show", bad],
+            1,
+            "cannot read table jobs, column due_at, row 00000000-0000-4000-8000-000000000001",
+        ),
+        (
+            &["entries", "list"],
+            1,
+            "cannot read table entries, column end_at, row no_end",
+        ),
+        (&["status"], 0, "entry 'no_end': cannot read column end_at"),
+    ];
+    for (args, want, says) in cases {
+        let (code, out, err) = crate::stack::cli(d, Some(&db.url), None, args);
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert_eq!(code, want, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?} does not say {says:?}: {err}");
+    }
+    let (_, out, _) = crate::stack::cli(d, Some(&db.url), None, &["pending", "--status", "all"]);
+    assert!(
+        out.contains("a.good"),
+        "the readable job still lists: {out}"
+    );
+    let (_, out, _) = crate::stack::cli(d, Some(&db.url), None, &["entries", "list"]);
+    assert!(
+        out.contains("fine"),
+        "the readable entry still lists: {out}"
+    );
+}
+
+/// Only `run` and `migrate` (and commands that write) create the schema:
+/// read-only commands run no DDL (no CREATE privilege needed, and a
+/// database they were pointed at by mistake stays untouched) and say to
+/// run `sqsbeat migrate`.
+#[test]
+fn read_only_commands_run_no_ddl_and_say_to_migrate() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("schedules")).unwrap();
+    std::fs::write(
+        d.join("schedules/s.toml"),
+        "[entries.a]\ntask = \"a.t\"\nevery = \"1m\"\n",
+    )
+    .unwrap();
+    let id = "00000000-0000-4000-8000-000000000001";
+    for args in [
+        &["status"][..],
+        &["pending"],
+        &["show", id],
+        &["entries", "list"],
+    ] {
+        let (code, _, err) = crate::stack::cli(d, Some(&db.url), None, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("run `sqsbeat migrate`"), "{args:?}: {err}");
+    }
+    for args in [&["check"][..], &["next"]] {
+        let (code, _, err) = crate::stack::cli(d, Some(&db.url), None, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let schemas = || {
+        rt.block_on(async {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+            sqlx::query_scalar::<_, String>("SELECT schema_name::text FROM information_schema.schemata WHERE schema_name = 'sqsbeat'")
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+        })
+    };
+    assert!(
+        schemas().is_empty(),
+        "a read-only command created the schema"
+    );
+    // A command that writes works on a fresh database.
+    let (code, _, err) =
+        crate::stack::cli(d, Some(&db.url), None, &["schedule", "a.t", "--in", "14d"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(schemas(), ["sqsbeat"]);
+    let (code, out, err) = crate::stack::cli(d, Some(&db.url), None, &["pending"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("a.t"), "{out}");
+
+    // SQLite: no file is created by a read.
+    let lite = tempfile::tempdir().unwrap();
+    std::fs::create_dir(lite.path().join("schedules")).unwrap();
+    std::fs::write(
+        lite.path().join("schedules/s.toml"),
+        "[entries.a]\ntask = \"a.t\"\nevery = \"1m\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = crate::stack::cli(lite.path(), None, None, &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run `sqsbeat migrate`"), "{err}");
+    assert!(!lite.path().join("sqsbeat.db").exists());
+}
+
+/// Regression: `synchronous = NORMAL` covered the CLI too, so a power cut
+/// could lose a job `schedule` had printed, or undo a `cancel`.
+#[tokio::test]
+async fn sqlite_commits_of_one_shot_commands_are_synchronous_full() {
+    use sqsbeat::store::Access;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let config = sqsbeat::config::parse(
+        "sqsbeat.toml",
+        Some(&format!(
+            "[database]\npath = {:?}\n",
+            path.display().to_string()
+        )),
+        &|_| None,
+    )
+    .unwrap();
+    for (access, want) in [(Access::Write, 2), (Access::Read, 2), (Access::Daemon, 1)] {
+        let store = sqsbeat::cmd::open_store(&config, access).await.unwrap();
+        let AnyStore::Sqlite(lite) = store else {
+            panic!("expected SQLite")
+        };
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(lite.pool())
+            .await
+            .unwrap();
+        assert_eq!(level, want, "{access:?}");
+    }
 }

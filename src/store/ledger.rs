@@ -1,0 +1,519 @@
+//! The run ledger and the per-entry cursors (`ledger`, `entry_state`):
+//! every fire is claimed under the leader's epoch before it is sent,
+//! confirmed once SQS accepted it, or recorded as missed with the reason.
+//!
+//! Fencing: [`record_decision`] checks the leader row's epoch in the same
+//! transaction that claims fires (holding the row's lock until commit on
+//! PostgreSQL; SQLite has one writer). A new leader bumps the epoch only
+//! after taking the advisory lock, which the previous leader's session
+//! held; so once a new epoch exists, no claim under an older one commits.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::sqlite::ROWS_PER_STATEMENT;
+use super::sqlite::codec::{self, NOW};
+use super::{Failure, FireKey, Store, StoreError, Ts, decode_row};
+
+/// A fire to claim before sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub entry: String,
+    pub slot: DateTime<Utc>,
+    pub task_id: Uuid,
+    pub queue: String,
+}
+
+/// A slot decided without sending, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub entry: String,
+    pub slot: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// An entry's cursor after a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub entry: String,
+    pub cursor: DateTime<Utc>,
+    pub enabled: bool,
+}
+
+/// A fire claimed but never confirmed, with its attempts so far.
+pub type Unconfirmed = (FireKey, i32);
+
+#[derive(sqlx::FromRow)]
+struct FireRow {
+    entry: String,
+    slot: Ts,
+}
+
+impl From<FireRow> for FireKey {
+    fn from(r: FireRow) -> Self {
+        FireKey {
+            entry: r.entry,
+            slot: r.slot.0,
+        }
+    }
+}
+
+/// Records one tick's decision under leadership `epoch`: claims, misses
+/// and cursors in one transaction that first checks the epoch is still
+/// current. Returns the claims that are this leader's to send: a fire
+/// already sent or missed (by anyone) is not returned; one still claimed
+/// (never confirmed) is taken over.
+///
+/// A miss for a slot still `claimed` (its retries ran past `expires`, or
+/// its entry was removed) turns the row `missed` with the reason; a `sent`
+/// row stays `sent`.
+pub async fn record_decision(
+    store: &Store,
+    epoch: i64,
+    claims: &[Claim],
+    misses: &[Miss],
+    cursors: &[Cursor],
+) -> Result<Vec<FireKey>, StoreError> {
+    match store {
+        Store::Postgres(s) => pg::record_decision(s.pool(), epoch, claims, misses, cursors).await,
+        Store::Sqlite(s) => lite::record_decision(s.pool(), epoch, claims, misses, cursors).await,
+    }
+}
+
+/// Cursors for entries, fenced like a decision (a new leader records where
+/// each entry begins).
+pub async fn record_cursors(
+    store: &Store,
+    epoch: i64,
+    cursors: &[Cursor],
+) -> Result<(), StoreError> {
+    record_decision(store, epoch, &[], &[], cursors)
+        .await
+        .map(|_| ())
+}
+
+/// Records slots decided without sending, fenced like a decision: for
+/// example the claimed fires of an entry no longer in the schedule, with
+/// the reason "entry removed".
+pub async fn record_misses(store: &Store, epoch: i64, misses: &[Miss]) -> Result<(), StoreError> {
+    if misses.is_empty() {
+        return Ok(());
+    }
+    record_decision(store, epoch, &[], misses, &[])
+        .await
+        .map(|_| ())
+}
+
+/// Marks fires as accepted by SQS.
+pub async fn confirm_sent(store: &Store, sent: &[FireKey]) -> Result<(), StoreError> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    match store {
+        Store::Postgres(s) => {
+            let entries: Vec<&str> = sent.iter().map(|f| f.entry.as_str()).collect();
+            let slots: Vec<DateTime<Utc>> = sent.iter().map(|f| f.slot).collect();
+            sqlx::query(
+                "UPDATE ledger SET outcome = 'sent', sent_at = now(), attempts = attempts + 1, reason = NULL
+                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
+                 WHERE ledger.entry = u.e AND ledger.slot = u.s",
+            )
+            .bind(&entries)
+            .bind(&slots)
+            .execute(s.pool())
+            .await?;
+        }
+        Store::Sqlite(s) => {
+            let mut tx = s.pool().begin().await?;
+            for chunk in sent.chunks(ROWS_PER_STATEMENT) {
+                let rows: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
+                    .collect();
+                // UPDATE ... FROM probes the primary key per row; a row-value
+                // IN (subquery) scanned the whole ledger.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
+                       FROM json_each(?1) AS j
+                      WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
+                )))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Notes a failed attempt; the fire stays claimed, to be sent again.
+pub async fn record_failure(store: &Store, fire: &FireKey, error: &str) -> Result<(), StoreError> {
+    match store {
+        Store::Postgres(s) => {
+            sqlx::query("UPDATE ledger SET attempts = attempts + 1, reason = $3 WHERE entry = $1 AND slot = $2 AND outcome = 'claimed'")
+                .bind(&fire.entry)
+                .bind(fire.slot)
+                .bind(error)
+                .execute(s.pool())
+                .await?;
+        }
+        Store::Sqlite(s) => {
+            sqlx::query("UPDATE ledger SET attempts = attempts + 1, reason = ?3 WHERE entry = ?1 AND slot = ?2 AND outcome = 'claimed'")
+                .bind(&fire.entry)
+                .bind(Ts(fire.slot))
+                .bind(error)
+                .execute(s.pool())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    entry: String,
+    cursor: Ts,
+    enabled: bool,
+}
+
+/// Each entry's stored cursor and whether it was enabled then.
+pub async fn load_cursors(
+    store: &Store,
+) -> Result<HashMap<String, (DateTime<Utc>, bool)>, StoreError> {
+    const SQL: &str = "SELECT entry AS row_key, entry, cursor, enabled FROM entry_state";
+    let rows: Vec<CursorRow> = match store {
+        Store::Postgres(s) => sqlx::query(SQL)
+            .fetch_all(s.pool())
+            .await?
+            .iter()
+            .map(|r| decode_row("entry_state", r))
+            .collect::<Result<_, _>>()?,
+        Store::Sqlite(s) => sqlx::query(SQL)
+            .fetch_all(s.pool())
+            .await?
+            .iter()
+            .map(|r| decode_row("entry_state", r))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.entry, (r.cursor.0, r.enabled)))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct UnconfirmedRow {
+    entry: String,
+    slot: Ts,
+    attempts: i32,
+}
+
+/// Fires claimed but never confirmed, oldest first: a leader died between
+/// claim and confirm. They are sent again with their original task id.
+pub async fn unconfirmed(store: &Store) -> Result<Vec<Unconfirmed>, StoreError> {
+    let rows: Vec<UnconfirmedRow> = match store {
+        Store::Postgres(s) => sqlx::query(
+            "SELECT entry || ' ' || slot::text AS row_key, entry, slot, attempts
+               FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
+        )
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("ledger", r))
+        .collect::<Result<_, _>>()?,
+        Store::Sqlite(s) => sqlx::query(
+            "SELECT entry || ' ' || slot AS row_key, entry, slot, attempts
+               FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
+        )
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("ledger", r))
+        .collect::<Result<_, _>>()?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                FireKey {
+                    entry: r.entry,
+                    slot: r.slot.0,
+                },
+                r.attempts,
+            )
+        })
+        .collect())
+}
+
+/// Deletes settled ledger rows whose slot is older than `before`.
+pub async fn prune(store: &Store, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    let done = match store {
+        Store::Postgres(s) => {
+            sqlx::query("DELETE FROM ledger WHERE slot < $1 AND outcome <> 'claimed'")
+                .bind(before)
+                .execute(s.pool())
+                .await?
+                .rows_affected()
+        }
+        Store::Sqlite(s) => {
+            sqlx::query("DELETE FROM ledger WHERE slot < ?1 AND outcome <> 'claimed'")
+                .bind(Ts(before))
+                .execute(s.pool())
+                .await?
+                .rows_affected()
+        }
+    };
+    Ok(done)
+}
+
+#[derive(sqlx::FromRow)]
+struct LastRow {
+    entry: String,
+    last: Ts,
+}
+
+/// The last sent slot of each entry.
+pub async fn last_sent(store: &Store) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    const SQL: &str = "SELECT entry AS row_key, entry, max(slot) AS last FROM ledger WHERE outcome = 'sent' GROUP BY entry";
+    let rows: Vec<LastRow> = match store {
+        Store::Postgres(s) => sqlx::query(SQL)
+            .fetch_all(s.pool())
+            .await?
+            .iter()
+            .map(|r| decode_row("ledger", r))
+            .collect::<Result<_, _>>()?,
+        Store::Sqlite(s) => sqlx::query(SQL)
+            .fetch_all(s.pool())
+            .await?
+            .iter()
+            .map(|r| decode_row("ledger", r))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(rows.into_iter().map(|r| (r.entry, r.last.0)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct FailingRow {
+    entry: String,
+    slot: Ts,
+    attempts: i32,
+    reason: String,
+}
+
+/// Fires still unsent after a failed attempt, newest first.
+pub async fn failing(store: &Store, limit: i64) -> Result<Vec<Failure>, StoreError> {
+    let rows: Vec<FailingRow> = match store {
+        Store::Postgres(s) => sqlx::query(
+            "SELECT entry || ' ' || slot::text AS row_key, entry, slot, attempts, reason FROM ledger
+              WHERE outcome = 'claimed' AND reason IS NOT NULL ORDER BY slot DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("ledger", r))
+        .collect::<Result<_, _>>()?,
+        Store::Sqlite(s) => sqlx::query(
+            "SELECT entry || ' ' || slot AS row_key, entry, slot, attempts, reason FROM ledger
+              WHERE outcome = 'claimed' AND reason IS NOT NULL ORDER BY slot DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("ledger", r))
+        .collect::<Result<_, _>>()?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| Failure {
+            kind: "fire",
+            name: r.entry,
+            at: Some(r.slot.0),
+            attempts: i64::from(r.attempts),
+            error: r.reason,
+        })
+        .collect())
+}
+
+mod pg {
+    use super::*;
+    use sqlx::PgPool;
+
+    pub(super) async fn record_decision(
+        pool: &PgPool,
+        epoch: i64,
+        claims: &[Claim],
+        misses: &[Miss],
+        cursors: &[Cursor],
+    ) -> Result<Vec<FireKey>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if current != Some(epoch) {
+            return Err(StoreError::Fenced {
+                mine: epoch,
+                current,
+            });
+        }
+        let mut ours = Vec::with_capacity(claims.len());
+        if !claims.is_empty() {
+            let entries: Vec<&str> = claims.iter().map(|c| c.entry.as_str()).collect();
+            let slots: Vec<DateTime<Utc>> = claims.iter().map(|c| c.slot).collect();
+            let ids: Vec<Uuid> = claims.iter().map(|c| c.task_id).collect();
+            let queues: Vec<&str> = claims.iter().map(|c| c.queue.as_str()).collect();
+            // A row still 'claimed' (never confirmed) is taken over; a 'sent'
+            // or 'missed' row is final and not returned.
+            let rows = sqlx::query(
+                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome)
+                 SELECT e, s, t, q, $5, 'claimed' FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::text[]) AS u(e, s, t, q)
+                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = EXCLUDED.epoch, claimed_at = now()
+                   WHERE ledger.outcome = 'claimed'
+                 RETURNING entry || ' ' || slot::text AS row_key, entry, slot",
+            )
+            .bind(&entries)
+            .bind(&slots)
+            .bind(&ids)
+            .bind(&queues)
+            .bind(epoch)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
+            }
+        }
+        if !misses.is_empty() {
+            let entries: Vec<&str> = misses.iter().map(|m| m.entry.as_str()).collect();
+            let slots: Vec<DateTime<Utc>> = misses.iter().map(|m| m.slot).collect();
+            let reasons: Vec<&str> = misses.iter().map(|m| m.reason.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason)
+                 SELECT e, s, '00000000-0000-0000-0000-000000000000', '', $4, 'missed', r
+                 FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS u(e, s, r)
+                 ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = EXCLUDED.reason, epoch = EXCLUDED.epoch
+                   WHERE ledger.outcome = 'claimed'",
+            )
+            .bind(&entries)
+            .bind(&slots)
+            .bind(&reasons)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !cursors.is_empty() {
+            let entries: Vec<&str> = cursors.iter().map(|c| c.entry.as_str()).collect();
+            let at: Vec<DateTime<Utc>> = cursors.iter().map(|c| c.cursor).collect();
+            let enabled: Vec<bool> = cursors.iter().map(|c| c.enabled).collect();
+            // A cursor never moves back: a late writer cannot un-decide a slot.
+            sqlx::query(
+                "INSERT INTO entry_state (entry, cursor, enabled)
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[])
+                 ON CONFLICT (entry) DO UPDATE
+                   SET cursor = GREATEST(entry_state.cursor, EXCLUDED.cursor), enabled = EXCLUDED.enabled, updated_at = now()",
+            )
+            .bind(&entries)
+            .bind(&at)
+            .bind(&enabled)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ours)
+    }
+}
+
+mod lite {
+    use super::*;
+    use sqlx::SqlitePool;
+
+    pub(super) async fn record_decision(
+        pool: &SqlitePool,
+        epoch: i64,
+        claims: &[Claim],
+        misses: &[Miss],
+        cursors: &[Cursor],
+    ) -> Result<Vec<FireKey>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if current != Some(epoch) {
+            return Err(StoreError::Fenced {
+                mine: epoch,
+                current,
+            });
+        }
+        // One statement per chunk, rows passed as JSON: a statement per
+        // row cost a round trip to SQLite's worker thread each (3.7 s for
+        // the 100 000 cursors of a first start).
+        let mut ours = Vec::with_capacity(claims.len());
+        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|c| {
+                    serde_json::json!([
+                        c.entry,
+                        codec::text(c.slot),
+                        c.task_id.to_string(),
+                        c.queue
+                    ])
+                })
+                .collect();
+            let won = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, 'claimed', {NOW}
+                   FROM json_each(?1) WHERE true
+                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at
+                   WHERE ledger.outcome = 'claimed'
+                 RETURNING entry || ' ' || slot AS row_key, entry, slot"
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(epoch)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &won {
+                ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
+            }
+        }
+        for chunk in misses.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|m| serde_json::json!([m.entry, codec::text(m.slot), m.reason]))
+                .collect();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
+                 SELECT value ->> 0, value ->> 1, '00000000-0000-0000-0000-000000000000', '', ?2, 'missed', value ->> 2, {NOW}
+                   FROM json_each(?1) WHERE true
+                 ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason, epoch = excluded.epoch
+                   WHERE ledger.outcome = 'claimed'"
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|c| serde_json::json!([c.entry, codec::text(c.cursor), c.enabled]))
+                .collect();
+            // A cursor never moves back (fixed-width text compares as time).
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO entry_state (entry, cursor, enabled, updated_at)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each(?1) WHERE true
+                 ON CONFLICT (entry) DO UPDATE SET cursor = max(entry_state.cursor, excluded.cursor),
+                   enabled = excluded.enabled, updated_at = excluded.updated_at"
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ours)
+    }
+}
