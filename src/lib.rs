@@ -27,13 +27,20 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`clock`] | the one place the wall clock and random ids are read |
-//! | [`store`] | PostgreSQL or SQLite: every SQL statement, one file per table |
+//! | [`store`] | PostgreSQL or SQLite: every SQL statement, one file per table; opening, migrations |
+//! | [`store::ledger`] | the run ledger and per-entry cursors: claim, confirm, miss, prune |
+//! | [`store::jobs`] | the jobs table: insert, query, cancel, the releaser's lease and settlement |
+//! | [`store::entries`] | periodic entries kept in the database |
+//! | [`store::replicas`] | replica heartbeats, what `sqsbeat status` lists |
+//! | [`store::leader`] | the leader row, the epoch, the advisory-lock session |
+//! | [`store::listen`] | PostgreSQL NOTIFY as wake-ups, reconnecting |
+//! | [`store::sqlite::codec`] | instants, UUIDs and JSON as SQLite text |
 //! | [`wire::sink`] | the [`wire::sink::Sink`] seam the drivers send through; an in-memory sink for tests |
 //! | [`wire::sqs`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes |
 //! | [`beat::driver`] | the periodic driver: decide, claim (fenced), send, confirm |
 //! | [`jobs::releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
 //! | [`runtime`] | `sqsbeat run`: every long-running task in one supervised set |
-//! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat |
+//! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat loop |
 //! | [`runtime::reload`] | schedule reloads and what triggers them |
 //! | [`runtime::http`], [`runtime::metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`cli`], [`cmd`] | clap definitions; one thin module per command |

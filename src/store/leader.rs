@@ -63,7 +63,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens the session with [`SESSION_LIMITS`]. The flag says whether the
+    /// Opens the session with the limits above. The flag says whether the
     /// server ends an idle session by itself: servers before 14 lack
     /// `idle_session_timeout`, and there only the TCP limits apply.
     pub async fn open(store: &PgStore) -> Result<(Session, bool), StoreError> {

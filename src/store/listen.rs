@@ -60,7 +60,7 @@ impl Listener {
     /// Waits until something may have changed: a notification for this
     /// schema, or a (re)connection, after which anything may have changed
     /// while no one listened. An error means the connection was lost; the
-    /// next call reconnects, at most once per [`RECONNECT_AFTER`].
+    /// next call reconnects, at most once a second.
     pub async fn changed(&mut self) -> Result<(), StoreError> {
         let conn = match &mut self.conn {
             Some(c) => c,

@@ -205,6 +205,12 @@ fn postgres_stopped_or_cut_off_stops_firing_and_loses_nothing() {
     while Utc::now() < last_due + chrono::Duration::seconds(3) {
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A pass cut off between its send and its settlement leaves its jobs
+    // leased (`releasing`) until the lease ends (2 minutes); then a replica
+    // releases them again.
+    stack::wait_for("every job released", Duration::from_secs(150), || {
+        rt.block_on(stack::unreleased_jobs(&cluster.url)).is_empty()
+    });
     for (i, p) in replicas.iter_mut().enumerate() {
         assert!(
             p.terminate(Duration::from_secs(30))
