@@ -182,7 +182,9 @@ impl From<Record> for JobRow {
     }
 }
 
-/// The columns of [`Record`], after each backend's `row_key` (the id as text).
+/// The columns of [`Record`], after each backend's `row_key`: the id as
+/// text, even where it was written as something else, so the row can be
+/// named.
 const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, scheduled_by";
 
 fn decode<R>(row: &R) -> Result<JobRow, StoreError>
@@ -296,7 +298,7 @@ pub async fn get(store: &Store, id: Uuid) -> Result<Option<JobRow>, StoreError> 
         .map(|r| decode(&r))
         .transpose(),
         Store::Sqlite(l) => sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id AS row_key, {COLS} FROM jobs WHERE id = ?1"
+            "SELECT CAST(id AS TEXT) AS row_key, {COLS} FROM jobs WHERE id = ?1"
         )))
         .bind(Id(id))
         .fetch_optional(l.pool())
@@ -332,7 +334,7 @@ pub async fn list(
         .map(decode)
         .collect(),
         Store::Sqlite(l) => sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id AS row_key, {COLS} FROM jobs
+            "SELECT CAST(id AS TEXT) AS row_key, {COLS} FROM jobs
               WHERE (?1 IS NULL OR task = ?1) AND (?2 IS NULL OR queue = ?2) AND (?3 IS NULL OR status = ?3)
                 AND (?4 IS NULL OR due_at >= ?4) AND (?5 IS NULL OR due_at < ?5)
               ORDER BY due_at, id LIMIT ?6"
@@ -428,7 +430,7 @@ pub async fn next_wake(
         Store::Sqlite(l) => {
             let head = |fifo: &'static str| async move {
                 let sql = format!(
-                    "SELECT id AS row_key, due_at, retry_at FROM jobs
+                    "SELECT CAST(id AS TEXT) AS row_key, due_at, retry_at FROM jobs
                       WHERE status = 'pending' AND substr(queue, -5) {fifo} '.fifo' ORDER BY due_at LIMIT ?1"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -616,7 +618,7 @@ pub async fn claim(store: &Store, r: &ClaimRequest) -> Result<Claimed, StoreErro
                       SELECT id, lease_until FROM jobs
                        WHERE status = 'releasing' AND lease_until <= ?1 AND (?5 IS NULL OR id = ?5))
                     ORDER BY rank LIMIT ?6)
-                 RETURNING id AS row_key, {COLS}"
+                 RETURNING CAST(id AS TEXT) AS row_key, {COLS}"
             )))
             .bind(Ts(r.now))
             .bind(Ts(horizon))
@@ -923,7 +925,7 @@ pub async fn failing(store: &Store, limit: i64) -> Result<Vec<Failure>, StoreErr
         .map(failure)
         .collect(),
         Store::Sqlite(l) => sqlx::query(
-            "SELECT id AS row_key, due_at, attempts, last_error FROM jobs
+            "SELECT CAST(id AS TEXT) AS row_key, due_at, attempts, last_error FROM jobs
               WHERE last_error IS NOT NULL AND status IN ('pending', 'failed') ORDER BY due_at DESC LIMIT ?1",
         )
         .bind(limit)
