@@ -140,6 +140,7 @@ pub async fn schedule(
                     window: config.release_window,
                     max_message_bytes: config.sqs.max_message_bytes,
                     clock: crate::clock::Clock::System,
+                    renew_every: crate::jobs::releaser::RENEW_EVERY,
                 };
                 // Read again: connecting took time, and the delay SQS gets
                 // must count from when the message is actually sent.

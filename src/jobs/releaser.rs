@@ -33,11 +33,14 @@ pub const BATCH: i64 = 500;
 /// where jobs scheduled by another process are seen by looking.
 const MAX_SLEEP_PG: StdDuration = StdDuration::from_secs(30);
 const MAX_SLEEP_SQLITE: StdDuration = StdDuration::from_secs(1);
-/// How long a pass's claimed jobs stay its own: longer than its sends take
-/// (the SQS client gives up on an operation after 30 s). A replica that
-/// dies mid-send delays its jobs by at most this; they then go out from
-/// another pass, with the same task ids.
-const LEASE: Duration = Duration::minutes(2);
+/// How long a pass's claimed jobs stay its own. A pass whose sends take
+/// longer (slow SQS: the client gives up on an operation after 30 s, and a
+/// pass may make several) renews its lease every [`RENEW_EVERY`], so only
+/// a replica that died mid-send lets it run out: its jobs then wait at most
+/// this long before another pass sends them, with the same task ids.
+pub const LEASE: Duration = Duration::seconds(30);
+/// How often a pass still sending renews its lease.
+pub const RENEW_EVERY: StdDuration = StdDuration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Releaser<S> {
@@ -48,6 +51,8 @@ pub struct Releaser<S> {
     /// SQS's limit, for rows written by hand that `schedule` never checked.
     pub max_message_bytes: usize,
     pub clock: Clock,
+    /// [`RENEW_EVERY`], but for tests.
+    pub renew_every: StdDuration,
 }
 
 /// What one pass did.
@@ -66,6 +71,9 @@ pub struct Plan {
     pub send: Vec<(JobSpec, Outgoing)>,
     /// Marked failed with the reason (expired, a hand-written bad row).
     pub failed: Vec<(Uuid, String)>,
+    /// Claimed, but their window is not open at `now` (a lease taken over
+    /// from a dead pass, say): handed back as pending.
+    pub not_yet: Vec<Uuid>,
 }
 
 /// Plans the release of claimed rows at `now`. Pure. Rows can be written
@@ -110,6 +118,7 @@ pub fn plan(
         }
         let queue = QueueName::new(&opts.queue_name_prefix, &spec.queue);
         let Some(release) = release_plan(spec.due_at, now, window, &queue) else {
+            out.not_yet.push(row.id);
             continue;
         };
         let id = spec.id.to_string();
@@ -141,17 +150,17 @@ pub fn plan(
 }
 
 impl<S: Sink> Releaser<S> {
-    /// Runs passes until shutdown; a pass that filled its batch is
-    /// followed at once by another.
+    /// Runs passes until shutdown; a pass that settled a full batch is
+    /// followed at once by another. A pass under way when shutdown comes
+    /// finishes (its sends, then its settle): abandoning it would leave
+    /// messages SQS took marked unsent until its lease ran out.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         info!(window_s = self.window.num_seconds(), "releaser started");
-        loop {
-            let pass = tokio::select! {
-                p = self.pass(self.clock.now(), None) => p,
-                _ = shutdown.cancelled() => break,
-            };
-            let full = match &pass {
-                Ok(p) => p.claimed as i64 >= BATCH,
+        while !shutdown.is_cancelled() {
+            let full = match self.pass(self.clock.now(), None).await {
+                // Only what the pass settled counts: rows it claimed but
+                // could not act on must not make the loop spin.
+                Ok(p) => (p.released + p.retrying + p.failed) as i64 >= BATCH,
                 Err(e) => {
                     error!(error = %e, "release pass failed; retrying");
                     false
@@ -228,10 +237,11 @@ impl<S: Sink> Releaser<S> {
         }
         let (specs, outgoing): (Vec<JobSpec>, Vec<Outgoing>) = plan.send.into_iter().unzip();
         let delays: Vec<i32> = outgoing.iter().map(|o| o.delay_seconds).collect();
+        settle.unclaimed = plan.not_yet;
         let results = if outgoing.is_empty() {
             Vec::new()
         } else {
-            self.sink.send_all(outgoing).await
+            self.send_renewing(outgoing, token).await
         };
         let accepted_at = self.clock.now();
         let attempts = |id: Uuid| {
@@ -266,6 +276,27 @@ impl<S: Sink> Releaser<S> {
             );
         }
         Ok(pass)
+    }
+
+    /// Sends, renewing the pass's lease while the sends take their time.
+    async fn send_renewing(
+        &self,
+        outgoing: Vec<Outgoing>,
+        token: Uuid,
+    ) -> Vec<Result<(), SendError>> {
+        let send = self.sink.send_all(outgoing);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                results = &mut send => return results,
+                _ = tokio::time::sleep(self.renew_every) => {
+                    let until = self.clock.now() + LEASE;
+                    if let Err(e) = jobs::renew(&self.store, token, until).await {
+                        warn!(error = %e, "cannot renew the lease of jobs being sent; another replica may send them again when it ends (same task ids)");
+                    }
+                }
+            }
+        }
     }
 
     /// Logs and counts one send's outcome and notes how to settle it.

@@ -319,6 +319,7 @@ fn spawn_releaser<S: Sink>(
         window: config.release_window,
         max_message_bytes: config.sqs.max_message_bytes,
         clock: clock.clone(),
+        renew_every: crate::jobs::releaser::RENEW_EVERY,
     };
     let stop = shutdown.clone();
     tasks.spawn("releaser", async move {

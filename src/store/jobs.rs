@@ -680,11 +680,14 @@ pub struct Settlement {
     pub retry: Vec<(Uuid, String, DateTime<Utc>)>,
     /// Cannot ever be sent (expired, invalid row): marked failed.
     pub failed: Vec<(Uuid, String)>,
+    /// Claimed but not sent this pass (its window not open after all):
+    /// pending again, attempts unchanged.
+    pub unclaimed: Vec<Uuid>,
 }
 
 impl Settlement {
     fn len(&self) -> usize {
-        self.released.len() + self.retry.len() + self.failed.len()
+        self.released.len() + self.retry.len() + self.failed.len() + self.unclaimed.len()
     }
 }
 
@@ -760,6 +763,17 @@ pub async fn settle(
                 .await?
                 .rows_affected();
             }
+            if !s.unclaimed.is_empty() {
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'pending', lease = NULL, lease_until = NULL
+                      WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
+                )
+                .bind(&s.unclaimed)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
             tx.commit().await?;
             n
         }
@@ -817,6 +831,18 @@ pub async fn settle(
                 .await?
                 .rows_affected();
             }
+            if !s.unclaimed.is_empty() {
+                let ids: Vec<String> = s.unclaimed.iter().map(Uuid::to_string).collect();
+                n += sqlx::query(
+                    "UPDATE jobs SET status = 'pending', lease = NULL, lease_until = NULL
+                      WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
+                )
+                .bind(Value::from(ids).to_string())
+                .bind(Id(token))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
             tx.commit().await?;
             n
         }
@@ -825,6 +851,30 @@ pub async fn settle(
         settled,
         lost: wanted.saturating_sub(settled),
     })
+}
+
+/// Extends the lease of the pass `token` to `until`, while its sends are
+/// still under way; returns how many rows it still holds.
+pub async fn renew(store: &Store, token: Uuid, until: DateTime<Utc>) -> Result<u64, StoreError> {
+    let n = match store {
+        Store::Postgres(pg) => sqlx::query(
+            "UPDATE jobs SET lease_until = $2 WHERE lease = $1 AND status = 'releasing'",
+        )
+        .bind(token)
+        .bind(until)
+        .execute(pg.pool())
+        .await?
+        .rows_affected(),
+        Store::Sqlite(l) => sqlx::query(
+            "UPDATE jobs SET lease_until = ?2 WHERE lease = ?1 AND status = 'releasing'",
+        )
+        .bind(Id(token))
+        .bind(Ts(until))
+        .execute(l.pool())
+        .await?
+        .rows_affected(),
+    };
+    Ok(n)
 }
 
 /// Pending jobs by how soon they are due: overdue, within 15 minutes, an

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sqsbeat::jobs::JobSpec;
 use sqsbeat::jobs::releaser::Releaser;
 use sqsbeat::store::jobs;
-use sqsbeat::wire::sink::{MemorySink, Plan, SendError};
+use sqsbeat::wire::sink::{Gate, MemorySink, Plan, SendError};
 use uuid::Uuid;
 
 use crate::harness::{Harness, at};
@@ -33,6 +33,7 @@ fn releaser(h: &Harness) -> Releaser<MemorySink> {
         window: Duration::minutes(15),
         max_message_bytes: 1_048_576,
         clock: h.clock.clone(),
+        renew_every: sqsbeat::jobs::releaser::RENEW_EVERY,
     }
 }
 
@@ -125,4 +126,101 @@ async fn a_failed_part_of_a_batch_is_retried_alone() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "every job sent, none twice");
+}
+
+async fn a_cancel_racing_a_pass_never_says_cancelled_for_a_job_that_is_sent(h: Harness) {
+    let now = h.at("2026-12-05T09:00:00Z");
+    let sent_job = job(1, now);
+    let waiting_job = job(2, now + Duration::hours(2));
+    jobs::insert(&h.store, &sent_job, "t").await.unwrap();
+    jobs::insert(&h.store, &waiting_job, "t").await.unwrap();
+    let gate = Gate::new();
+    h.sink.then(Plan::gated(&gate));
+    let r = releaser(&h);
+    let pass = r.pass(now, None);
+    let racer = async {
+        // Wait until the pass holds job 1 (claimed, its send held at the gate).
+        loop {
+            let row = jobs::get(&h.store, sent_job.id).await.unwrap().unwrap();
+            if row.status.to_string() == "releasing" {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let answer = jobs::cancel(&h.store, sent_job.id).await.unwrap();
+        let other = jobs::cancel(&h.store, waiting_job.id).await.unwrap();
+        gate.open();
+        (answer, other)
+    };
+    let (pass, (answer, other)) = tokio::join!(pass, racer);
+    assert_eq!(pass.unwrap().released, 1);
+    assert!(
+        matches!(answer, jobs::Cancelled::BeingReleased),
+        "a job being sent is not reported cancelled"
+    );
+    assert!(matches!(other, jobs::Cancelled::Done));
+    let status = |row: Option<sqsbeat::store::jobs::JobRow>| row.unwrap().status.to_string();
+    assert_eq!(
+        status(jobs::get(&h.store, sent_job.id).await.unwrap()),
+        "released"
+    );
+    assert_eq!(
+        status(jobs::get(&h.store, waiting_job.id).await.unwrap()),
+        "cancelled"
+    );
+    assert_eq!(h.accepted_ids(), [sent_job.id]);
+    // The cancelled job never goes out, not even when it falls due.
+    let later = h.at("2026-12-05T11:00:00Z");
+    assert_eq!(r.pass(later, None).await.unwrap().claimed, 0);
+}
+
+#[tokio::test]
+async fn a_cancel_racing_a_pass_never_says_cancelled_for_a_job_that_is_sent_sqlite() {
+    a_cancel_racing_a_pass_never_says_cancelled_for_a_job_that_is_sent(
+        Harness::sqlite(at("2026-12-05T09:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cancel_racing_a_pass_never_says_cancelled_for_a_job_that_is_sent_postgres() {
+    a_cancel_racing_a_pass_never_says_cancelled_for_a_job_that_is_sent(
+        Harness::postgres(at("2026-12-05T09:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_send_renews_its_lease_so_no_other_replica_sends_it_again() {
+    let h = Harness::postgres(at("2026-12-05T09:00:00Z")).await;
+    let now = h.at("2026-12-05T09:00:00Z");
+    jobs::insert(&h.store, &job(1, now), "t").await.unwrap();
+    let gate = Gate::new();
+    h.sink.then(Plan::gated(&gate));
+    let slow = Releaser {
+        renew_every: std::time::Duration::from_millis(20),
+        ..releaser(&h)
+    };
+    let other = releaser(&h);
+    let first = slow.pass(now, None);
+    let second = async {
+        // The send outlives the lease it started with.
+        loop {
+            let row = jobs::get(&h.store, job(1, now).id).await.unwrap().unwrap();
+            if row.status.to_string() == "releasing" {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let later = h.at("2026-12-05T09:01:00Z");
+        // Let a renewal happen at the new time (the renewal reads the clock).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let p = other.pass(later, None).await.unwrap();
+        gate.open();
+        p
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(second.claimed, 0, "the renewed lease kept the job its own");
+    assert_eq!(first.unwrap().released, 1);
+    assert_eq!(h.accepted_ids().len(), 1, "sent once");
 }
