@@ -206,9 +206,9 @@ fn postgres_stopped_or_cut_off_stops_firing_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // A pass cut off between its send and its settlement leaves its jobs
-    // leased (`releasing`) until the lease ends (2 minutes); then a replica
+    // leased (`releasing`) until the lease ends (30 s); then a replica
     // releases them again.
-    stack::wait_for("every job released", Duration::from_secs(150), || {
+    stack::wait_for("every job released", Duration::from_secs(60), || {
         rt.block_on(stack::unreleased_jobs(&cluster.url)).is_empty()
     });
     for (i, p) in replicas.iter_mut().enumerate() {
