@@ -23,7 +23,7 @@ from celery.schedules import crontab, schedule, solar
 #: Header names Celery's protocol (or sqsbeat) owns; sqsbeat refuses them.
 RESERVED_HEADERS = frozenset("""lang task id shadow eta expires group group_index retries timelimit
 root_id parent_id argsrepr kwargsrepr origin ignore_result replaced_task_nesting stamped_headers
-stamps celery_beat_task periodic_task_name sqsbeat_scheduled_at""".split())
+stamps celery_beat_task periodic_task_name sqsbeat_scheduled_at sqsbeat_intake""".split())
 
 #: beat_schedule entry keys Celery's ScheduleEntry takes; the last two are
 #: run state, not configuration.
