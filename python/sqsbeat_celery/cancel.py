@@ -2,8 +2,8 @@
 
 sqsbeat keeps each diverted task as a one-off job under its Celery task id
 in ``<schema>.jobs``; cancelling flips a ``pending`` row to ``cancelled``,
-as ``sqsbeat cancel ID`` does. A job that sqsbeat has already released is on
-its SQS queue and can no longer be cancelled here.
+as ``sqsbeat cancel ID`` does. A job that sqsbeat is releasing or has
+released is on its way to its SQS queue and can no longer be cancelled.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def cancel(conn_or_dsn, task_id, schema: str = DEFAULT_SCHEMA) -> bool:
     ``schema`` is sqsbeat's ``[database] schema`` (default ``sqsbeat``).
 
     Returns True when a pending job was cancelled; False when there is no
-    pending job with that id: it was already released to SQS (the task will
-    run), cancelled or failed, or sqsbeat has not read it from the intake
-    queue yet (it does so within seconds; retry then).
+    pending job with that id: it is being released or was released to SQS
+    (the task will run), was cancelled or failed, or sqsbeat has not read it
+    from the intake queue yet (it does so within seconds; try again then).
     """
     try:
         key = str(uuid.UUID(str(task_id)))

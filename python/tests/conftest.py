@@ -63,9 +63,10 @@ def app_factory(moto, names):
         app.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pg_dsn():
-    """A throwaway database with sqsbeat's jobs table (migrations/postgres/0003_jobs.sql)."""
+    """A throwaway database with sqsbeat's tables in schema sqsbeat, made by
+    sqsbeat's own migrations (migrations/postgres, in order)."""
     psycopg = pytest.importorskip("psycopg")
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     db = f"sqsbeat_py_{uuid.uuid4().hex[:12]}"
@@ -80,7 +81,8 @@ def pg_dsn():
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE SCHEMA sqsbeat")
             conn.execute("SET search_path TO sqsbeat")
-            conn.execute((REPO / "migrations/postgres/0003_jobs.sql").read_text())
+            for migration in sorted((REPO / "migrations/postgres").glob("*.sql")):
+                conn.execute(migration.read_text())
         yield dsn
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -1,7 +1,7 @@
 """cancel(): a pending job of a diverted task becomes cancelled, nothing else changes.
 
-Against a real PostgreSQL database with sqsbeat's own jobs table
-(migrations/postgres/0003_jobs.sql in schema sqsbeat).
+Against a real PostgreSQL database with sqsbeat's own jobs table (its
+migrations, in schema sqsbeat).
 """
 
 import sqlite3
@@ -35,7 +35,7 @@ def test_cancel_by_dsn_flips_a_pending_job_once(pg_dsn):
     assert sqsbeat_celery.cancel(pg_dsn, job) is False
 
 
-@pytest.mark.parametrize("state", ["released", "failed"])
+@pytest.mark.parametrize("state", ["releasing", "released", "failed"])
 def test_a_job_that_is_not_pending_stays_as_it_is(pg_dsn, state):
     job = add_job(pg_dsn, state)
     assert sqsbeat_celery.cancel(pg_dsn, job) is False
