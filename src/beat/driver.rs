@@ -15,12 +15,11 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
 use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason, Skipped};
-use crate::clock::Clock;
+use crate::clock::{Clock, StepGuard, Trust};
 use crate::entry::Entry;
 use crate::runtime::leader::Role;
 use crate::store::{self, FireKey, Store, StoreError, ledger};
@@ -45,6 +44,9 @@ const TICK_GAP: chrono::Duration = chrono::Duration::milliseconds(5);
 /// What the driver works with.
 #[derive(Clone)]
 pub struct Driver<S> {
+    /// What the host clock is worth against the database's
+    /// ([`crate::clock::Trust`]): no decision on a clock that is off.
+    pub trust: watch::Receiver<Trust>,
     pub store: Store,
     pub sink: S,
     pub opts: MessageOptions,
@@ -124,7 +126,13 @@ impl<S: Sink> Driver<S> {
             misses,
             unconfirmed: Vec::new(),
             earliest: now,
-            seen: (now, Instant::now()),
+            guard: {
+                let mut g = StepGuard::default();
+                g.observe(now);
+                g
+            },
+            trust: self.trust.clone(),
+            held: false,
         })
     }
 
@@ -211,8 +219,13 @@ pub struct Term<'a, S> {
     unconfirmed: Vec<FireKey>,
     /// No tick before this instant (the gap after a firing tick).
     earliest: DateTime<Utc>,
-    /// The last (wall, monotonic) reading, to notice clock steps.
-    seen: (DateTime<Utc>, Instant),
+    /// Notices clock steps; after one, nothing is decided until the clock
+    /// was checked against the database again.
+    guard: StepGuard,
+    trust: watch::Receiver<Trust>,
+    /// Whether turns are being skipped for want of a trusted clock (logged
+    /// once per hold).
+    held: bool,
 }
 
 impl<S: Sink> Term<'_, S> {
@@ -234,7 +247,6 @@ impl<S: Sink> Term<'_, S> {
         );
         loop {
             let now = self.driver.clock.now();
-            self.notice_clock_step(now);
             if self.turn(now).await.is_err() {
                 break;
             }
@@ -252,6 +264,9 @@ impl<S: Sink> Term<'_, S> {
                     }
                     ended
                 }
+                // A new clock check may end a hold. (Closed: no checks come;
+                // the branch is then off.)
+                Ok(()) = self.trust.changed() => false,
                 changed = entries.changed() => {
                     // Closed: the reload task ended, which happens only on
                     // the way down.
@@ -277,7 +292,10 @@ impl<S: Sink> Term<'_, S> {
             self.settle(done);
         }
         self.confirm_again().await;
-        if now < self.earliest {
+        if let Some(step) = self.guard.observe(now) {
+            report_clock_step(&self.beat, step);
+        }
+        if now < self.earliest || !self.clock_trusted() {
             return Ok(());
         }
         let decision = self.beat.tick(now);
@@ -374,12 +392,21 @@ impl<S: Sink> Term<'_, S> {
         }
     }
 
-    fn notice_clock_step(&mut self, now: DateTime<Utc>) {
-        let mono = Instant::now();
-        if let Some(step) = crate::beat::tick::clock_step(self.seen.0, now, mono - self.seen.1) {
-            report_clock_step(&self.beat, step);
+    /// Whether this turn may decide: the host clock agrees with the
+    /// database's, and was checked again since any step.
+    fn clock_trusted(&mut self) -> bool {
+        let trust = *self.trust.borrow();
+        let ok = self.guard.trusted(&trust);
+        if !ok && !self.held {
+            warn!(
+                ?trust,
+                "not deciding: the host clock stepped or disagrees with the database's; waiting for a check"
+            );
+        } else if ok && self.held {
+            info!("clock checked: deciding again");
         }
-        self.seen = (now, mono);
+        self.held = !ok;
+        ok
     }
 
     /// Logs each outcome of a finished send and puts failures back for retry.

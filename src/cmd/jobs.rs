@@ -141,6 +141,8 @@ pub async fn schedule(
                     max_message_bytes: config.sqs.max_message_bytes,
                     clock: crate::clock::Clock::System,
                     renew_every: crate::jobs::releaser::RENEW_EVERY,
+                    // One pass, not the loop: the loop is what consults it.
+                    trust: tokio::sync::watch::channel(crate::clock::Trust::Unchecked).1,
                 };
                 // Read again: connecting took time, and the delay SQS gets
                 // must count from when the message is actually sent.

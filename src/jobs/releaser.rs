@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, StepGuard, Trust};
 use crate::jobs::{JobSpec, release_plan};
 use crate::store::jobs::{self, ClaimRequest, JobRow, Settlement};
 use crate::store::listen::Listener;
@@ -53,6 +53,9 @@ pub struct Releaser<S> {
     pub clock: Clock,
     /// [`RENEW_EVERY`], but for tests.
     pub renew_every: StdDuration,
+    /// What the host clock is worth against the database's: no release on
+    /// a clock that is off (it would send jobs early or late by the error).
+    pub trust: watch::Receiver<Trust>,
 }
 
 /// What one pass did.
@@ -154,10 +157,26 @@ impl<S: Sink> Releaser<S> {
     /// followed at once by another. A pass under way when shutdown comes
     /// finishes (its sends, then its settle): abandoning it would leave
     /// messages SQS took marked unsent until its lease ran out.
-    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    pub async fn run(mut self, wake: Arc<Notify>, shutdown: CancellationToken) {
         info!(window_s = self.window.num_seconds(), "releaser started");
+        let mut guard = StepGuard::default();
         while !shutdown.is_cancelled() {
-            let full = match self.pass(self.clock.now(), None).await {
+            let now = self.clock.now();
+            if let Some(step) = guard.observe(now) {
+                warn!(
+                    step_s = step.num_milliseconds() as f64 / 1000.0,
+                    "wall clock stepped: no release until it is checked against the database's"
+                );
+            }
+            if !guard.trusted(&self.trust.borrow()) {
+                tokio::select! {
+                    Ok(()) = self.trust.changed() => {}
+                    _ = tokio::time::sleep(MAX_SLEEP_SQLITE) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let full = match self.pass(now, None).await {
                 // Only what the pass settled counts: rows it claimed but
                 // could not act on must not make the loop spin.
                 Ok(p) => (p.released + p.retrying + p.failed) as i64 >= BATCH,

@@ -3,9 +3,11 @@
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::clock::Clock;
+use chrono::{DateTime, Utc};
+
+use crate::clock::{Clock, Trust};
 use crate::runtime::leader::Role;
 use crate::store::Store;
 /// Deletes settled ledger rows past the retention, hourly, while leading.
@@ -32,26 +34,56 @@ pub async fn prune_ledger(
 }
 
 /// Tells the store this replica is alive, and in which role, every 2 s
-/// (what `sqsbeat status` lists).
+/// (what `sqsbeat status` lists); on PostgreSQL, checks the host clock
+/// against the database's each time.
 pub async fn report_alive(
     store: Store,
     holder: String,
     role: watch::Receiver<Role>,
     clock: Clock,
+    trust: std::sync::Arc<watch::Sender<Trust>>,
     shutdown: CancellationToken,
 ) {
     let started = clock.now();
     loop {
         let r = *role.borrow();
-        if let Err(e) =
-            crate::store::replicas::heartbeat(&store, &holder, r, started, clock.now()).await
-        {
-            warn!(error = %e, "cannot record this replica's heartbeat");
+        let sent = clock.now();
+        match crate::store::replicas::heartbeat(&store, &holder, r, started, sent).await {
+            Ok(Some(database_now)) => publish_trust(&trust, sent, clock.now(), database_now),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot record this replica's heartbeat"),
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Publishes a clock check: the database read `database_now` while the host
+/// read `sent` before and `received` after. Logs when the verdict changes.
+pub fn publish_trust(
+    trust: &watch::Sender<Trust>,
+    sent: DateTime<Utc>,
+    received: DateTime<Utc>,
+    database_now: DateTime<Utc>,
+) {
+    let skew = crate::clock::skew(sent, received, database_now);
+    let now = Trust::Checked {
+        skew,
+        at: tokio::time::Instant::now(),
+    };
+    let before = trust.send_replace(now);
+    let skew_s = skew.num_milliseconds() as f64 / 1000.0;
+    crate::runtime::metrics::get().clock_skew.set(skew_s);
+    match (before.ok(), now.ok()) {
+        (true, false) => error!(
+            skew_s,
+            max_skew_s = crate::clock::MAX_SKEW.num_seconds(),
+            "the host clock disagrees with the database's: this replica neither leads nor releases jobs until they agree (check NTP on this host)"
+        ),
+        (false, true) => info!(skew_s, "the host clock agrees with the database's again"),
+        _ => {}
     }
 }
 

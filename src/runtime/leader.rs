@@ -20,6 +20,7 @@
 //! epoch in their transaction (`store::ledger::record_decision`). The SQL
 //! (lock, epoch, heartbeat) is `store::leader`'s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,6 +28,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::clock::{Clock, Trust};
+use crate::runtime::housekeeping::publish_trust;
 use crate::store::leader::Session;
 use crate::store::{PgStore, StoreError};
 
@@ -59,6 +62,8 @@ pub async fn campaign(
     store: PgStore,
     holder: String,
     role: watch::Sender<Role>,
+    clock: Clock,
+    trust: Arc<watch::Sender<Trust>>,
     shutdown: CancellationToken,
 ) {
     let key = store.lock_key();
@@ -85,7 +90,7 @@ pub async fn campaign(
             }
         };
         let outcome = tokio::select! {
-            r = lead_while_possible(&mut conn, key, &holder, &role, &shutdown) => r,
+            r = lead_while_possible(&mut conn, key, &holder, &role, &clock, &trust, &shutdown) => r,
             // Cut off mid-query: the session is dropped below either way.
             _ = shutdown.cancelled() => Ok(()),
         };
@@ -109,17 +114,31 @@ async fn lead_while_possible(
     key: i64,
     holder: &str,
     role: &watch::Sender<Role>,
+    clock: &Clock,
+    trust: &watch::Sender<Trust>,
     shutdown: &CancellationToken,
 ) -> Result<(), StoreError> {
     loop {
-        if conn.try_lock(key).await? {
+        // A replica whose clock disagrees with the database's would decide
+        // the wrong slots: it does not even try (its replica heartbeat
+        // keeps checking, and it campaigns again once they agree).
+        if trust.borrow().ok() && conn.try_lock(key).await? {
             break;
         }
         if sleep_or_shutdown(POLL, shutdown).await {
             return Ok(());
         }
     }
+    let sent = clock.now();
     let (epoch, since) = conn.take(holder).await?;
+    publish_trust(trust, sent, clock.now(), since);
+    if !trust.borrow().ok() {
+        warn!(
+            epoch,
+            "took the lock with a clock that disagrees with the database's; giving it up"
+        );
+        return Ok(());
+    }
     info!(epoch, "became leader");
     role.send_replace(Role::Leader { epoch, since });
     loop {
@@ -127,9 +146,20 @@ async fn lead_while_possible(
             info!(epoch, "releasing leadership");
             return Ok(());
         }
+        let sent = clock.now();
         let beat = conn.heartbeat(epoch);
         match tokio::time::timeout(HEARTBEAT_DEADLINE, beat).await {
-            Ok(Ok(Some(_database_now))) => {}
+            Ok(Ok(Some(database_now))) => {
+                publish_trust(trust, sent, clock.now(), database_now);
+                if !trust.borrow().ok() {
+                    role.send_replace(Role::Standby);
+                    error!(
+                        epoch,
+                        "stopped leading: the host clock disagrees with the database's; a replica with a good clock takes over"
+                    );
+                    return Ok(());
+                }
+            }
             Ok(Ok(None)) => {
                 error!(
                     epoch,

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub reloads: Counter,
     pub reload_errors: Counter,
     pub entry_rows_invalid: Gauge,
+    pub clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -180,6 +181,12 @@ impl Metrics {
             "Rows of the entries table not loaded because they do not validate (the log says why)",
             entry_rows_invalid.clone(),
         );
+        let clock_skew = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register(
+            "clock_skew_seconds",
+            "Host clock minus the database's, last measured (PostgreSQL only); beyond 2 s this replica neither leads nor releases",
+            clock_skew.clone(),
+        );
         let build = Family::<Build, Gauge>::default();
         build
             .get_or_create(&Build {
@@ -206,6 +213,7 @@ impl Metrics {
             reloads,
             reload_errors,
             entry_rows_invalid,
+            clock_skew,
         }
     }
 

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::beat::driver::Driver;
-use crate::clock::Clock;
+use crate::clock::{Clock, Trust};
 use crate::config::Config;
 use crate::entry::{Entry, file, merge};
 use crate::jobs::releaser::{self, Releaser};
@@ -155,11 +155,16 @@ pub async fn serve<S: Sink>(
     // the beat task cancels `leader_stop` when it ends, however it ends.
     let leader_stop = CancellationToken::new();
     let (role_tx, role) = watch::channel(Role::Standby);
+    // Host clock against the database's: measured by the heartbeats,
+    // consulted before every decision (beat and releaser).
+    let (trust_tx, trust) = watch::channel(Trust::Unchecked);
+    let trust_tx = Arc::new(trust_tx);
     match leadership {
         Leadership::Campaign(pg) => {
             let (holder, stop) = (holder.clone(), leader_stop.clone());
+            let (c, t) = (clock.clone(), trust_tx.clone());
             tasks.spawn("leadership", async move {
-                leader::campaign(pg, holder, role_tx, stop).await;
+                leader::campaign(pg, holder, role_tx, c, t, stop).await;
                 Ok(())
             });
         }
@@ -185,22 +190,32 @@ pub async fn serve<S: Sink>(
             Ok(())
         });
     }
-    spawn_housekeeping(
-        &mut tasks, &store, &holder, &role, &config, &clock, &shutdown,
-    );
-    let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
-    spawn_reload(
-        &mut tasks, &store, &paths, &config, entries_tx, hangup, &shutdown,
-    );
-    let opts = MessageOptions::from_config(&config);
-    spawn_releaser(&mut tasks, &store, &sink, &opts, &config, &clock, &shutdown);
-    let driver = Driver {
+    let shared = Shared {
         store: store.clone(),
+        config,
+        clock,
+        role,
+        trust,
+        trust_tx,
+        shutdown: shutdown.clone(),
+    };
+    spawn_housekeeping(&mut tasks, &shared, &holder);
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
+    spawn_reload(&mut tasks, &shared, &paths, entries_tx, hangup);
+    let opts = MessageOptions::from_config(&shared.config);
+    spawn_releaser(&mut tasks, &shared, &sink, &opts);
+    let driver = Driver {
+        trust: shared.trust.clone(),
+        store,
         sink,
         opts,
-        clock: clock.clone(),
+        clock: shared.clock.clone(),
     };
-    let (beat_role, stop, lock_guard) = (role.clone(), shutdown.clone(), leader_stop.drop_guard());
+    let (beat_role, stop, lock_guard) = (
+        shared.role.clone(),
+        shutdown.clone(),
+        leader_stop.drop_guard(),
+    );
     tasks.spawn("beat", async move {
         let _release_lock_when_done = lock_guard;
         driver.run(entries_rx, beat_role, stop).await;
@@ -209,43 +224,49 @@ pub async fn serve<S: Sink>(
     tasks.supervise(DRAIN).await.map_err(anyhow::Error::from)
 }
 
+/// What the tasks are built from; each takes the clones it needs.
+struct Shared {
+    store: Store,
+    config: Config,
+    clock: Clock,
+    role: watch::Receiver<Role>,
+    /// The clock check, as the beat and the releaser consult it...
+    trust: watch::Receiver<Trust>,
+    /// ...and as the heartbeats publish it.
+    trust_tx: Arc<watch::Sender<Trust>>,
+    shutdown: CancellationToken,
+}
+
 /// The heartbeat, gauges and ledger pruning.
-fn spawn_housekeeping(
-    tasks: &mut Tasks,
-    store: &Store,
-    holder: &str,
-    role: &watch::Receiver<Role>,
-    config: &Config,
-    clock: &Clock,
-    shutdown: &CancellationToken,
-) {
-    let (r, stop) = (role.clone(), shutdown.clone());
+fn spawn_housekeeping(tasks: &mut Tasks, sh: &Shared, holder: &str) {
+    let (r, stop) = (sh.role.clone(), sh.shutdown.clone());
     tasks.spawn("role gauge", async move {
         housekeeping::export_role(r, stop).await;
         Ok(())
     });
-    let (s, h, r, c, stop) = (
-        store.clone(),
+    let (s, h, r, c, t, stop) = (
+        sh.store.clone(),
         holder.to_string(),
-        role.clone(),
-        clock.clone(),
-        shutdown.clone(),
+        sh.role.clone(),
+        sh.clock.clone(),
+        sh.trust_tx.clone(),
+        sh.shutdown.clone(),
     );
     tasks.spawn("replica heartbeat", async move {
-        housekeeping::report_alive(s, h, r, c, stop).await;
+        housekeeping::report_alive(s, h, r, c, t, stop).await;
         Ok(())
     });
-    let (s, c, stop) = (store.clone(), clock.clone(), shutdown.clone());
+    let (s, c, stop) = (sh.store.clone(), sh.clock.clone(), sh.shutdown.clone());
     tasks.spawn("pending-jobs gauge", async move {
         housekeeping::export_pending_jobs(s, c, stop).await;
         Ok(())
     });
     let (s, r, retention, c, stop) = (
-        store.clone(),
-        role.clone(),
-        config.ledger_retention,
-        clock.clone(),
-        shutdown.clone(),
+        sh.store.clone(),
+        sh.role.clone(),
+        sh.config.ledger_retention,
+        sh.clock.clone(),
+        sh.shutdown.clone(),
     );
     tasks.spawn("ledger pruning", async move {
         housekeeping::prune_ledger(s, r, retention, c, stop).await;
@@ -257,36 +278,34 @@ fn spawn_housekeeping(
 /// entries table.
 fn spawn_reload(
     tasks: &mut Tasks,
-    store: &Store,
+    sh: &Shared,
     paths: &[PathBuf],
-    config: &Config,
     entries: watch::Sender<Arc<Vec<Entry>>>,
     hangup: Option<tokio::signal::unix::Signal>,
-    shutdown: &CancellationToken,
 ) {
     let changed = Arc::new(Notify::new());
-    let (s, c, stop) = (store.clone(), changed.clone(), shutdown.clone());
+    let (s, c, stop) = (sh.store.clone(), changed.clone(), sh.shutdown.clone());
     tasks.spawn("entries-table watcher", async move {
         reload::watch_entries_table(s, c, stop).await;
         Ok(())
     });
-    let (p, c, stop) = (paths.to_vec(), changed.clone(), shutdown.clone());
+    let (p, c, stop) = (paths.to_vec(), changed.clone(), sh.shutdown.clone());
     tasks.spawn("schedule-file watcher", async move {
         reload::watch_files(p, c, stop).await;
         Ok(())
     });
     if let Some(hangup) = hangup {
-        let (c, stop) = (changed.clone(), shutdown.clone());
+        let (c, stop) = (changed.clone(), sh.shutdown.clone());
         tasks.spawn("SIGHUP watcher", async move {
             reload::watch_hangup(hangup, c, stop).await;
             Ok(())
         });
     }
     let (s, p, ctx, stop) = (
-        store.clone(),
+        sh.store.clone(),
         paths.to_vec(),
-        crate::cmd::context(config),
-        shutdown.clone(),
+        crate::cmd::context(&sh.config),
+        sh.shutdown.clone(),
     );
     tasks.spawn("reload", async move {
         reload::reload_schedule(s, p, ctx, changed, entries, stop).await;
@@ -295,33 +314,26 @@ fn spawn_reload(
 }
 
 /// The releaser (every replica, leader or not) and its wake-up listener.
-fn spawn_releaser<S: Sink>(
-    tasks: &mut Tasks,
-    store: &Store,
-    sink: &S,
-    opts: &MessageOptions,
-    config: &Config,
-    clock: &Clock,
-    shutdown: &CancellationToken,
-) {
+fn spawn_releaser<S: Sink>(tasks: &mut Tasks, sh: &Shared, sink: &S, opts: &MessageOptions) {
     let wake = Arc::new(Notify::new());
-    if let Some(listener) = Listener::new(store, Channel::Jobs) {
-        let (w, stop) = (wake.clone(), shutdown.clone());
+    if let Some(listener) = Listener::new(&sh.store, Channel::Jobs) {
+        let (w, stop) = (wake.clone(), sh.shutdown.clone());
         tasks.spawn("jobs listener", async move {
             releaser::watch_jobs(listener, w, stop).await;
             Ok(())
         });
     }
     let release = Releaser {
-        store: store.clone(),
+        store: sh.store.clone(),
         sink: sink.clone(),
         opts: opts.clone(),
-        window: config.release_window,
-        max_message_bytes: config.sqs.max_message_bytes,
-        clock: clock.clone(),
+        window: sh.config.release_window,
+        max_message_bytes: sh.config.sqs.max_message_bytes,
+        clock: sh.clock.clone(),
         renew_every: crate::jobs::releaser::RENEW_EVERY,
+        trust: sh.trust.clone(),
     };
-    let stop = shutdown.clone();
+    let stop = sh.shutdown.clone();
     tasks.spawn("releaser", async move {
         release.run(wake, stop).await;
         Ok(())

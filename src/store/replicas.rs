@@ -30,14 +30,15 @@ struct Record {
 }
 
 /// Records that this replica is alive, in its current role; replicas not
-/// seen for a day are forgotten.
+/// seen for a day are forgotten. Returns the database's `now()` on
+/// PostgreSQL, to compare with the host clock (SQLite has no other clock).
 pub async fn heartbeat(
     store: &Store,
     holder: &str,
     role: Role,
     started_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Option<DateTime<Utc>>, StoreError> {
     let (name, epoch) = match role {
         Role::Leader { epoch, .. } => ("leader", Some(epoch)),
         Role::Standby => ("standby", None),
@@ -46,9 +47,10 @@ pub async fn heartbeat(
     let forget = now - chrono::Duration::days(1);
     match store {
         Store::Postgres(s) => {
-            sqlx::query(
+            let database_now: Ts = sqlx::query_scalar(
                 "INSERT INTO replicas (holder, role, epoch, version, started_at, seen_at) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (holder) DO UPDATE SET role = $2, epoch = $3, version = $4, seen_at = $6",
+                 ON CONFLICT (holder) DO UPDATE SET role = $2, epoch = $3, version = $4, seen_at = $6
+                 RETURNING now()",
             )
             .bind(holder)
             .bind(name)
@@ -56,12 +58,13 @@ pub async fn heartbeat(
             .bind(version)
             .bind(started_at)
             .bind(now)
-            .execute(s.pool())
+            .fetch_one(s.pool())
             .await?;
             sqlx::query("DELETE FROM replicas WHERE seen_at < $1")
                 .bind(forget)
                 .execute(s.pool())
                 .await?;
+            Ok(Some(database_now.0))
         }
         Store::Sqlite(s) => {
             sqlx::query(
@@ -80,9 +83,9 @@ pub async fn heartbeat(
                 .bind(Ts(forget))
                 .execute(s.pool())
                 .await?;
+            Ok(None)
         }
     }
-    Ok(())
 }
 
 /// Every replica that reported in, most recently seen first.

@@ -280,3 +280,61 @@ async fn an_unconfirmed_claim_of_a_removed_entry_is_recorded_missed() {
     assert_eq!(row.2, "missed", "not left claimed forever: {row:?}");
     assert!(row.3.contains("removed"), "{row:?}");
 }
+
+fn checked(skew: Duration) -> sqsbeat::clock::Trust {
+    sqsbeat::clock::Trust::Checked {
+        skew,
+        at: tokio::time::Instant::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_host_clock_a_year_ahead_decides_nothing_and_moves_no_cursor() {
+    // Regression: one host's forward clock step became permanent for the
+    // fleet, as cursors only move forward.
+    let h = Harness::sqlite(at("2026-11-21T10:00:00.500Z")).await;
+    h.trust.send_replace(checked(Duration::zero()));
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_SECOND)), epoch)
+        .await
+        .unwrap();
+    turns(
+        &h,
+        &mut term,
+        at("2026-11-21T10:00:01Z"),
+        Duration::seconds(1),
+        3,
+    )
+    .await;
+    assert_eq!(h.sink.accepted().len(), 3);
+    // The clock jumps a year: the step alone holds decisions until the next
+    // check, which finds the clock off.
+    let ahead = h.at("2027-11-21T10:00:04Z");
+    term.turn(ahead).await.unwrap();
+    h.trust.send_replace(checked(Duration::days(365)));
+    term.turn(h.at("2027-11-21T10:00:05Z")).await.unwrap();
+    term.drain().await;
+    assert_eq!(h.sink.accepted().len(), 3, "nothing decided on a bad clock");
+    let latest = h.ledger().await.iter().map(|r| r.1).max().unwrap();
+    assert!(
+        latest < at("2026-11-21T10:00:04Z"),
+        "no slot a year ahead: {latest}"
+    );
+    // Back, and checked: firing resumes at the true time, one slot after
+    // the last decided (catch_up decides the gap, as after any pause).
+    let back = h.at("2026-11-21T10:00:06Z");
+    term.turn(back).await.unwrap();
+    assert_eq!(
+        h.sink.accepted().len(),
+        3,
+        "the step back holds too, until a check"
+    );
+    h.trust.send_replace(checked(Duration::milliseconds(3)));
+    term.turn(back).await.unwrap();
+    term.drain().await;
+    let slots: Vec<_> = h.ledger().await.iter().map(|r| r.1).collect();
+    assert_eq!(slots.last(), Some(&at("2026-11-21T10:00:06Z")));
+    assert!(slots.iter().all(|s| *s <= at("2026-11-21T10:00:06Z")));
+}

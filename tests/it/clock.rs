@@ -181,3 +181,84 @@ async fn clock_steps_fire_nothing_twice_and_leave_no_silent_gap() {
     assert_eq!(lost, 0);
     assert_eq!(twice, 0, "a fire ran twice across a clock step");
 }
+
+/// Regression: one host's clock jumping a year ahead for a few seconds made
+/// every replica silent for a year (cursors only move forward). Now the
+/// replica checks its clock against PostgreSQL's: it stops leading and
+/// decides nothing while they disagree, and no cursor or slot ends up ahead
+/// of the true time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_clock_a_year_ahead_decides_nothing_and_leaves_no_cursor_ahead_postgres() {
+    let db = crate::pg::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_moto, endpoint) = stack::moto(d);
+    stack::create_queue(&endpoint, "clk");
+    let schedule = d.join("s.toml");
+    std::fs::write(
+        &schedule,
+        "[entries.tick]\ntask = \"e2e.tick\"\nevery = \"1s\"\nqueue = \"clk\"\n",
+    )
+    .unwrap();
+    let offset = d.join("offset");
+    std::fs::write(&offset, "+0").unwrap();
+    let mut cmd = stack::sqsbeat_command(d, &endpoint, &schedule);
+    cmd.env("SQSBEAT_DATABASE_URL", &db.url)
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("sqsbeat.log")).unwrap());
+    let mut beat = stack::Proc {
+        child: cmd.spawn().expect("start sqsbeat"),
+    };
+    let sent_count = || async {
+        stack::ledger(Some(&db.url), d)
+            .await
+            .iter()
+            .filter(|r| r.2 == "sent")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sent_count().await < 3 {
+        assert!(std::time::Instant::now() < deadline, "no fires at first");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::write(&offset, "+365d").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::write(&offset, "+0").unwrap();
+    let returned = Utc::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let resumed = stack::ledger(Some(&db.url), d)
+            .await
+            .iter()
+            .any(|r| r.2 == "sent" && r.1 > returned);
+        if resumed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "firing did not resume after the clock came back: {}",
+            std::fs::read_to_string(d.join("sqsbeat.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        beat.terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
+    let now = Utc::now();
+    let ledger = stack::ledger(Some(&db.url), d).await;
+    let latest = ledger.iter().map(|r| r.1).max().unwrap();
+    assert!(latest <= now, "a slot ahead of the true time: {latest}");
+    let s = sqsbeat::store::PgStore::connect(&db.url, "sqsbeat")
+        .await
+        .unwrap();
+    let cursor: DateTime<Utc> = sqlx::query_scalar("SELECT max(cursor) FROM entry_state")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert!(cursor <= now, "a cursor ahead of the true time: {cursor}");
+}

@@ -24,6 +24,8 @@ pub enum Db {
 }
 
 pub struct Harness {
+    /// The clock check the drivers consult; tests may publish verdicts.
+    pub trust: tokio::sync::watch::Sender<sqsbeat::clock::Trust>,
     pub store: Store,
     pub sink: MemorySink,
     pub clock: Clock,
@@ -48,6 +50,7 @@ impl Harness {
 
     fn with(store: Store, db: Db, start: DateTime<Utc>) -> Self {
         Harness {
+            trust: tokio::sync::watch::channel(sqsbeat::clock::Trust::Unchecked).0,
             store,
             sink: MemorySink::new(),
             clock: Clock::manual(start),
@@ -105,6 +108,7 @@ impl Harness {
     /// A driver over this harness's store, sink and clock.
     pub fn driver(&self) -> sqsbeat::beat::driver::Driver<MemorySink> {
         sqsbeat::beat::driver::Driver {
+            trust: self.trust.subscribe(),
             store: self.store.clone(),
             sink: self.sink.clone(),
             opts: self.opts.clone(),

@@ -34,6 +34,7 @@ fn releaser(h: &Harness) -> Releaser<MemorySink> {
         max_message_bytes: 1_048_576,
         clock: h.clock.clone(),
         renew_every: sqsbeat::jobs::releaser::RENEW_EVERY,
+        trust: h.trust.subscribe(),
     }
 }
 
@@ -223,4 +224,44 @@ async fn a_slow_send_renews_its_lease_so_no_other_replica_sends_it_again() {
     assert_eq!(second.claimed, 0, "the renewed lease kept the job its own");
     assert_eq!(first.unwrap().released, 1);
     assert_eq!(h.accepted_ids().len(), 1, "sent once");
+}
+
+#[tokio::test]
+async fn no_job_is_released_while_the_host_clock_disagrees_with_the_database() {
+    let h = Harness::sqlite(at("2026-12-05T09:00:00Z")).await;
+    let now = h.at("2026-12-05T09:00:00Z");
+    jobs::insert(&h.store, &job(1, now), "t").await.unwrap();
+    h.trust.send_replace(sqsbeat::clock::Trust::Checked {
+        skew: Duration::days(365),
+        at: tokio::time::Instant::now(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(releaser(&h).run(
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        stop.clone(),
+    ));
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    let row = jobs::get(&h.store, job(1, now).id).await.unwrap().unwrap();
+    assert_eq!(
+        row.status.to_string(),
+        "pending",
+        "held while the clock is off"
+    );
+    assert!(h.sink.accepted().is_empty());
+    h.trust.send_replace(sqsbeat::clock::Trust::Checked {
+        skew: Duration::milliseconds(-4),
+        at: tokio::time::Instant::now(),
+    });
+    loop {
+        let row = jobs::get(&h.store, job(1, now).id).await.unwrap().unwrap();
+        if row.status.to_string() == "released" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+    run.await.unwrap();
+    assert_eq!(h.accepted_ids(), [job(1, now).id]);
 }

@@ -216,6 +216,8 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
         s.clone(),
         "a".into(),
         tx_a,
+        sqsbeat::clock::Clock::System,
+        std::sync::Arc::new(watch::channel(sqsbeat::clock::Trust::Unchecked).0),
         stop_a.clone(),
     ));
     let first = wait_role(&mut rx_a, true, Duration::from_secs(5)).await;
@@ -223,6 +225,8 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
         s.clone(),
         "b".into(),
         tx_b,
+        sqsbeat::clock::Clock::System,
+        std::sync::Arc::new(watch::channel(sqsbeat::clock::Trust::Unchecked).0),
         stop_b.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(1200)).await;
