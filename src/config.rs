@@ -386,8 +386,8 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         },
     };
     let max_message_bytes = match raw.sqs.max_message_bytes {
-        None => crate::wire::celery::SQS_MAX_MESSAGE_BYTES,
-        Some(n) if (1024..=crate::wire::celery::SQS_MAX_MESSAGE_BYTES as i64).contains(&n) => {
+        None => crate::wire::limits::SQS_MAX_MESSAGE_BYTES,
+        Some(n) if (1024..=crate::wire::limits::SQS_MAX_MESSAGE_BYTES as i64).contains(&n) => {
             n as usize
         }
         Some(n) => {

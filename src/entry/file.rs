@@ -5,6 +5,7 @@
 //! `load_paths` does the I/O (expands directories, reads files) and the
 //! cross-file check for duplicate names.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -103,124 +104,142 @@ impl Lines {
 
 /// Parses one schedule file's text. `file` names it in diagnostics.
 pub fn parse_str(file: &str, src: &str, ctx: &Context) -> Loaded {
-    let mut out = Loaded::default();
-    let lines = Lines::new(src);
-    let diag = |line: usize, entry: Option<&str>, message: String, warning: bool| Diagnostic {
-        file: file.to_string(),
-        line,
-        entry: entry.map(str::to_string),
-        message,
-        warning,
+    let mut p = FileParser {
+        file,
+        lines: Lines::new(src),
+        ctx,
+        out: Loaded::default(),
     };
     let root = match DeTable::parse(src) {
-        Ok(t) => t,
+        Ok(t) => t.into_inner(),
         Err(e) => {
-            let line = e.span().map_or(1, |s| lines.line(s.start));
-            out.diagnostics.push(diag(
-                line,
-                None,
-                format!("invalid TOML: {}", e.message().trim()),
-                false,
-            ));
-            return out;
+            let line = e.span().map_or(1, |s| p.lines.line(s.start));
+            let message = format!("invalid TOML: {}", e.message().trim());
+            p.error(line, None, message);
+            return p.out;
         }
     };
-    let root = root.into_inner();
-
-    let mut defaults = RawEntry::default();
-    let mut entries_table = None;
-    // Owned iteration: cloning each entry's TOML tree doubled the peak
-    // memory of loading a large schedule.
-    for (key, value) in root.into_iter() {
-        let line = lines.line(key.span().start);
-        match key.get_ref().as_ref() {
-            "defaults" => {
-                if let Some(bad) = unknown_keys(&value, DEFAULT_KEYS, &lines) {
-                    for (k, l) in bad {
-                        out.diagnostics.push(diag(l, None, format!(
-                            "unknown key `{k}` in [defaults]; allowed: {}", DEFAULT_KEYS.join(", ")
-                        ), false));
-                    }
-                }
-                match deserialize_entry(value, &lines) {
-                    Ok(d) => defaults = d,
-                    Err((l, m)) => out.diagnostics.push(diag(l, None, format!("[defaults]: {m}"), false)),
-                }
+    let (defaults, entries) = p.top_level(root);
+    match entries {
+        Some(entries) => {
+            for (key, value) in entries {
+                p.entry(key, value, &defaults);
             }
-            "entries" => match value.into_inner() {
-                DeValue::Table(t) => entries_table = Some(t),
-                _ => out.diagnostics.push(diag(line, None, "`entries` must be a table of entries: [entries.NAME]".into(), false)),
-            },
-            other => out.diagnostics.push(diag(line, None, format!(
-                "unknown top-level key `{other}`; a schedule file has [defaults] and [entries.NAME] tables"
-            ), false)),
+        }
+        None if !p.out.has_errors() => p.out.diagnostics.push(p.diag(
+            1,
+            None,
+            "no entries: add one as [entries.NAME] with task and cron, crontab or every".into(),
+            true,
+        )),
+        None => {}
+    }
+    p.out.diagnostics.sort_by_key(|d| d.line);
+    p.out
+}
+
+/// One file's parse in progress: where diagnostics point, and what they
+/// and the entries add up to.
+struct FileParser<'a> {
+    file: &'a str,
+    lines: Lines,
+    ctx: &'a Context,
+    out: Loaded,
+}
+
+impl FileParser<'_> {
+    fn diag(&self, line: usize, entry: Option<&str>, message: String, warning: bool) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_string(),
+            line,
+            entry: entry.map(str::to_string),
+            message,
+            warning,
         }
     }
-    let Some(entries) = entries_table else {
-        if !out.has_errors() {
-            out.diagnostics.push(diag(
-                1,
-                None,
-                "no entries: add one as [entries.NAME] with task and cron, crontab or every".into(),
-                true,
-            ));
-        }
-        return out;
-    };
 
-    for (key, value) in entries.into_iter() {
+    fn error(&mut self, line: usize, entry: Option<&str>, message: String) {
+        let d = self.diag(line, entry, message, false);
+        self.out.diagnostics.push(d);
+    }
+
+    /// The file's `[defaults]` and its `[entries]` table; anything else at
+    /// the top level is an error.
+    fn top_level<'s>(&mut self, root: DeTable<'s>) -> (RawEntry, Option<DeTable<'s>>) {
+        let mut defaults = RawEntry::default();
+        let mut entries = None;
+        // Owned iteration: cloning each entry's TOML tree doubled the peak
+        // memory of loading a large schedule.
+        for (key, value) in root {
+            let line = self.lines.line(key.span().start);
+            match key.get_ref().as_ref() {
+                "defaults" => {
+                    for (k, l) in unknown_keys(&value, DEFAULT_KEYS, &self.lines).unwrap_or_default() {
+                        let allowed = DEFAULT_KEYS.join(", ");
+                        self.error(l, None, format!("unknown key `{k}` in [defaults]; allowed: {allowed}"));
+                    }
+                    match deserialize_entry(value, &self.lines) {
+                        Ok(d) => defaults = d,
+                        Err((l, m)) => self.error(l, None, format!("[defaults]: {m}")),
+                    }
+                }
+                "entries" => match value.into_inner() {
+                    DeValue::Table(t) => entries = Some(t),
+                    _ => self.error(line, None, "`entries` must be a table of entries: [entries.NAME]".into()),
+                },
+                other => self.error(line, None, format!(
+                    "unknown top-level key `{other}`; a schedule file has [defaults] and [entries.NAME] tables"
+                )),
+            }
+        }
+        (defaults, entries)
+    }
+
+    /// One `[entries.NAME]` table: its keys, its fields, then validation.
+    fn entry(
+        &mut self,
+        key: Spanned<Cow<'_, str>>,
+        value: Spanned<DeValue<'_>>,
+        defaults: &RawEntry,
+    ) {
         let name = key.get_ref().to_string();
-        let entry_line = lines.line(key.span().start);
+        let entry_line = self.lines.line(key.span().start);
         let origin = Origin {
-            file: file.to_string(),
+            file: self.file.to_string(),
             line: entry_line,
         };
-        out.names.push((name.clone(), origin.clone()));
+        self.out.names.push((name.clone(), origin.clone()));
         if !matches!(value.get_ref(), DeValue::Table(_)) {
-            out.diagnostics.push(diag(
-                entry_line,
-                Some(&name),
-                "must be a table with task and cron, crontab or every".into(),
-                false,
-            ));
-            continue;
+            let message = "must be a table with task and cron, crontab or every".into();
+            self.error(entry_line, Some(&name), message);
+            return;
         }
         let mut bad_keys = false;
-        for (k, l) in unknown_keys(&value, ENTRY_KEYS, &lines).unwrap_or_default() {
+        for (k, l) in unknown_keys(&value, ENTRY_KEYS, &self.lines).unwrap_or_default() {
             bad_keys = true;
             let hint = suggest(&k, ENTRY_KEYS)
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            out.diagnostics.push(diag(
-                l,
-                Some(&name),
-                format!("unknown key `{k}`{hint}"),
-                false,
-            ));
+            self.error(l, Some(&name), format!("unknown key `{k}`{hint}"));
         }
-        let key_lines = key_lines(&value, &lines);
-        let raw = match deserialize_entry(value, &lines) {
-            Ok(r) => r.with_defaults(&defaults),
-            Err((l, m)) => {
-                out.diagnostics.push(diag(l, Some(&name), m, false));
-                continue;
-            }
+        let key_lines = key_lines(&value, &self.lines);
+        let raw = match deserialize_entry(value, &self.lines) {
+            Ok(r) => r.with_defaults(defaults),
+            Err((l, m)) => return self.error(l, Some(&name), m),
         };
-        let (entry, problems) = entry::validate(&name, raw, origin, ctx);
+        let (entry, problems) = entry::validate(&name, raw, origin, self.ctx);
         for p in problems {
             let line = p
                 .key
                 .and_then(|k| key_lines.get(k).copied())
                 .unwrap_or(entry_line);
-            out.diagnostics
-                .push(diag(line, Some(&name), p.message, p.warning));
+            let d = self.diag(line, Some(&name), p.message, p.warning);
+            self.out.diagnostics.push(d);
         }
         if let Some(e) = entry.filter(|_| !bad_keys) {
-            out.entries.push(e);
+            self.out.entries.push(e);
         }
     }
-    out.diagnostics.sort_by_key(|d| d.line);
-    out
 }
 
 /// Keys of a table value that are not in `allowed`, with their lines.

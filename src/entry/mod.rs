@@ -1,20 +1,25 @@
 //! A periodic entry (Celery's `ScheduleEntry`): what to send, where, and when.
 //!
-//! `RawEntry` is the schedule file's shape (serde, every field optional);
-//! `Entry` is the validated model the rest of the program trusts. Validation
-//! is pure and reports every problem it finds, not just the first.
+//! [`RawEntry`] is the schedule file's shape (serde, every field optional,
+//! in [`raw`]); [`Entry`] is the validated model the rest of the program
+//! trusts; [`validate()`] (in [`mod@validate`]) turns one into the other.
+//! Validation is pure and reports every problem it finds, not just the first.
 
 pub mod file;
 pub mod merge;
+pub mod raw;
+pub mod validate;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::schedule::duration::{format_duration, parse_duration, parse_instant};
-use crate::schedule::{CronSchedule, CrontabFields, IntervalSchedule, Schedule};
-use crate::wire::celery::{self, BodyEncoding, RESERVED_HEADERS, TaskMessage};
+use crate::schedule::Schedule;
+use crate::wire::celery::{BodyEncoding, TaskMessage};
+use crate::wire::limits;
+
+pub use raw::{CronField, DEFAULT_KEYS, ENTRY_KEYS, RawCrontab, RawEntry, RawInstant};
+pub use validate::validate;
 
 /// Default logical queue, as Celery's `task_default_queue`.
 pub const DEFAULT_QUEUE: &str = "celery";
@@ -141,101 +146,6 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// A crontab table field: Celery accepts numbers as well as strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum CronField {
-    Text(String),
-    Number(i64),
-}
-
-impl CronField {
-    fn text(&self) -> String {
-        match self {
-            CronField::Text(s) => s.clone(),
-            CronField::Number(n) => n.to_string(),
-        }
-    }
-}
-
-/// A Celery-style `crontab` table; missing fields are `*`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCrontab {
-    pub minute: Option<CronField>,
-    pub hour: Option<CronField>,
-    pub day_of_week: Option<CronField>,
-    pub day_of_month: Option<CronField>,
-    pub month_of_year: Option<CronField>,
-}
-
-/// A TOML datetime or a string; both must carry an offset.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RawInstant {
-    Text(String),
-    Toml(toml::value::Datetime),
-}
-
-impl RawInstant {
-    fn text(&self) -> String {
-        match self {
-            RawInstant::Text(s) => s.clone(),
-            RawInstant::Toml(d) => d.to_string(),
-        }
-    }
-}
-
-/// The keys an entry table may hold (unknown keys are reported by name).
-pub const ENTRY_KEYS: &[&str] = &[
-    "task", "cron", "crontab", "every", "timezone", "args", "kwargs", "queue", "priority",
-    "headers", "expires", "enabled", "start_at", "end_at", "catch_up", "grace", "jitter", "anchor",
-    "group_id",
-];
-
-/// The keys `[defaults]` may hold: what makes sense to share across entries.
-pub const DEFAULT_KEYS: &[&str] = &[
-    "timezone", "queue", "priority", "headers", "expires", "enabled", "catch_up", "grace", "jitter",
-];
-
-/// One entry table as written. Values stay loosely typed where a precise
-/// error beats serde's generic one.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RawEntry {
-    pub task: Option<String>,
-    pub cron: Option<String>,
-    pub crontab: Option<RawCrontab>,
-    pub every: Option<String>,
-    pub timezone: Option<String>,
-    pub args: Option<Value>,
-    pub kwargs: Option<Value>,
-    pub queue: Option<String>,
-    pub priority: Option<i64>,
-    pub headers: Option<Value>,
-    pub expires: Option<String>,
-    pub enabled: Option<bool>,
-    pub start_at: Option<RawInstant>,
-    pub end_at: Option<RawInstant>,
-    pub catch_up: Option<String>,
-    pub grace: Option<String>,
-    pub jitter: Option<String>,
-    pub anchor: Option<RawInstant>,
-    pub group_id: Option<String>,
-}
-
-impl RawEntry {
-    /// Fills unset fields from the file's `[defaults]`.
-    pub fn with_defaults(mut self, d: &RawEntry) -> RawEntry {
-        macro_rules! inherit {
-            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = d.$f.clone(); } )* };
-        }
-        inherit!(
-            timezone, queue, priority, headers, expires, enabled, catch_up, grace, jitter
-        );
-        self
-    }
-}
-
 /// Settings from outside the file that validation needs.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -248,7 +158,7 @@ impl Default for Context {
     fn default() -> Self {
         Context {
             default_tz: Tz::UTC,
-            max_message_bytes: celery::SQS_MAX_MESSAGE_BYTES,
+            max_message_bytes: limits::SQS_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -279,486 +189,25 @@ impl Problem {
     }
 }
 
-/// Validates one raw entry. Returns the entry when there are no errors
-/// (warnings may still be present), and every problem found.
-pub fn validate(
-    name: &str,
-    raw: RawEntry,
-    origin: Origin,
-    ctx: &Context,
-) -> (Option<Entry>, Vec<Problem>) {
-    let mut problems = Vec::new();
-    let mut err = |key: &'static str, msg: String| problems.push(Problem::error(key, msg));
-
-    if name.trim().is_empty() {
-        err("", "entry name is empty".into());
-    }
-    let task = match raw.task.as_deref().map(str::trim) {
-        None | Some("") => {
-            err(
-                "task",
-                "missing `task` (the Celery task name, e.g. \"app.tasks.cleanup\")".into(),
-            );
-            None
-        }
-        Some(t) => match check_task_name(t) {
-            Ok(()) => Some(t.to_string()),
-            Err(m) => {
-                err("task", m);
-                None
-            }
-        },
-    };
-
-    let tz = match raw.timezone.as_deref() {
-        None => Some(ctx.default_tz),
-        Some(z) => match z.parse::<Tz>() {
-            Ok(tz) => Some(tz),
-            Err(_) => {
-                err(
-                    "timezone",
-                    format!(
-                        "unknown timezone {z:?}; use an IANA name such as \"UTC\", \"Europe/London\" or \"America/Sao_Paulo\""
-                    ),
-                );
-                None
-            }
-        },
-    };
-
-    let anchor = match raw.anchor.as_ref().map(|a| parse_instant(&a.text())) {
-        None => Some(DateTime::UNIX_EPOCH),
-        Some(Ok(a)) => Some(a),
-        Some(Err(e)) => {
-            err("anchor", format!("anchor: {e}"));
-            None
-        }
-    };
-
-    let kinds = [
-        raw.cron.is_some(),
-        raw.crontab.is_some(),
-        raw.every.is_some(),
-    ];
-    let schedule = match kinds.iter().filter(|k| **k).count() {
-        0 => {
-            err(
-                "",
-                "no schedule: set exactly one of `cron`, `crontab` or `every`".into(),
-            );
-            None
-        }
-        1 => {
-            if let Some(expr) = &raw.cron {
-                tz.and_then(|tz| match CronSchedule::parse_cron(expr, tz) {
-                    Ok(c) => Some(Schedule::Cron(c)),
-                    Err(e) => {
-                        err("cron", e.0);
-                        None
-                    }
-                })
-            } else if let Some(ct) = &raw.crontab {
-                let f = |v: &Option<CronField>| v.as_ref().map_or("*".to_string(), CronField::text);
-                let fields = CrontabFields {
-                    minute: f(&ct.minute),
-                    hour: f(&ct.hour),
-                    day_of_week: f(&ct.day_of_week),
-                    day_of_month: f(&ct.day_of_month),
-                    month_of_year: f(&ct.month_of_year),
-                };
-                tz.and_then(|tz| match CronSchedule::parse_crontab(&fields, tz) {
-                    Ok(c) => Some(Schedule::Cron(c)),
-                    Err(e) => {
-                        err("crontab", e.0);
-                        None
-                    }
-                })
-            } else {
-                let every = raw.every.as_deref().unwrap_or_default();
-                match parse_duration(every) {
-                    Ok(d) if d <= Duration::zero() => {
-                        err(
-                            "every",
-                            format!("every = {every:?} must be greater than zero"),
-                        );
-                        None
-                    }
-                    Ok(d) => anchor
-                        .map(|anchor| Schedule::Interval(IntervalSchedule { every: d, anchor })),
-                    Err(e) => {
-                        err("every", format!("every: {e}"));
-                        None
-                    }
-                }
-            }
-        }
-        _ => {
-            let set: Vec<&str> = ["cron", "crontab", "every"]
-                .into_iter()
-                .zip(kinds)
-                .filter_map(|(n, k)| k.then_some(n))
-                .collect();
-            err(
-                "cron",
-                format!(
-                    "set exactly one of `cron`, `crontab` or `every`, not {}",
-                    set.join(" and ")
-                ),
-            );
-            None
-        }
-    };
-    let day_warning = match &schedule {
-        Some(Schedule::Cron(c)) => day_rule_warning(&raw, c),
-        _ => None,
-    };
-    if raw.anchor.is_some() && raw.every.is_none() {
-        err(
-            "anchor",
-            "`anchor` applies to `every` only; cron fires follow the wall clock".into(),
-        );
-    }
-
-    let args = match raw.args {
-        None => Some(Vec::new()),
-        Some(Value::Array(a)) => Some(a),
-        Some(other) => {
-            err(
-                "args",
-                format!(
-                    "args must be an array (e.g. args = [1, \"two\"]), not {}",
-                    json_kind(&other)
-                ),
-            );
-            None
-        }
-    };
-    let kwargs = match raw.kwargs {
-        None => Some(Map::new()),
-        Some(Value::Object(m)) => Some(m),
-        Some(other) => {
-            err(
-                "kwargs",
-                format!(
-                    "kwargs must be a table (e.g. kwargs = {{ batch = 100 }}), not {}",
-                    json_kind(&other)
-                ),
-            );
-            None
-        }
-    };
-    let headers = match raw.headers {
-        None => Some(Map::new()),
-        Some(Value::Object(m)) => {
-            let reserved: Vec<&String> = m
-                .keys()
-                .filter(|k| RESERVED_HEADERS.contains(&k.as_str()))
-                .collect();
-            if reserved.is_empty() {
-                Some(m)
-            } else {
-                err(
-                    "headers",
-                    format!(
-                        "headers may not set {}: Celery's protocol (or sqsbeat) owns them",
-                        reserved
-                            .iter()
-                            .map(|k| format!("{k:?}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-                None
-            }
-        }
-        Some(other) => {
-            err(
-                "headers",
-                format!("headers must be a table, not {}", json_kind(&other)),
-            );
-            None
-        }
-    };
-
-    let queue = match raw.queue.as_deref().map(str::trim) {
-        None => Some(DEFAULT_QUEUE.to_string()),
-        Some("") => {
-            err("queue", "queue is empty".into());
-            None
-        }
-        Some(q) => match check_queue_name(q) {
-            Ok(()) => Some(q.to_string()),
-            Err(m) => {
-                err("queue", m);
-                None
-            }
-        },
-    };
-    let priority = match raw.priority {
-        None => Some(0),
-        Some(p) if (0..=255).contains(&p) => Some(p as u8),
-        Some(p) => {
-            err("priority", format!("priority {p} is out of range 0..=255"));
-            None
-        }
-    };
-
-    let mut positive = |key: &'static str, value: &Option<String>| -> Option<Option<Duration>> {
-        match value.as_deref().map(parse_duration) {
-            None => Some(None),
-            Some(Ok(d)) if d > Duration::zero() => Some(Some(d)),
-            Some(Ok(_)) => {
-                err(key, format!("{key} must be greater than zero"));
-                None
-            }
-            Some(Err(e)) => {
-                err(key, format!("{key}: {e}"));
-                None
-            }
-        }
-    };
-    let expires = positive("expires", &raw.expires);
-    let grace = positive("grace", &raw.grace);
-    let jitter = positive("jitter", &raw.jitter);
-
-    let catch_up = match raw.catch_up.as_deref() {
-        None => Some(CatchUp::default()),
-        Some("latest") => Some(CatchUp::Latest),
-        Some("all") => Some(CatchUp::All),
-        Some("none") => Some(CatchUp::None),
-        Some(other) => {
-            err(
-                "catch_up",
-                format!("catch_up = {other:?}: expected \"latest\", \"all\" or \"none\""),
-            );
-            None
-        }
-    };
-
-    let mut instant =
-        |key: &'static str, value: &Option<RawInstant>| -> Option<Option<DateTime<Utc>>> {
-            match value.as_ref().map(|v| parse_instant(&v.text())) {
-                None => Some(None),
-                Some(Ok(t)) => Some(Some(t)),
-                Some(Err(e)) => {
-                    err(key, format!("{key}: {e}"));
-                    None
-                }
-            }
-        };
-    let start_at = instant("start_at", &raw.start_at);
-    let end_at = instant("end_at", &raw.end_at);
-    if let (Some(Some(s)), Some(Some(e))) = (start_at, end_at)
-        && s > e
-    {
-        err(
-            "end_at",
-            format!(
-                "start_at ({}) is after end_at ({})",
-                s.to_rfc3339(),
-                e.to_rfc3339()
-            ),
-        );
-    }
-    if let (Some(Some(Schedule::Interval(i))), Some(Some(j))) =
-        (schedule.as_ref().map(Some), jitter)
-        && j >= i.every
-    {
-        err(
-            "jitter",
-            format!(
-                "jitter ({}) must be shorter than the interval ({}), or fires would overtake each other",
-                format_duration(j),
-                format_duration(i.every)
-            ),
-        );
-    }
-    let group_id = match raw.group_id.as_deref() {
-        Some(g) if g.is_empty() || g.len() > 128 => {
-            err("group_id", "group_id must be 1 to 128 characters".into());
-            None
-        }
-        other => Some(other.map(str::to_string)),
-    };
-
-    // Every field parsed: build the entry, then the checks that need it.
-    let (
-        Some(task),
-        Some(schedule),
-        Some(args),
-        Some(kwargs),
-        Some(headers),
-        Some(queue),
-        Some(priority),
-        Some(expires),
-        Some(grace),
-        Some(jitter),
-        Some(catch_up),
-        Some(start_at),
-        Some(end_at),
-        Some(group_id),
-    ) = (
-        task, schedule, args, kwargs, headers, queue, priority, expires, grace, jitter, catch_up,
-        start_at, end_at, group_id,
-    )
-    else {
-        return (None, problems);
-    };
-    let entry = Entry {
-        name: name.to_string(),
-        task,
-        schedule,
-        args,
-        kwargs,
-        queue,
-        priority,
-        headers,
-        expires,
-        enabled: raw.enabled.unwrap_or(true),
-        start_at,
-        end_at,
-        catch_up,
-        grace: grace.unwrap_or(DEFAULT_GRACE),
-        jitter,
-        group_id,
-        origin,
-    };
-
-    if message_size_bound(&entry) > ctx.max_message_bytes
-        && let size = message_size(&entry)
-        && size > ctx.max_message_bytes
-    {
-        problems.push(Problem::error("args", format!(
-            "the task message would be {size} bytes on SQS, over the {} byte limit; pass a reference (an id, a key) instead of the data",
-            ctx.max_message_bytes
-        )));
-        return (None, problems);
-    }
-    if let Schedule::Cron(c) = &entry.schedule {
-        if !c.ever_fires {
-            problems.push(Problem::warning(
-                "cron",
-                format!(
-                    "{} never fires: no date matches it (e.g. February 30)",
-                    c.expr
-                ),
-            ));
-        }
-        problems.extend(day_warning);
-    }
-    (Some(entry), problems)
-}
-
-/// `check` warns where a cron string and a Celery crontab would read the day
-/// fields differently: Vixie ORs day-of-month and day-of-week when both are
-/// restricted, Celery ANDs them.
-fn day_rule_warning(raw: &RawEntry, c: &CronSchedule) -> Option<Problem> {
-    let restricted = |f: &str| f != "*" && !f.starts_with('*');
-    match (&raw.cron, &raw.crontab) {
-        (Some(expr), _) => {
-            let fields: Vec<&str> = expr.split_whitespace().collect();
-            let (dom, dow) = match fields.len() {
-                5 => (fields[2], fields[4]),
-                6 => (fields[3], fields[5]),
-                _ => return None,
-            };
-            (restricted(dom) && restricted(dow)).then(|| Problem::warning("cron", format!(
-                "{} fires when day-of-month {dom} OR day-of-week {dow} matches (Vixie cron); Celery's crontab() would need both; use a crontab table for that",
-                c.expr
-            )))
-        }
-        (None, Some(ct)) => {
-            let dom = ct
-                .day_of_month
-                .as_ref()
-                .map(CronField::text)
-                .unwrap_or_else(|| "*".into());
-            let dow = ct
-                .day_of_week
-                .as_ref()
-                .map(CronField::text)
-                .unwrap_or_else(|| "*".into());
-            (restricted(&dom) && restricted(&dow)).then(|| Problem::warning("crontab", format!(
-                "crontab fires only when day_of_month {dom} AND day_of_week {dow} both match (Celery's rule); a cron string would fire when either matches"
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// An upper bound on [`message_size`] that builds no message: building one
 /// per entry was half the time of loading a 100 000-entry schedule.
-///
-/// Python's `json.dumps` writes a value in at most 3× its compact
-/// serde_json length (`\uXXXX` for 2-3 UTF-8 bytes, a surrogate pair for
-/// 4, `", "` for `,`); names appear in a few headers; the fixed part
-/// (protocol headers, properties, the capped reprs) is under 16 KiB; the
-/// body and then the envelope are base64-encoded (4/3 each).
 pub fn message_size_bound(entry: &Entry) -> usize {
-    fn compact_len<T: serde::Serialize>(v: &T) -> usize {
-        serde_json::to_vec(v).map_or(usize::MAX / 64, |v| v.len())
-    }
-    let payload =
-        compact_len(&entry.args) + compact_len(&entry.kwargs) + compact_len(&entry.headers);
     let names = entry.name.len()
         + entry.task.len()
         + entry.queue.len()
         + entry.group_id.as_ref().map_or(0, String::len);
-    ((payload * 3 + names * 6 * 4 + 16_384) * 16).div_ceil(9) + 1024
+    limits::message_size_bound(&entry.args, &entry.kwargs, &entry.headers, names)
 }
 
 /// The SQS body size of this entry's message, as it will be sent.
 pub fn message_size(entry: &Entry) -> usize {
-    // A fixed id and instant of the real widths: the size depends on
-    // lengths only, and expiry adds its `expiration` property.
-    let id = "00000000-0000-0000-0000-000000000000";
+    // An instant of the real width (with microseconds): expiry adds its
+    // `expiration` property, whose length depends on it.
     let nominal = DateTime::UNIX_EPOCH + Duration::days(20_000) + Duration::microseconds(123_456);
-    let origin = "sqsbeat@a-host-name-of-sixty-four-characters-which-is-the-max-length";
     entry
-        .message(id, nominal, origin)
+        .message(limits::PROBE_TASK_ID, nominal, limits::PROBE_ORIGIN)
         .sqs_body(nominal, BodyEncoding::Base64)
         .len()
-}
-
-/// Celery task names are dotted identifiers; SQS and Celery accept more,
-/// but a space or control character is always a mistake.
-pub fn check_task_name(t: &str) -> Result<(), String> {
-    if t.len() > 512 {
-        return Err("task name is longer than 512 characters".into());
-    }
-    if let Some(c) = t.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "task name {t:?} contains {c:?}; Celery task names look like \"app.tasks.send_report\""
-        ));
-    }
-    Ok(())
-}
-
-/// Logical queue names must mangle to a valid SQS name (kombu's rules).
-pub fn check_queue_name(q: &str) -> Result<(), String> {
-    if let Some(c) = q
-        .chars()
-        .find(|c| !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control())
-    {
-        return Err(format!(
-            "queue {q:?} contains {c:?}; SQS queue names are ASCII letters, digits, '-' and '_' (kombu turns '.' into '-')"
-        ));
-    }
-    if q.len() > 80 {
-        return Err(format!("queue {q:?} is longer than SQS's 80 characters"));
-    }
-    Ok(())
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-    }
 }
 
 #[cfg(test)]
@@ -859,33 +308,5 @@ mod tests {
             "end is inclusive"
         );
         assert!(e.next_after(f3).is_none());
-    }
-
-    #[test]
-    fn every_problem_is_reported() {
-        let raw = RawEntry {
-            task: Some("has space".into()),
-            cron: Some("* * *".into()),
-            every: Some("0s".into()),
-            timezone: Some("Mars/Olympus".into()),
-            args: Some(Value::String("x".into())),
-            catch_up: Some("sometimes".into()),
-            ..Default::default()
-        };
-        let (e, p) = validate("e", raw, origin(), &Context::default());
-        assert!(e.is_none());
-        let text: Vec<String> = p.iter().map(|p| p.message.clone()).collect();
-        for needle in [
-            "task name",
-            "unknown timezone",
-            "exactly one of",
-            "args must be an array",
-            "catch_up",
-        ] {
-            assert!(
-                text.iter().any(|t| t.contains(needle)),
-                "missing {needle:?} in {text:?}"
-            );
-        }
     }
 }

@@ -13,8 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::entry::{check_queue_name, check_task_name};
-use crate::wire::celery::{RESERVED_HEADERS, TaskMessage};
+use crate::wire::celery::{BodyEncoding, TaskMessage};
+use crate::wire::limits;
 use crate::wire::queue::QueueName;
 
 /// SQS's longest per-message delay.
@@ -69,24 +69,17 @@ impl JobSpec {
         max_message_bytes: usize,
     ) -> Vec<String> {
         let mut out = Vec::new();
-        if self.task.trim().is_empty() {
-            out.push("task name is empty".to_string());
-        } else if let Err(e) = check_task_name(&self.task) {
-            out.push(e);
-        }
-        if let Err(e) = check_queue_name(&self.queue) {
-            out.push(e);
-        }
-        let reserved: Vec<&String> = self
-            .headers
-            .keys()
-            .filter(|k| RESERVED_HEADERS.contains(&k.as_str()))
-            .collect();
-        if !reserved.is_empty() {
-            out.push(format!(
-                "headers may not set {reserved:?}: Celery's protocol (or sqsbeat) owns them"
-            ));
-        }
+        let limits = [
+            limits::check_task_name(&self.task),
+            limits::check_queue_name(&self.queue),
+            limits::check_headers(&self.headers),
+        ];
+        out.extend(
+            limits
+                .into_iter()
+                .filter_map(Result::err)
+                .map(|e| e.to_string()),
+        );
         if self.due_at < now && !allow_past {
             out.push(format!(
                 "due instant {} is in the past; pass --allow-past to send it at once",
@@ -102,18 +95,23 @@ impl JobSpec {
                 self.due_at.to_rfc3339()
             ));
         }
-        let size = self
-            .message(
-                "00000000-0000-0000-0000-000000000000",
-                "sqsbeat@a-host-name-of-sixty-four-characters-which-is-the-max-length",
-                Some(self.due_at),
-            )
-            .sqs_body(now, crate::wire::celery::BodyEncoding::Base64)
-            .len();
-        if size > max_message_bytes {
-            out.push(format!(
-                "the task message would be {size} bytes on SQS, over the {max_message_bytes} byte limit; pass a reference (an id, a key) instead of the data"
-            ));
+        // The cheap bound settles most jobs (and every call with no limit)
+        // without building the message.
+        let names = 2 * self.task.len() + self.queue.len();
+        if limits::message_size_bound(&self.args, &self.kwargs, &self.headers, names)
+            > max_message_bytes
+        {
+            let size = self
+                .message(
+                    limits::PROBE_TASK_ID,
+                    limits::PROBE_ORIGIN,
+                    Some(self.due_at),
+                )
+                .sqs_body(now, BodyEncoding::Base64)
+                .len();
+            if let Err(e) = limits::check_message_size(size, max_message_bytes) {
+                out.push(e.to_string());
+            }
         }
         out
     }

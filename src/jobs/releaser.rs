@@ -128,15 +128,8 @@ pub fn plan(
         let body = spec
             .message(&id, &opts.origin, release.eta)
             .sqs_body(now, opts.body_encoding);
-        if body.len() > max_message_bytes {
-            out.failed.push((
-                row.id,
-                format!(
-                    "the task message is {} bytes on SQS, over the {} byte limit; pass a reference (an id, a key) instead of the data",
-                    body.len(),
-                    max_message_bytes
-                ),
-            ));
+        if let Err(e) = crate::wire::limits::check_message_size(body.len(), max_message_bytes) {
+            out.failed.push((row.id, e.to_string()));
             continue;
         }
         let message = Outgoing {

@@ -18,34 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-/// SQS's message size limit (current API): body plus attributes.
-pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
-
-/// Headers Celery's protocol defines; user headers may not replace them.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "lang",
-    "task",
-    "id",
-    "shadow",
-    "eta",
-    "expires",
-    "group",
-    "group_index",
-    "retries",
-    "timelimit",
-    "root_id",
-    "parent_id",
-    "argsrepr",
-    "kwargsrepr",
-    "origin",
-    "ignore_result",
-    "replaced_task_nesting",
-    "stamped_headers",
-    "stamps",
-    "celery_beat_task",
-    "periodic_task_name",
-    "sqsbeat_scheduled_at",
-];
+use crate::wire::limits::RESERVED_HEADERS;
 
 /// Celery's `saferepr` limit for `argsrepr` / `kwargsrepr`.
 const REPR_MAX: usize = 1024;

@@ -1,8 +1,10 @@
 //! What goes on the wire: Celery's message and kombu's envelope
-//! ([`celery`]), kombu's queue names ([`queue`]), the seam the drivers send through
-//! ([`sink`]) and SQS itself ([`sqs`]).
+//! ([`celery`]), what Celery and SQS accept ([`limits`]), kombu's queue
+//! names ([`queue`]), the seam the drivers send through ([`sink`]) and SQS
+//! itself ([`sqs`]).
 
 pub mod celery;
+pub mod limits;
 pub mod queue;
 pub mod sink;
 pub mod sqs;

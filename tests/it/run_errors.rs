@@ -133,7 +133,7 @@ fn invalid_schedule_refuses_to_start_and_names_file_and_line() {
         "{err}"
     );
     assert!(
-        err.contains("s.toml:8: entry 'huge': the task message would be"),
+        err.contains("s.toml:8: entry 'huge': the task message is "),
         "{err}"
     );
     assert!(err.contains("not starting"), "{err}");

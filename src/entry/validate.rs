@@ -1,0 +1,533 @@
+//! Raw entry → [`Entry`]: one small parser per field, a collector that
+//! records each problem, then the checks that need several fields. Every
+//! problem is reported, not just the first; the entry comes back only when
+//! none is an error.
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+
+use super::raw::{CronField, RawCrontab, RawEntry, RawInstant};
+use super::{CatchUp, Context, DEFAULT_GRACE, DEFAULT_QUEUE, Entry, Origin, Problem};
+use crate::schedule::duration::{format_duration, parse_duration, parse_instant};
+use crate::schedule::{CronSchedule, CrontabFields, IntervalSchedule, Schedule};
+use crate::wire::limits;
+
+/// Validates one raw entry. Returns the entry when there are no errors
+/// (warnings may still be present), and every problem found.
+pub fn validate(
+    name: &str,
+    mut raw: RawEntry,
+    origin: Origin,
+    ctx: &Context,
+) -> (Option<Entry>, Vec<Problem>) {
+    let mut p = Problems::default();
+    p.check(entry_name(name));
+    let task = p.field(task(&raw));
+    let tz = p.field(timezone(&raw, ctx.default_tz));
+    let anchor = p.field(anchor(&raw));
+    let schedule = p.field(schedule(&raw, tz, anchor)).flatten();
+    p.check(anchor_applies(&raw));
+    let args = p.field(args(raw.args.take()));
+    let kwargs = p.field(kwargs(raw.kwargs.take()));
+    let headers = p.field(headers(raw.headers.take()));
+    let queue = p.field(queue(&raw));
+    let priority = p.field(priority(&raw));
+    let expires = p.field(positive("expires", &raw.expires));
+    let grace = p.field(positive("grace", &raw.grace));
+    let jitter = p.field(positive("jitter", &raw.jitter));
+    let catch_up = p.field(catch_up(&raw));
+    let start_at = p.field(instant("start_at", &raw.start_at));
+    let end_at = p.field(instant("end_at", &raw.end_at));
+    if let (Some(Some(start)), Some(Some(end))) = (start_at, end_at) {
+        p.check(window(start, end));
+    }
+    if let (Some(Schedule::Interval(i)), Some(Some(j))) = (&schedule, jitter) {
+        p.check(jitter_within_interval(j, i));
+    }
+    let group_id = p.field(group_id(&raw));
+    let fields = Fields {
+        task,
+        schedule,
+        args,
+        kwargs,
+        headers,
+        queue,
+        priority,
+        expires,
+        grace,
+        jitter,
+        catch_up,
+        start_at,
+        end_at,
+        group_id,
+    };
+    let Some(entry) = fields.entry(name, raw.enabled, origin) else {
+        return (None, p.0);
+    };
+    if let Err(e) = message_size(&entry, ctx.max_message_bytes) {
+        p.0.push(e);
+        return (None, p.0);
+    }
+    if let Schedule::Cron(c) = &entry.schedule {
+        p.0.extend(never_fires_warning(c));
+        p.0.extend(day_rule_warning(&raw, c));
+    }
+    (Some(entry), p.0)
+}
+
+/// The collector: a field's problem is recorded and its value becomes
+/// `None`, so later checks see which fields parsed.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn field<T>(&mut self, parsed: Result<T, Problem>) -> Option<T> {
+        parsed.map_err(|e| self.0.push(e)).ok()
+    }
+
+    fn check(&mut self, checked: Result<(), Problem>) {
+        if let Err(e) = checked {
+            self.0.push(e);
+        }
+    }
+}
+
+/// Every field as parsed; `None` where the field had an error.
+struct Fields {
+    task: Option<String>,
+    schedule: Option<Schedule>,
+    args: Option<Vec<Value>>,
+    kwargs: Option<Map<String, Value>>,
+    headers: Option<Map<String, Value>>,
+    queue: Option<String>,
+    priority: Option<u8>,
+    expires: Option<Option<Duration>>,
+    grace: Option<Option<Duration>>,
+    jitter: Option<Option<Duration>>,
+    catch_up: Option<CatchUp>,
+    start_at: Option<Option<DateTime<Utc>>>,
+    end_at: Option<Option<DateTime<Utc>>>,
+    group_id: Option<Option<String>>,
+}
+
+impl Fields {
+    /// The entry, when every field parsed.
+    fn entry(self, name: &str, enabled: Option<bool>, origin: Origin) -> Option<Entry> {
+        Some(Entry {
+            name: name.to_string(),
+            task: self.task?,
+            schedule: self.schedule?,
+            args: self.args?,
+            kwargs: self.kwargs?,
+            queue: self.queue?,
+            priority: self.priority?,
+            headers: self.headers?,
+            expires: self.expires?,
+            enabled: enabled.unwrap_or(true),
+            start_at: self.start_at?,
+            end_at: self.end_at?,
+            catch_up: self.catch_up?,
+            grace: self.grace?.unwrap_or(DEFAULT_GRACE),
+            jitter: self.jitter?,
+            group_id: self.group_id?,
+            origin,
+        })
+    }
+}
+
+fn entry_name(name: &str) -> Result<(), Problem> {
+    if name.trim().is_empty() {
+        return Err(Problem::error("", "entry name is empty"));
+    }
+    Ok(())
+}
+
+fn task(raw: &RawEntry) -> Result<String, Problem> {
+    match raw.task.as_deref().map(str::trim) {
+        None | Some("") => Err(Problem::error(
+            "task",
+            "missing `task` (the Celery task name, e.g. \"app.tasks.cleanup\")",
+        )),
+        Some(t) => limits::check_task_name(t)
+            .map(|()| t.to_string())
+            .map_err(|e| Problem::error("task", e.to_string())),
+    }
+}
+
+fn timezone(raw: &RawEntry, default: Tz) -> Result<Tz, Problem> {
+    match raw.timezone.as_deref() {
+        None => Ok(default),
+        Some(z) => z.parse::<Tz>().map_err(|_| {
+            Problem::error(
+                "timezone",
+                format!(
+                    "unknown timezone {z:?}; use an IANA name such as \"UTC\", \"Europe/London\" or \"America/Sao_Paulo\""
+                ),
+            )
+        }),
+    }
+}
+
+fn anchor(raw: &RawEntry) -> Result<DateTime<Utc>, Problem> {
+    match &raw.anchor {
+        None => Ok(DateTime::UNIX_EPOCH),
+        Some(a) => {
+            parse_instant(&a.text()).map_err(|e| Problem::error("anchor", format!("anchor: {e}")))
+        }
+    }
+}
+
+fn anchor_applies(raw: &RawEntry) -> Result<(), Problem> {
+    if raw.anchor.is_some() && raw.every.is_none() {
+        return Err(Problem::error(
+            "anchor",
+            "`anchor` applies to `every` only; cron fires follow the wall clock",
+        ));
+    }
+    Ok(())
+}
+
+/// The schedule. `Ok(None)`: it depends on a field (the zone, the anchor)
+/// whose own problem is already reported.
+fn schedule(
+    raw: &RawEntry,
+    tz: Option<Tz>,
+    anchor: Option<DateTime<Utc>>,
+) -> Result<Option<Schedule>, Problem> {
+    match (&raw.cron, &raw.crontab, &raw.every) {
+        (Some(expr), None, None) => match tz {
+            None => Ok(None),
+            Some(tz) => CronSchedule::parse_cron(expr, tz)
+                .map(|c| Some(Schedule::Cron(c)))
+                .map_err(|e| Problem::error("cron", e.0)),
+        },
+        (None, Some(ct), None) => match tz {
+            None => Ok(None),
+            Some(tz) => CronSchedule::parse_crontab(&crontab_fields(ct), tz)
+                .map(|c| Some(Schedule::Cron(c)))
+                .map_err(|e| Problem::error("crontab", e.0)),
+        },
+        (None, None, Some(every)) => {
+            let every = match parse_duration(every) {
+                Ok(d) if d <= Duration::zero() => {
+                    return Err(Problem::error(
+                        "every",
+                        format!("every = {every:?} must be greater than zero"),
+                    ));
+                }
+                Ok(d) => d,
+                Err(e) => return Err(Problem::error("every", format!("every: {e}"))),
+            };
+            Ok(anchor.map(|anchor| Schedule::Interval(IntervalSchedule { every, anchor })))
+        }
+        (None, None, None) => Err(Problem::error(
+            "",
+            "no schedule: set exactly one of `cron`, `crontab` or `every`",
+        )),
+        (cron, crontab, every) => {
+            let set: Vec<&str> = [
+                ("cron", cron.is_some()),
+                ("crontab", crontab.is_some()),
+                ("every", every.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(n, set)| set.then_some(n))
+            .collect();
+            Err(Problem::error(
+                "cron",
+                format!(
+                    "set exactly one of `cron`, `crontab` or `every`, not {}",
+                    set.join(" and ")
+                ),
+            ))
+        }
+    }
+}
+
+fn crontab_fields(ct: &RawCrontab) -> CrontabFields {
+    let f = |v: &Option<CronField>| v.as_ref().map_or("*".to_string(), CronField::text);
+    CrontabFields {
+        minute: f(&ct.minute),
+        hour: f(&ct.hour),
+        day_of_week: f(&ct.day_of_week),
+        day_of_month: f(&ct.day_of_month),
+        month_of_year: f(&ct.month_of_year),
+    }
+}
+
+fn args(value: Option<Value>) -> Result<Vec<Value>, Problem> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => Ok(a),
+        Some(other) => Err(Problem::error(
+            "args",
+            format!(
+                "args must be an array (e.g. args = [1, \"two\"]), not {}",
+                json_kind(&other)
+            ),
+        )),
+    }
+}
+
+fn kwargs(value: Option<Value>) -> Result<Map<String, Value>, Problem> {
+    match value {
+        None => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(other) => Err(Problem::error(
+            "kwargs",
+            format!(
+                "kwargs must be a table (e.g. kwargs = {{ batch = 100 }}), not {}",
+                json_kind(&other)
+            ),
+        )),
+    }
+}
+
+fn headers(value: Option<Value>) -> Result<Map<String, Value>, Problem> {
+    match value {
+        None => Ok(Map::new()),
+        Some(Value::Object(m)) => limits::check_headers(&m)
+            .map(|()| m)
+            .map_err(|e| Problem::error("headers", e.to_string())),
+        Some(other) => Err(Problem::error(
+            "headers",
+            format!("headers must be a table, not {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn queue(raw: &RawEntry) -> Result<String, Problem> {
+    match raw.queue.as_deref().map(str::trim) {
+        None => Ok(DEFAULT_QUEUE.to_string()),
+        Some(q) => limits::check_queue_name(q)
+            .map(|()| q.to_string())
+            .map_err(|e| Problem::error("queue", e.to_string())),
+    }
+}
+
+fn priority(raw: &RawEntry) -> Result<u8, Problem> {
+    match raw.priority {
+        None => Ok(0),
+        Some(p) => u8::try_from(p).map_err(|_| {
+            Problem::error("priority", format!("priority {p} is out of range 0..=255"))
+        }),
+    }
+}
+
+/// An optional duration that must be greater than zero.
+fn positive(key: &'static str, value: &Option<String>) -> Result<Option<Duration>, Problem> {
+    match value.as_deref().map(parse_duration) {
+        None => Ok(None),
+        Some(Ok(d)) if d > Duration::zero() => Ok(Some(d)),
+        Some(Ok(_)) => Err(Problem::error(
+            key,
+            format!("{key} must be greater than zero"),
+        )),
+        Some(Err(e)) => Err(Problem::error(key, format!("{key}: {e}"))),
+    }
+}
+
+fn catch_up(raw: &RawEntry) -> Result<CatchUp, Problem> {
+    match raw.catch_up.as_deref() {
+        None => Ok(CatchUp::default()),
+        Some("latest") => Ok(CatchUp::Latest),
+        Some("all") => Ok(CatchUp::All),
+        Some("none") => Ok(CatchUp::None),
+        Some(other) => Err(Problem::error(
+            "catch_up",
+            format!("catch_up = {other:?}: expected \"latest\", \"all\" or \"none\""),
+        )),
+    }
+}
+
+fn instant(
+    key: &'static str,
+    value: &Option<RawInstant>,
+) -> Result<Option<DateTime<Utc>>, Problem> {
+    match value {
+        None => Ok(None),
+        Some(v) => parse_instant(&v.text())
+            .map(Some)
+            .map_err(|e| Problem::error(key, format!("{key}: {e}"))),
+    }
+}
+
+fn group_id(raw: &RawEntry) -> Result<Option<String>, Problem> {
+    match raw.group_id.as_deref() {
+        Some(g) if g.is_empty() || g.len() > 128 => Err(Problem::error(
+            "group_id",
+            "group_id must be 1 to 128 characters",
+        )),
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+fn window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), Problem> {
+    if start > end {
+        return Err(Problem::error(
+            "end_at",
+            format!(
+                "start_at ({}) is after end_at ({})",
+                start.to_rfc3339(),
+                end.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn jitter_within_interval(jitter: Duration, i: &IntervalSchedule) -> Result<(), Problem> {
+    if jitter >= i.every {
+        return Err(Problem::error(
+            "jitter",
+            format!(
+                "jitter ({}) must be shorter than the interval ({}), or fires would overtake each other",
+                format_duration(jitter),
+                format_duration(i.every)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The message must fit in SQS. The cheap bound settles almost every entry
+/// without building its message.
+fn message_size(entry: &Entry, max: usize) -> Result<(), Problem> {
+    if super::message_size_bound(entry) <= max {
+        return Ok(());
+    }
+    limits::check_message_size(super::message_size(entry), max)
+        .map_err(|e| Problem::error("args", e.to_string()))
+}
+
+fn never_fires_warning(c: &CronSchedule) -> Option<Problem> {
+    (!c.ever_fires).then(|| {
+        Problem::warning(
+            "cron",
+            format!(
+                "{} never fires: no date matches it (e.g. February 30)",
+                c.expr
+            ),
+        )
+    })
+}
+
+/// `check` warns where a cron string and a Celery crontab would read the day
+/// fields differently: Vixie ORs day-of-month and day-of-week when both are
+/// restricted, Celery ANDs them.
+fn day_rule_warning(raw: &RawEntry, c: &CronSchedule) -> Option<Problem> {
+    let restricted = |f: &str| f != "*" && !f.starts_with('*');
+    match (&raw.cron, &raw.crontab) {
+        (Some(expr), _) => {
+            let fields: Vec<&str> = expr.split_whitespace().collect();
+            let (dom, dow) = match fields[..] {
+                [_, _, dom, _, dow] | [_, _, _, dom, _, dow] => (dom, dow),
+                _ => return None,
+            };
+            (restricted(dom) && restricted(dow)).then(|| Problem::warning("cron", format!(
+                "{} fires when day-of-month {dom} OR day-of-week {dow} matches (Vixie cron); Celery's crontab() would need both; use a crontab table for that",
+                c.expr
+            )))
+        }
+        (None, Some(ct)) => {
+            let text =
+                |f: &Option<CronField>| f.as_ref().map_or_else(|| "*".into(), CronField::text);
+            let (dom, dow) = (text(&ct.day_of_month), text(&ct.day_of_week));
+            (restricted(&dom) && restricted(&dow)).then(|| Problem::warning("crontab", format!(
+                "crontab fires only when day_of_month {dom} AND day_of_week {dow} both match (Celery's rule); a cron string would fire when either matches"
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin {
+            file: "t.toml".into(),
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let raw = RawEntry {
+            task: Some("has space".into()),
+            cron: Some("* * *".into()),
+            every: Some("0s".into()),
+            timezone: Some("Mars/Olympus".into()),
+            args: Some(Value::String("x".into())),
+            catch_up: Some("sometimes".into()),
+            ..Default::default()
+        };
+        let (e, p) = validate("e", raw, origin(), &Context::default());
+        assert!(e.is_none());
+        let text: Vec<String> = p.iter().map(|p| p.message.clone()).collect();
+        for needle in [
+            "task name",
+            "unknown timezone",
+            "exactly one of",
+            "args must be an array",
+            "catch_up",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(needle)),
+                "missing {needle:?} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_problem_names_the_key_it_is_about() {
+        let raw = RawEntry {
+            task: Some("a.b".into()),
+            every: Some("1m".into()),
+            queue: Some(" ".into()),
+            priority: Some(256),
+            headers: Some(serde_json::json!({"eta": 1})),
+            grace: Some("0s".into()),
+            start_at: Some(RawInstant::Text("2026-12-02T00:00:00Z".into())),
+            end_at: Some(RawInstant::Text("2026-12-01T00:00:00Z".into())),
+            group_id: Some(String::new()),
+            ..Default::default()
+        };
+        let (e, p) = validate("e", raw, origin(), &Context::default());
+        assert!(e.is_none());
+        let keys: Vec<(&str, &str)> = p
+            .iter()
+            .map(|p| (p.key.unwrap_or("-"), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (
+                    "headers",
+                    "headers may not set \"eta\": Celery's protocol (or sqsbeat) owns them"
+                ),
+                ("queue", "queue is empty"),
+                ("priority", "priority 256 is out of range 0..=255"),
+                ("grace", "grace must be greater than zero"),
+                (
+                    "end_at",
+                    "start_at (2026-12-02T00:00:00+00:00) is after end_at (2026-12-01T00:00:00+00:00)"
+                ),
+                ("group_id", "group_id must be 1 to 128 characters"),
+            ]
+        );
+    }
+}
