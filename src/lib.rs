@@ -13,11 +13,14 @@
 //! | [`schedule`] | cron / crontab / interval → next fire instant, with the DST rules |
 //! | [`schedule::duration`] | the duration (`90s`, `1h30m`, `2w`) and instant grammar |
 //! | [`schedule::preview`] | what `sqsbeat next` shows |
-//! | [`entry`] | raw entry → validated [`entry::Entry`]; jitter; the entry's message |
+//! | [`entry`] | the validated [`entry::Entry`]; jitter; the entry's message |
+//! | [`entry::raw`] | an entry as written (serde shapes, every field optional) |
+//! | [`entry::validate`](mod@entry::validate) | raw entry → entry: one parser per field, every problem reported |
 //! | [`entry::file`] | schedule TOML text → entries + diagnostics with file and line |
 //! | [`entry::merge`] | entries-table rows → entries; bad rows set aside; files and rows merged |
 //! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
 //! | [`wire::celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
+//! | [`wire::limits`] | what Celery and SQS accept: reserved headers, names, FIFO ids, message size |
 //! | [`wire::queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
 //! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up |
 //! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |
