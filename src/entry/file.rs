@@ -545,4 +545,49 @@ every = "30s"
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
         assert_eq!(l.entries[0].kwargs["since"], "2026-01-01T00:00:00Z");
     }
+
+    #[test]
+    fn an_entry_name_that_sqs_refuses_as_fifo_group_id_is_an_error() {
+        let src =
+            "[entries.\"daily report\"]\ntask = \"x.y\"\nevery = \"1h\"\nqueue = \"q.fifo\"\n";
+        let l = parse(src);
+        let errors: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "s.toml:1: entry 'daily report': on FIFO queue \"q.fifo\" the entry name is the MessageGroupId, and it contains ' '; SQS allows only ASCII letters, digits and punctuation (no spaces); set `group_id` (e.g. group_id = \"daily-report\")"
+            ]
+        );
+        assert!(l.entries.is_empty());
+        // A group id of its own, or a standard queue, and the name may be anything.
+        let fixed = parse(&format!("{src}group_id = \"daily-report\"\n"));
+        assert!(!fixed.has_errors(), "{:?}", fixed.diagnostics);
+        let standard = parse(&src.replace("q.fifo", "q"));
+        assert!(!standard.has_errors(), "{:?}", standard.diagnostics);
+    }
+
+    #[test]
+    fn an_explicit_group_id_that_sqs_refuses_is_an_error_on_its_line() {
+        let l = parse(
+            "[entries.a]\ntask = \"x.y\"\nevery = \"1h\"\nqueue = \"q.fifo\"\ngroup_id = \"tenant 1\"\n",
+        );
+        let errors: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "s.toml:5: entry 'a': group_id \"tenant 1\" contains ' '; SQS allows only ASCII letters, digits and punctuation (no spaces)"
+            ]
+        );
+        let long = parse(&format!(
+            "[entries.a]\ntask = \"x.y\"\nevery = \"1h\"\nqueue = \"q.fifo\"\ngroup_id = \"{}\"\n",
+            "g".repeat(129)
+        ));
+        assert!(
+            long.errors().any(|d| d
+                .message
+                .ends_with("is 129 characters long, over SQS's 128")),
+            "{:?}",
+            long.diagnostics
+        );
+    }
 }

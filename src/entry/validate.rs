@@ -12,6 +12,7 @@ use super::{CatchUp, Context, DEFAULT_GRACE, DEFAULT_QUEUE, Entry, Origin, Probl
 use crate::schedule::duration::{format_duration, parse_duration, parse_instant};
 use crate::schedule::{CronSchedule, CrontabFields, IntervalSchedule, Schedule};
 use crate::wire::limits;
+use crate::wire::queue::is_fifo;
 
 /// Validates one raw entry. Returns the entry when there are no errors
 /// (warnings may still be present), and every problem found.
@@ -46,6 +47,9 @@ pub fn validate(
         p.check(jitter_within_interval(j, i));
     }
     let group_id = p.field(group_id(&raw));
+    if let (Some(queue), Some(None)) = (&queue, &group_id) {
+        p.check(name_as_group_id(name, queue));
+    }
     let fields = Fields {
         task,
         schedule,
@@ -62,7 +66,10 @@ pub fn validate(
         end_at,
         group_id,
     };
-    let Some(entry) = fields.entry(name, raw.enabled, origin) else {
+    // A cross-field error leaves every field parsed: it must still stop
+    // the entry.
+    let entry = fields.entry(name, raw.enabled, origin);
+    let Some(entry) = entry.filter(|_| p.0.iter().all(|p| p.warning)) else {
         return (None, p.0);
     };
     if let Err(e) = message_size(&entry, ctx.max_message_bytes) {
@@ -353,14 +360,37 @@ fn instant(
     }
 }
 
+/// An explicit `group_id` must be a valid `MessageGroupId` whatever the
+/// queue: it is meant for a FIFO queue, and a bad one is always a mistake.
 fn group_id(raw: &RawEntry) -> Result<Option<String>, Problem> {
     match raw.group_id.as_deref() {
-        Some(g) if g.is_empty() || g.len() > 128 => Err(Problem::error(
-            "group_id",
-            "group_id must be 1 to 128 characters",
-        )),
-        other => Ok(other.map(str::to_string)),
+        None => Ok(None),
+        Some(g) => limits::check_fifo_id(g)
+            .map(|()| Some(g.to_string()))
+            .map_err(|e| Problem::error("group_id", format!("group_id {g:?} {e}"))),
     }
+}
+
+/// On a FIFO queue the entry name is the default `MessageGroupId`, and SQS
+/// refuses every send of one it does not accept (a space, say): refuse the
+/// entry here instead, and suggest a `group_id` that would do.
+fn name_as_group_id(name: &str, queue: &str) -> Result<(), Problem> {
+    if !is_fifo(queue) || name.trim().is_empty() {
+        return Ok(());
+    }
+    limits::check_fifo_id(name).map_err(|e| {
+        let suggestion: String = name
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '-' })
+            .take(limits::MAX_FIFO_ID_CHARS)
+            .collect();
+        Problem::error(
+            "",
+            format!(
+                "on FIFO queue {queue:?} the entry name is the MessageGroupId, and it {e}; set `group_id` (e.g. group_id = {suggestion:?})"
+            ),
+        )
+    })
 }
 
 fn window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), Problem> {
@@ -526,8 +556,24 @@ mod tests {
                     "end_at",
                     "start_at (2026-12-02T00:00:00+00:00) is after end_at (2026-12-01T00:00:00+00:00)"
                 ),
-                ("group_id", "group_id must be 1 to 128 characters"),
+                ("group_id", "group_id \"\" is empty"),
             ]
         );
+    }
+
+    /// Cross-field checks used to report an error and still return the
+    /// entry, which callers that look at the entry alone would have loaded.
+    #[test]
+    fn a_cross_field_error_alone_yields_no_entry() {
+        let raw = RawEntry {
+            task: Some("a.b".into()),
+            every: Some("1m".into()),
+            start_at: Some(RawInstant::Text("2026-12-02T00:00:00Z".into())),
+            end_at: Some(RawInstant::Text("2026-12-01T00:00:00Z".into())),
+            ..Default::default()
+        };
+        let (e, p) = validate("e", raw, origin(), &Context::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(e.is_none());
     }
 }

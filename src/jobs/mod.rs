@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::wire::celery::{BodyEncoding, TaskMessage};
 use crate::wire::limits;
-use crate::wire::queue::QueueName;
+use crate::wire::queue::{QueueName, is_fifo};
 
 /// SQS's longest per-message delay.
 pub const MAX_DELAY_SECONDS: i64 = 900;
@@ -80,6 +80,15 @@ impl JobSpec {
                 .filter_map(Result::err)
                 .map(|e| e.to_string()),
         );
+        // The releaser sends a FIFO job with its task name as the group id.
+        if is_fifo(&self.queue)
+            && let Err(e) = limits::check_fifo_id(&self.task)
+        {
+            out.push(format!(
+                "on FIFO queue {:?} the task name is the MessageGroupId, and it {e}",
+                self.queue
+            ));
+        }
         if self.due_at < now && !allow_past {
             out.push(format!(
                 "due instant {} is in the past; pass --allow-past to send it at once",
@@ -287,6 +296,30 @@ mod tests {
         big.args = vec![Value::String("x".repeat(700 * 1024))];
         assert!(
             big.problems(at("2026-12-01T00:00:00Z"), false, 1_048_576)[0].contains("byte limit")
+        );
+    }
+
+    #[test]
+    fn a_fifo_job_whose_task_name_sqs_refuses_as_group_id_is_refused() {
+        let mut s = spec();
+        s.queue = "jobs.fifo".into();
+        s.task = format!("app.tasks.{}", "x".repeat(120));
+        let p = s.problems(at("2026-12-01T00:00:00Z"), false, 1_048_576);
+        assert_eq!(
+            p,
+            [
+                "on FIFO queue \"jobs.fifo\" the task name is the MessageGroupId, and it is 130 characters long, over SQS's 128"
+            ]
+        );
+        s.task = "app.tasks.café".into();
+        let p = s.problems(at("2026-12-01T00:00:00Z"), false, 1_048_576);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("contains 'é'"), "{p:?}");
+        // The same task on a standard queue is fine.
+        s.queue = "jobs".into();
+        assert!(
+            s.problems(at("2026-12-01T00:00:00Z"), false, 1_048_576)
+                .is_empty()
         );
     }
 }

@@ -20,9 +20,15 @@ impl QueueName {
         QueueName {
             logical: logical.to_string(),
             sqs: entity_name(&format!("{prefix}{logical}")),
-            fifo: logical.ends_with(".fifo"),
+            fifo: is_fifo(logical),
         }
     }
+}
+
+/// Whether a logical queue is a FIFO queue: kombu decides on the logical
+/// name's `.fifo` suffix (case-sensitive), before any prefix or mangling.
+pub fn is_fifo(logical: &str) -> bool {
+    logical.ends_with(".fifo")
 }
 
 /// kombu's `entity_name`.
