@@ -11,6 +11,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`schedule`] | cron / crontab / interval → next fire instant, with the DST rules |
+//! | [`schedule::gap`] | the shortest time between two fires of a cron schedule (bounds `jitter`), DST changes included |
 //! | [`schedule::duration`] | the duration (`90s`, `1h30m`, `2w`) and instant grammar |
 //! | [`schedule::preview`] | what `sqsbeat next` shows |
 //! | [`entry`] | the validated [`entry::Entry`]; jitter; the entry's message |

@@ -698,6 +698,46 @@ mod tests {
         assert_eq!(beat.tick(send).due[0].nominal, at("2026-11-21T10:01:00Z"));
     }
 
+    /// Runs a beat from `start`, ticking whenever it asks to wake, and
+    /// counts the slots of the next 24 hours sent and missed.
+    fn day_of_ticks(e: Entry, start: DateTime<Utc>) -> (usize, usize) {
+        let end = start + Duration::hours(24);
+        let mut beat = Beat::new(vec![e], start, |_| None, 100);
+        let (mut sent, mut missed) = (0, 0);
+        // An hour past the end, so the last slots' jittered sends happen.
+        while let Some(now) = beat.wake_at().filter(|t| *t <= end + Duration::hours(1)) {
+            let d = beat.tick(now);
+            sent += d.due.iter().filter(|f| f.nominal <= end).count();
+            missed += d.missed.iter().filter(|m| m.nominal <= end).count();
+        }
+        (sent, missed)
+    }
+
+    /// A cron entry whose jitter is shorter than the gap between its fires
+    /// (as validation now requires) never has a later slot overtake an
+    /// earlier one, across a DST change included; one that validation now
+    /// refuses (`* * * * *` with a 5-minute jitter) lost most of its slots.
+    #[test]
+    fn a_jittered_cron_entry_misses_no_slot_in_a_day() {
+        let start = at("2026-11-01T00:00:00-04:00");
+        let ok = entry("j", |r| {
+            r.every = None;
+            r.cron = Some("*/5 * * * *".into());
+            r.timezone = Some("America/New_York".into());
+            r.jitter = Some("4m59s".into());
+        });
+        // 24 hours of 5-minute slots, the repeated hour's included.
+        assert_eq!(day_of_ticks(ok, start), (288, 0));
+
+        let mut overtaking = entry("o", |r| {
+            r.every = None;
+            r.cron = Some("* * * * *".into());
+        });
+        overtaking.jitter = Some(Duration::minutes(5));
+        let (sent, missed) = day_of_ticks(overtaking, start);
+        assert!(missed > 100, "sent {sent}, missed {missed}");
+    }
+
     #[test]
     fn clock_steps_are_the_wall_time_not_explained_by_monotonic_time() {
         let t = at("2026-11-21T10:00:00Z");

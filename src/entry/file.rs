@@ -590,4 +590,18 @@ every = "30s"
             long.diagnostics
         );
     }
+
+    /// The review's counterexample: `check` accepted it, and a day of it
+    /// lost about a quarter of its slots.
+    #[test]
+    fn a_cron_entry_jittered_past_its_gap_fails_check() {
+        let l = parse("[entries.a]\ntask = \"x.y\"\ncron = \"* * * * *\"\njitter = \"5m\"\n");
+        let errors: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "s.toml:4: entry 'a': jitter (5m) must be shorter than the shortest gap between fires of * * * * * (1m), or fires would overtake each other"
+            ]
+        );
+    }
 }

@@ -43,8 +43,11 @@ pub fn validate(
     if let (Some(Some(start)), Some(Some(end))) = (start_at, end_at) {
         p.check(window(start, end));
     }
-    if let (Some(Schedule::Interval(i)), Some(Some(j))) = (&schedule, jitter) {
-        p.check(jitter_within_interval(j, i));
+    if let (Some(s), Some(Some(j))) = (&schedule, jitter) {
+        p.check(jitter_within_schedule(j, s));
+    }
+    if let (Some(Some(j)), Some(Some(x))) = (jitter, expires) {
+        p.check(jitter_within_expires(j, x));
     }
     let group_id = p.field(group_id(&raw));
     if let (Some(queue), Some(None)) = (&queue, &group_id) {
@@ -407,14 +410,48 @@ fn window(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), Problem> {
     Ok(())
 }
 
-fn jitter_within_interval(jitter: Duration, i: &IntervalSchedule) -> Result<(), Problem> {
-    if jitter >= i.every {
+/// A jitter at least as long as the gap between two fires lets a later
+/// slot be sent before an earlier one; the beat holds only each entry's
+/// next slot, so the earlier one then counts as missed.
+fn jitter_within_schedule(jitter: Duration, schedule: &Schedule) -> Result<(), Problem> {
+    let (gap, what) = match schedule {
+        Schedule::Interval(i) => (i.every, "the interval".to_string()),
+        Schedule::Cron(c) => match c.min_gap() {
+            Some(g) => {
+                let dst = g.dst_change.map_or(String::new(), |t| {
+                    let day = t.with_timezone(&c.tz).format("%Y-%m-%d");
+                    format!(" at the DST change of {day} in {}", c.tz)
+                });
+                (
+                    g.gap,
+                    format!("the shortest gap between fires of {}{dst}", c.expr),
+                )
+            }
+            None => return Ok(()),
+        },
+    };
+    if jitter >= gap {
         return Err(Problem::error(
             "jitter",
             format!(
-                "jitter ({}) must be shorter than the interval ({}), or fires would overtake each other",
+                "jitter ({}) must be shorter than {what} ({}), or fires would overtake each other",
                 format_duration(jitter),
-                format_duration(i.every)
+                format_duration(gap)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A fire jittered past its expiry would reach a worker already expired.
+fn jitter_within_expires(jitter: Duration, expires: Duration) -> Result<(), Problem> {
+    if jitter >= expires {
+        return Err(Problem::error(
+            "jitter",
+            format!(
+                "jitter ({}) must be shorter than expires ({}), or fires sent late in the jitter would already be expired",
+                format_duration(jitter),
+                format_duration(expires)
             ),
         ));
     }
@@ -575,5 +612,88 @@ mod tests {
         let (e, p) = validate("e", raw, origin(), &Context::default());
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(e.is_none());
+    }
+
+    fn jittered(f: impl FnOnce(&mut RawEntry)) -> Vec<String> {
+        let mut raw = RawEntry {
+            task: Some("a.b".into()),
+            ..Default::default()
+        };
+        f(&mut raw);
+        let (e, p) = validate("e", raw, origin(), &Context::default());
+        assert_eq!(e.is_some(), p.is_empty(), "{p:?}");
+        p.into_iter().map(|p| p.message).collect()
+    }
+
+    /// Jitter was bounded on `every` entries only: on a cron entry, or past
+    /// `expires`, fires overtook each other or expired, and `check` passed.
+    #[test]
+    fn jitter_must_be_shorter_than_the_gap_between_fires_of_every_kind() {
+        assert_eq!(
+            jittered(|r| {
+                r.cron = Some("* * * * *".into());
+                r.jitter = Some("5m".into());
+            }),
+            [
+                "jitter (5m) must be shorter than the shortest gap between fires of * * * * * (1m), or fires would overtake each other"
+            ]
+        );
+        assert!(
+            jittered(|r| {
+                r.cron = Some("*/5 * * * *".into());
+                r.jitter = Some("4m59s".into());
+            })
+            .is_empty()
+        );
+        assert_eq!(
+            jittered(|r| {
+                r.crontab = Some(RawCrontab {
+                    minute: Some(CronField::Text("*/25".into())),
+                    hour: Some(CronField::Number(1)),
+                    ..Default::default()
+                });
+                r.timezone = Some("America/New_York".into());
+                r.jitter = Some("15m".into());
+            }),
+            [
+                "jitter (15m) must be shorter than the shortest gap between fires of crontab(minute=*/25, hour=1, day_of_week=*, day_of_month=*, month_of_year=*) at the DST change of 2020-11-01 in America/New_York (10m), or fires would overtake each other"
+            ]
+        );
+        assert_eq!(
+            jittered(|r| {
+                r.every = Some("1m".into());
+                r.jitter = Some("1m".into());
+            }),
+            [
+                "jitter (1m) must be shorter than the interval (1m), or fires would overtake each other"
+            ]
+        );
+    }
+
+    #[test]
+    fn jitter_must_be_shorter_than_expires() {
+        for schedule in [
+            (|r: &mut RawEntry| r.every = Some("1h".into())) as fn(&mut RawEntry),
+            |r| r.cron = Some("0 * * * *".into()),
+        ] {
+            assert_eq!(
+                jittered(|r| {
+                    schedule(r);
+                    r.jitter = Some("1m".into());
+                    r.expires = Some("30s".into());
+                }),
+                [
+                    "jitter (1m) must be shorter than expires (30s), or fires sent late in the jitter would already be expired"
+                ]
+            );
+            assert!(
+                jittered(|r| {
+                    schedule(r);
+                    r.jitter = Some("29s".into());
+                    r.expires = Some("30s".into());
+                })
+                .is_empty()
+            );
+        }
     }
 }

@@ -16,10 +16,11 @@
 //! of fires does not depend on where a walk through it starts.
 
 pub mod duration;
+pub mod gap;
 pub mod preview;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -62,6 +63,8 @@ pub struct CronSchedule {
     /// False when no date ever matches (e.g. February 30), so callers can
     /// warn once instead of searching to the end of time on every tick.
     pub ever_fires: bool,
+    /// Computed on first use: only entries with a jitter need it.
+    min_gap: OnceLock<Option<gap::MinGap>>,
 }
 
 /// Fires at `anchor + k * every` for every integer `k`.
@@ -344,6 +347,7 @@ impl CronSchedule {
                 days,
                 tz,
                 ever_fires,
+                min_gap: OnceLock::new(),
             })
         })
     }
