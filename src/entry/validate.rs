@@ -3,7 +3,7 @@
 //! problem is reported, not just the first; the entry comes back only when
 //! none is an error.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
@@ -182,10 +182,17 @@ fn timezone(raw: &RawEntry, default: Tz) -> Result<Tz, Problem> {
 fn anchor(raw: &RawEntry) -> Result<DateTime<Utc>, Problem> {
     match &raw.anchor {
         None => Ok(DateTime::UNIX_EPOCH),
-        Some(a) => {
-            parse_instant(&a.text()).map_err(|e| Problem::error("anchor", format!("anchor: {e}")))
-        }
+        Some(a) => parse_instant(&a.text())
+            .map(whole_micros)
+            .map_err(|e| Problem::error("anchor", format!("anchor: {e}"))),
     }
+}
+
+/// The ledger keeps instants to the microsecond (PostgreSQL's precision),
+/// and the beat matches the slots it claimed against the ones it computed:
+/// a finer anchor made every slot "claimed but not ours", never sent.
+fn whole_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
 }
 
 fn anchor_applies(raw: &RawEntry) -> Result<(), Problem> {
@@ -358,7 +365,7 @@ fn instant(
     match value {
         None => Ok(None),
         Some(v) => parse_instant(&v.text())
-            .map(Some)
+            .map(|t| Some(whole_micros(t)))
             .map_err(|e| Problem::error(key, format!("{key}: {e}"))),
     }
 }
@@ -694,6 +701,35 @@ mod tests {
                 })
                 .is_empty()
             );
+        }
+    }
+
+    /// A sub-microsecond anchor made every slot unrepresentable in the
+    /// ledger (µs), so the beat claimed each fire and never sent it.
+    #[test]
+    fn a_sub_microsecond_anchor_yields_slots_of_whole_microseconds() {
+        let raw = RawEntry {
+            task: Some("a.b".into()),
+            every: Some("1s".into()),
+            anchor: Some(RawInstant::Text("2026-01-01T00:00:00.0000005Z".into())),
+            start_at: Some(RawInstant::Text("2026-01-01T00:00:00.0000019Z".into())),
+            end_at: Some(RawInstant::Text("2026-01-02T00:00:00.9999999Z".into())),
+            ..Default::default()
+        };
+        let (e, p) = validate("e", raw, origin(), &Context::default());
+        let e = e.unwrap_or_else(|| panic!("{p:?}"));
+        assert_eq!(e.start_at.map(|t| t.timestamp_subsec_nanos()), Some(1_000));
+        assert_eq!(
+            e.end_at.map(|t| t.timestamp_subsec_nanos()),
+            Some(999_999_000)
+        );
+        let mut t = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        for _ in 0..10 {
+            let f = e.next_after(t).unwrap().at;
+            assert_eq!(f.timestamp_subsec_nanos() % 1_000, 0, "{f:?}");
+            t = f;
         }
     }
 }
