@@ -323,12 +323,14 @@ impl CronSchedule {
         }
         let key = format!("{display}\0{pattern}\0{and_days}\0{days:?}\0{tz}");
         Self::cached(key, || {
+            let pattern = names_to_numbers(pattern)
+                .map_err(|e| CronParseError(format!("invalid cron {display:?}: {e}")))?;
             let cron = CronParser::builder()
                 .seconds(Seconds::Optional)
                 .year(Year::Disallowed)
                 .dom_and_dow(and_days)
                 .build()
-                .parse(pattern)
+                .parse(&pattern)
                 .map_err(|e| {
                     CronParseError(format!(
                         "invalid cron {display:?}: {e} (fields: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or SUN-SAT)"
@@ -472,6 +474,103 @@ impl CronSchedule {
             }
         })
     }
+}
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// Replaces day and month names with numbers, field by field, before croner
+/// sees the pattern. croner replaces names across the whole pattern and
+/// turns `-SUN` into `-7` first, so `SUN-SUN` became `0-7` (every day), a
+/// month name in the day-of-week field became a weekday and a day name in
+/// the minute field a minute. Here a name is read only in its own field,
+/// `SUN` is 0 except as the end of a range that starts after Sunday
+/// (`MON-SUN` is 1-7), and any other word is an error. The letters croner
+/// gives a meaning (`L`, `W`) pass through.
+fn names_to_numbers(pattern: &str) -> Result<String, String> {
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    let n = fields.len();
+    if !(5..=6).contains(&n) {
+        return Ok(pattern.to_string());
+    }
+    let mut out = Vec::with_capacity(n);
+    for (i, field) in fields.iter().enumerate() {
+        let kind = match n - i {
+            1 => FieldKind::DayOfWeek,
+            2 => FieldKind::Month,
+            3 => FieldKind::DayOfMonth,
+            _ => FieldKind::Time,
+        };
+        out.push(field_names_to_numbers(field, kind)?);
+    }
+    Ok(out.join(" "))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    Time,
+    DayOfMonth,
+    Month,
+    DayOfWeek,
+}
+
+fn field_names_to_numbers(field: &str, kind: FieldKind) -> Result<String, String> {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_alphabetic() {
+            out.push(c);
+            continue;
+        }
+        let mut word = c.to_ascii_uppercase().to_string();
+        while let Some(next) = chars.next_if(char::is_ascii_alphabetic) {
+            word.push(next.to_ascii_uppercase());
+        }
+        let day = DAY_NAMES.iter().position(|d| *d == word);
+        let month = MONTH_NAMES.iter().position(|m| *m == word);
+        match (kind, day, month, word.as_str()) {
+            (FieldKind::DayOfWeek, Some(0), _, _) => {
+                // The end of a range that starts after Sunday: Sunday as 7.
+                let start: String = out
+                    .strip_suffix('-')
+                    .map(|before| {
+                        let digits = before.len()
+                            - before
+                                .chars()
+                                .rev()
+                                .take_while(char::is_ascii_digit)
+                                .count();
+                        before[digits..].to_string()
+                    })
+                    .unwrap_or_default();
+                let after_sunday = start.parse::<u32>().is_ok_and(|s| s > 0);
+                out.push(if after_sunday { '7' } else { '0' });
+            }
+            (FieldKind::DayOfWeek, Some(d), _, _) => out.push_str(&d.to_string()),
+            (FieldKind::Month, _, Some(m), _) => out.push_str(&(m + 1).to_string()),
+            (FieldKind::DayOfWeek, _, _, "L") | (FieldKind::DayOfMonth, _, _, "L" | "W" | "LW") => {
+                out.push_str(&word)
+            }
+            (FieldKind::DayOfWeek, ..) => {
+                return Err(format!(
+                    "{word:?} in the day-of-week field {field:?} is not a day name (SUN-SAT)"
+                ));
+            }
+            (FieldKind::Month, ..) => {
+                return Err(format!(
+                    "{word:?} in the month field {field:?} is not a month name (JAN-DEC)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{word:?} in the field {field:?}: names go in the month (JAN-DEC) and day-of-week (SUN-SAT) fields only"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn naive(y: i32, m: u32, d: u32) -> NaiveDateTime {

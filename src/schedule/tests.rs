@@ -391,6 +391,97 @@ fn sunday_is_zero_and_seven_and_names_work() {
     assert_eq!(d, ["2027-01-01T09:00:00Z"]);
 }
 
+/// croner turned `-SUN` into `-7` before `SUN` into `0`, so `SUN-SUN`
+/// read as `0-7` and fired every day. A range whose ends are equal is that
+/// one value, in every field, with names or numbers.
+#[test]
+fn a_range_whose_ends_are_equal_is_that_one_value() {
+    // 2026-11-02 is a Monday.
+    let sundays = [
+        "2026-11-08T12:00:00Z",
+        "2026-11-15T12:00:00Z",
+        "2026-11-22T12:00:00Z",
+    ];
+    for expr in [
+        "0 12 * * SUN-SUN",
+        "0 12 * * sun-sun",
+        "0 12 * * 0-0",
+        "0 12 * * 7-7",
+        "0 12 * * 0-SUN",
+        "0 12 * * SUN-0",
+        "0 12 * * SUN-SUN/2",
+    ] {
+        assert_eq!(
+            fires(&cron(expr, "UTC"), "2026-11-02T00:00:00Z", 3),
+            sundays,
+            "{expr}"
+        );
+    }
+    assert_eq!(
+        fires(
+            &crontab("0", "12", "sun-sun", "*", "*", "UTC"),
+            "2026-11-02T00:00:00Z",
+            3
+        ),
+        sundays
+    );
+    assert_eq!(
+        fires(&cron("0 12 * * FRI-FRI", "UTC"), "2026-11-02T00:00:00Z", 2),
+        ["2026-11-06T12:00:00Z", "2026-11-13T12:00:00Z"]
+    );
+    assert_eq!(
+        fires(&cron("5-5 10 * * *", "UTC"), "2026-11-02T00:00:00Z", 2),
+        ["2026-11-02T10:05:00Z", "2026-11-03T10:05:00Z"]
+    );
+    assert_eq!(
+        fires(&cron("0 0 1 JAN-JAN *", "UTC"), "2026-11-02T00:00:00Z", 2),
+        ["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]
+    );
+    assert_eq!(
+        fires(&cron("0 0 1 1-JAN *", "UTC"), "2026-11-02T00:00:00Z", 1),
+        ["2027-01-01T00:00:00Z"]
+    );
+    // A range ending on Sunday still runs to the end of the week.
+    let weekend = fires(&cron("0 12 * * SAT-SUN", "UTC"), "2026-11-02T00:00:00Z", 3);
+    assert_eq!(
+        weekend,
+        [
+            "2026-11-07T12:00:00Z",
+            "2026-11-08T12:00:00Z",
+            "2026-11-14T12:00:00Z"
+        ]
+    );
+    assert_eq!(
+        fires(&cron("0 12 * * MON-SUN", "UTC"), "2026-11-02T00:00:00Z", 7).len(),
+        7
+    );
+    assert_eq!(
+        fires(&cron("0 12 * * 5-SUN", "UTC"), "2026-11-02T00:00:00Z", 3),
+        [
+            "2026-11-06T12:00:00Z",
+            "2026-11-07T12:00:00Z",
+            "2026-11-08T12:00:00Z"
+        ]
+    );
+}
+
+/// croner replaced names anywhere in the pattern: `MON` as a minute was 1,
+/// `JAN` as a weekday was Monday.
+#[test]
+fn a_name_outside_its_own_field_is_an_error() {
+    for (expr, needle) in [
+        ("MON * * * *", "names go in the month"),
+        ("0 0 * * JAN", "is not a day name"),
+        ("0 0 * SUN *", "is not a month name"),
+        ("0 0 * * MONDAY", "is not a day name"),
+    ] {
+        let err = CronSchedule::parse_cron(expr, Tz::UTC)
+            .err()
+            .unwrap_or_else(|| panic!("{expr:?} parsed"));
+        assert!(err.0.contains(needle), "{expr:?}: {}", err.0);
+    }
+}
+
 #[test]
 fn nth_weekday_last_weekday_and_nearest_weekday() {
     // Second Tuesday; last Friday; nearest weekday to the 1st.
