@@ -234,12 +234,15 @@ mod tests {
             "\u{2028}\u{2029}\u{0}".repeat(100),
             "x".repeat(5000),
         ];
+        // Python writes 1e15 as 1000000000000000.0: 4 characters become 18.
+        let floats: Value =
+            serde_json::from_str(&format!("[{}]", vec!["1e15"; 20_000].join(","))).unwrap();
         for s in &strings {
             for expires in [None, Some("1h".to_string())] {
                 let raw = RawEntry {
                     task: Some("app.tasks.t".into()),
                     every: Some("1m".into()),
-                    args: Some(serde_json::json!([s, [s, {"k": s}], 1.5, null, true])),
+                    args: Some(serde_json::json!([s, [s, {"k": s}], 1.5, null, true, floats])),
                     kwargs: Some(serde_json::json!({ "a": s, s.clone(): [s] })),
                     headers: Some(serde_json::json!({ "h": s })),
                     expires,

@@ -218,6 +218,18 @@ impl serde_json::ser::Formatter for PythonFormatter {
         w.write_all(python_float_repr(v).as_bytes())
     }
 
+    /// Numbers keep their JSON text (serde_json's `arbitrary_precision`),
+    /// so an integer beyond 64 bits reaches the worker exact, as Python
+    /// would send it; what Python's `json.loads` then `json.dumps` would
+    /// write is written here.
+    fn write_number_str<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        value: &str,
+    ) -> std::io::Result<()> {
+        w.write_all(python_number(value, python_float_repr).as_bytes())
+    }
+
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
         w: &mut W,
@@ -240,6 +252,33 @@ impl serde_json::ser::Formatter for PythonFormatter {
             }
         }
         Ok(())
+    }
+}
+
+/// A JSON number's text as Python shows it after `json.loads`: an integer
+/// (no `.`, `e` or `E`) is an `int` of any size, written in canonical digits
+/// (`-0` is `0`); anything else is a `float`, written by `float`.
+///
+/// Why exact integers rather than refusing big ones: Python's `int` has no
+/// size limit, Celery sends one as its exact digits, and the message only
+/// carries text; keeping serde_json's number text (`arbitrary_precision`)
+/// is what makes that possible, and every path that reads JSON into a
+/// `Value` (TOML, `--args`, JSONB, SQLite text) then keeps it too.
+pub fn python_number(text: &str, float: fn(f64) -> String) -> String {
+    if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        // JSON's grammar is a subset of Rust's float grammar; a literal too
+        // large for f64 parses to infinity, as Python's float() does.
+        return float(text.parse::<f64>().unwrap_or(f64::NAN));
+    }
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", text),
+    };
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        "0".to_string()
+    } else {
+        format!("{sign}{digits}")
     }
 }
 
@@ -363,6 +402,23 @@ mod tests {
             python_json(&v),
             r#"{"k": "v", "n": [1, 2], "u": "\u00e9\u2603", "e": "\ud83d\ude00", "c": "\u0001\n\"\\", "f": 1.5, "g": 1e+16}"#
         );
+    }
+
+    /// serde_json without `arbitrary_precision` read integers beyond 64
+    /// bits as floats: the worker got 1.8446744073709552e+19. Expected
+    /// values are Python's `json.dumps(json.loads(text))`.
+    #[test]
+    fn integers_beyond_64_bits_reach_the_worker_exact() {
+        let text = "[18446744073709551616, -9223372036854775809, 1e16, 1.50, 1E5, -0, -0.0, 1e400, 0.1, 1e15, 123456789012345678901234567890, 1e-7, 5e-324, 2.5e-5]";
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            python_json(&v),
+            "[18446744073709551616, -9223372036854775809, 1e+16, 1.5, 100000.0, 0, -0.0, Infinity, 0.1, 1000000000000000.0, 123456789012345678901234567890, 1e-07, 5e-324, 2.5e-05]"
+        );
+        // Through a map too (kwargs), and a value built in Rust.
+        let v: Value = serde_json::from_str(r#"{"id": 18446744073709551616}"#).unwrap();
+        assert_eq!(python_json(&v), r#"{"id": 18446744073709551616}"#);
+        assert_eq!(python_json(&json!([1.5, 2, -3])), "[1.5, 2, -3]");
     }
 
     #[test]

@@ -169,9 +169,10 @@ pub fn check_fifo_id(id: &str) -> Result<(), FifoIdError> {
 /// whose names (entry, task, queue, group id) add up to `names` bytes,
 /// without building it.
 ///
-/// Python's `json.dumps` writes a value in at most 3× its compact
-/// serde_json length (`\uXXXX` for 2-3 UTF-8 bytes, a surrogate pair for
-/// 4, `", "` for `,`); names appear in a few headers; the fixed part
+/// Python's `json.dumps` writes a value in at most 5× its compact
+/// serde_json length: strings at most 3× (`\uXXXX` for 2-3 UTF-8 bytes, a
+/// surrogate pair for 4, `", "` for `,`), numbers up to 4.5× (the float
+/// `1e15` is `1000000000000000.0`); names appear in a few headers; the fixed part
 /// (protocol headers, properties, the capped reprs) is under 16 KiB; the
 /// body and then the envelope are base64-encoded (4/3 each).
 pub fn message_size_bound(
@@ -184,7 +185,7 @@ pub fn message_size_bound(
         serde_json::to_vec(v).map_or(usize::MAX / 64, |v| v.len())
     }
     let payload = compact_len(args) + compact_len(kwargs) + compact_len(headers);
-    ((payload * 3 + names * 6 * 4 + 16_384) * 16).div_ceil(9) + 1024
+    ((payload * 5 + names * 6 * 4 + 16_384) * 16).div_ceil(9) + 1024
 }
 
 /// Whether a message of `size` bytes fits under `max`.

@@ -587,3 +587,51 @@ async fn concurrent_claims_share_the_rows_and_a_dead_releasers_jobs_return_after
     .unwrap();
     assert!(left.is_empty());
 }
+
+/// Integers beyond 64 bits became floats in args and kwargs; with
+/// serde_json's `arbitrary_precision` they stay exact through both stores
+/// (JSONB and SQLite text) and into the task body a worker reads.
+#[tokio::test]
+async fn integers_beyond_64_bits_survive_both_stores_exact() {
+    use sqsbeat::store::{PgStore, SqliteStore, Store, jobs};
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stores = [
+        Store::Postgres(PgStore::connect(&db.url, "sqsbeat").await.unwrap()),
+        Store::Sqlite(SqliteStore::open(&dir.path().join("s.db")).await.unwrap()),
+    ];
+    for store in stores {
+        let spec = sqsbeat::jobs::JobSpec {
+            id: uuid::Uuid::new_v4(),
+            task: "a.b".into(),
+            args: json("[18446744073709551616, -9223372036854775809]")
+                .as_array()
+                .unwrap()
+                .clone(),
+            kwargs: json(r#"{"id": 18446744073709551616}"#)
+                .as_object()
+                .unwrap()
+                .clone(),
+            queue: "q".into(),
+            due_at: "2030-01-01T00:00:00Z".parse().unwrap(),
+            expires_at: None,
+            priority: 0,
+            headers: Default::default(),
+        };
+        jobs::insert(&store, &spec, "t").await.unwrap();
+        let back = jobs::get(&store, spec.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .spec()
+            .unwrap();
+        assert_eq!(back, spec);
+        let body = back.message("id", "o", None).task_body_json();
+        assert!(
+            body.starts_with(
+                r#"[[18446744073709551616, -9223372036854775809], {"id": 18446744073709551616}, "#
+            ),
+            "{body}"
+        );
+    }
+}
