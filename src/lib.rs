@@ -22,6 +22,7 @@
 //! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
 //! | [`wire::celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
 //! | [`wire::limits`] | what Celery and SQS accept: reserved headers, names, FIFO ids, message size |
+//! | [`wire::saferepr`](mod@wire::saferepr) | Celery's `saferepr`: the `argsrepr` / `kwargsrepr` headers |
 //! | [`wire::queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
 //! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up |
 //! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |

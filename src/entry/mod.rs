@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use crate::schedule::Schedule;
-use crate::wire::celery::{BodyEncoding, TaskMessage};
+use crate::wire::celery::{ArgsShape, BodyEncoding, TaskMessage};
 use crate::wire::limits;
 
 pub use raw::{CronField, DEFAULT_KEYS, ENTRY_KEYS, RawCrontab, RawEntry, RawInstant};
@@ -131,6 +131,7 @@ impl Entry {
             scheduled_at: nominal,
             periodic_entry: Some(&self.name),
             origin,
+            args_shape: ArgsShape::List,
         }
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::wire::celery::{BodyEncoding, TaskMessage};
+use crate::wire::celery::{ArgsShape, BodyEncoding, TaskMessage};
 use crate::wire::limits;
 use crate::wire::queue::{QueueName, is_fifo};
 
@@ -58,6 +58,7 @@ impl JobSpec {
             scheduled_at: self.due_at,
             periodic_entry: None,
             origin,
+            args_shape: ArgsShape::Tuple,
         }
     }
 

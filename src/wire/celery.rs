@@ -19,9 +19,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::wire::limits::RESERVED_HEADERS;
-
-/// Celery's `saferepr` limit for `argsrepr` / `kwargsrepr`.
-const REPR_MAX: usize = 1024;
+use crate::wire::saferepr::{kwargs_repr, saferepr_items, saferepr_tuple};
 
 /// Namespace of the deterministic ids of periodic fires.
 pub const FIRE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_7b3a_9d2f_4e61_8a0b_c4d5_e6f7_0812);
@@ -56,6 +54,19 @@ pub struct TaskMessage<'a> {
     /// Set for periodic fires: the entry name (`periodic_task_name`).
     pub periodic_entry: Option<&'a str>,
     pub origin: &'a str,
+    /// What the caller passed as args, which Celery's `argsrepr` shows.
+    pub args_shape: ArgsShape,
+}
+
+/// Whether a Celery sender passed args as a list or a tuple: the message
+/// body is a JSON array either way, but `argsrepr` shows `[1, 2]` or
+/// `(1, 2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgsShape {
+    /// What celery beat passes (a list built from the entry's args).
+    List,
+    /// What `task.delay(...)` and `apply_async((...))` pass.
+    Tuple,
 }
 
 /// How the SQS body wraps the envelope (kombu's `sqs_base64_encoding`).
@@ -77,6 +88,17 @@ impl TaskMessage<'_> {
         python_json(&body)
     }
 
+    /// Celery's `argsrepr`: `saferepr(args or ())`, so no args show as
+    /// `()` whatever the caller passed, and others as the list or tuple it
+    /// passed.
+    pub fn argsrepr(&self) -> String {
+        match self.args_shape {
+            _ if self.args.is_empty() => saferepr_tuple(&[]),
+            ArgsShape::List => saferepr_items(self.args),
+            ArgsShape::Tuple => saferepr_tuple(self.args),
+        }
+    }
+
     /// The kombu envelope as a JSON value, keys in Celery's order.
     /// `now` is the send instant, used only for the AMQP `expiration`.
     pub fn envelope(&self, now: DateTime<Utc>) -> Value {
@@ -93,18 +115,8 @@ impl TaskMessage<'_> {
         headers.insert("timelimit".into(), json!([null, null]));
         headers.insert("root_id".into(), self.id.into());
         headers.insert("parent_id".into(), Value::Null);
-        // Celery beat's entry args default to an empty tuple and arrive as a
-        // list otherwise (golden 20 and 21).
-        let argsrepr = if self.args.is_empty() {
-            "()".to_string()
-        } else {
-            saferepr(&Value::Array(self.args.to_vec()))
-        };
-        headers.insert("argsrepr".into(), argsrepr.into());
-        headers.insert(
-            "kwargsrepr".into(),
-            saferepr(&Value::Object(self.kwargs.clone())).into(),
-        );
+        headers.insert("argsrepr".into(), self.argsrepr().into());
+        headers.insert("kwargsrepr".into(), kwargs_repr(self.kwargs).into());
         headers.insert("origin".into(), self.origin.into());
         headers.insert("ignore_result".into(), false.into());
         headers.insert("replaced_task_nesting".into(), 0.into());
@@ -317,80 +329,6 @@ pub fn python_float_repr(v: f64) -> String {
     }
 }
 
-/// Celery's `saferepr` of JSON data: Python literal syntax, cut at 1024 chars.
-pub fn saferepr(v: &Value) -> String {
-    let mut out = String::new();
-    pyrepr(v, &mut out);
-    if out.chars().count() > REPR_MAX {
-        let cut: String = out.chars().take(REPR_MAX - 3).collect();
-        format!("{cut}...")
-    } else {
-        out
-    }
-}
-
-fn pyrepr(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => out.push_str(&python_float_repr(f)),
-            _ => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => pystr(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                pyrepr(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                pystr(k, out);
-                out.push_str(": ");
-                pyrepr(item, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Python's `repr(str)`: single quotes unless the text has `'` and no `"`.
-fn pystr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,20 +372,6 @@ mod tests {
         ] {
             assert_eq!(python_float_repr(v), want);
         }
-    }
-
-    #[test]
-    fn repr_like_python() {
-        assert_eq!(
-            saferepr(&json!([1, "two", null, true])),
-            "[1, 'two', None, True]"
-        );
-        assert_eq!(saferepr(&json!({"from": "cron"})), "{'from': 'cron'}");
-        assert_eq!(saferepr(&json!(["it's"])), "[\"it's\"]");
-        assert_eq!(saferepr(&json!(["a'b\"c"])), "['a\\'b\"c']");
-        let long = saferepr(&json!(["x".repeat(5000)]));
-        assert_eq!(long.chars().count(), 1024);
-        assert!(long.ends_with("..."));
     }
 
     #[test]

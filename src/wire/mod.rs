@@ -1,11 +1,12 @@
 //! What goes on the wire: Celery's message and kombu's envelope
 //! ([`celery`]), what Celery and SQS accept ([`limits`]), kombu's queue
-//! names ([`queue`]), the seam the drivers send through ([`sink`]) and SQS
+//! names ([`queue`]), Celery's `argsrepr` ([`saferepr`](mod@saferepr)), the seam the drivers send through ([`sink`]) and SQS
 //! itself ([`sqs`]).
 
 pub mod celery;
 pub mod limits;
 pub mod queue;
+pub mod saferepr;
 pub mod sink;
 pub mod sqs;
 

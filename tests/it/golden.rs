@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
-use sqsbeat::wire::celery::{BodyEncoding, TaskMessage, python_json};
+use sqsbeat::wire::celery::{ArgsShape, BodyEncoding, TaskMessage, python_json};
 
 fn fixture(case: &str, file: &str) -> String {
     let p: PathBuf = [
@@ -64,6 +64,9 @@ struct Case<'a> {
     headers: Value,
     expires_in: Option<Duration>,
     beat: bool,
+    /// What the captured call passed as args (`apply_async((2, 3))`: a
+    /// tuple; `args=[...]` and celery beat: a list), which argsrepr shows.
+    args_shape: ArgsShape,
 }
 
 fn ours(c: &Case<'_>) -> Value {
@@ -83,6 +86,7 @@ fn ours(c: &Case<'_>) -> Value {
         scheduled_at: now(),
         periodic_entry: c.beat.then_some("golden-entry"),
         origin: "sqsbeat@test",
+        args_shape: c.args_shape,
     };
     let mut env = msg.envelope(now());
     // What sqsbeat adds on purpose; checked separately below.
@@ -97,12 +101,9 @@ fn ours(c: &Case<'_>) -> Value {
     env
 }
 
-fn check(c: Case<'_>, celery_argsrepr: Option<&str>) {
-    let mut env = ours(&c);
-    if let Some(repr) = celery_argsrepr {
-        // apply_async passed a tuple; a scheduler passes a list, as beat does.
-        env["headers"]["argsrepr"] = Value::String(repr.into());
-    }
+/// The whole envelope, argsrepr and kwargsrepr included, byte for byte.
+fn check(c: Case<'_>) {
+    let env = ours(&c);
     let want = fixture(c.name, "envelope.normalized.json");
     assert_eq!(normalize(env), want.trim_end(), "case {}", c.name);
 }
@@ -118,110 +119,116 @@ fn case(name: &str) -> Case<'_> {
         headers: json!({}),
         expires_in: None,
         beat: false,
+        args_shape: ArgsShape::Tuple,
     }
 }
 
 #[test]
 fn plain_args() {
-    check(
-        Case {
-            args: json!([2, 3]),
-            ..case("01_plain_args")
-        },
-        Some("(2, 3)"),
-    );
+    check(Case {
+        args: json!([2, 3]),
+        ..case("01_plain_args")
+    });
 }
 
 #[test]
 fn kwargs_with_non_ascii() {
-    check(
-        Case {
-            task: "wire.echo",
-            args: json!([1, "two"]),
-            kwargs: json!({"k": "v", "n": [1, 2], "u": "é☃"}),
-            queue: "q-kwargs",
-            ..case("02_kwargs")
-        },
-        None,
-    );
+    check(Case {
+        task: "wire.echo",
+        args: json!([1, "two"]),
+        kwargs: json!({"k": "v", "n": [1, 2], "u": "é☃"}),
+        queue: "q-kwargs",
+        args_shape: ArgsShape::List,
+        ..case("02_kwargs")
+    });
 }
 
 #[test]
 fn expires_sets_header_and_expiration() {
-    check(
-        Case {
-            args: json!([1, 3]),
-            queue: "q-expires-s",
-            expires_in: Some(Duration::seconds(60)),
-            ..case("05_expires_seconds")
-        },
-        Some("(1, 3)"),
-    );
+    check(Case {
+        args: json!([1, 3]),
+        queue: "q-expires-s",
+        expires_in: Some(Duration::seconds(60)),
+        ..case("05_expires_seconds")
+    });
 }
 
 #[test]
 fn routing_key_is_the_logical_name() {
-    check(
-        Case {
-            args: json!([1, 5]),
-            queue: "my.dotted.queue:name",
-            ..case("07_dotted_queue")
-        },
-        Some("(1, 5)"),
-    );
+    check(Case {
+        args: json!([1, 5]),
+        queue: "my.dotted.queue:name",
+        ..case("07_dotted_queue")
+    });
 }
 
 #[test]
 fn priority() {
-    check(
-        Case {
-            args: json!([1, 7]),
-            queue: "q-priority",
-            priority: 5,
-            ..case("09_priority")
-        },
-        Some("(1, 7)"),
-    );
+    check(Case {
+        args: json!([1, 7]),
+        queue: "q-priority",
+        priority: 5,
+        ..case("09_priority")
+    });
 }
 
 #[test]
 fn custom_headers_follow_celery_headers() {
-    check(
-        Case {
-            args: json!([1, 8]),
-            queue: "q-headers",
-            headers: json!({"x-trace": "abc", "tenant": 42}),
-            ..case("10_custom_headers")
-        },
-        Some("(1, 8)"),
-    );
+    check(Case {
+        args: json!([1, 8]),
+        queue: "q-headers",
+        headers: json!({"x-trace": "abc", "tenant": 42}),
+        ..case("10_custom_headers")
+    });
 }
 
 #[test]
 fn beat_interval_entry() {
-    check(
-        Case {
-            args: json!([1, 2]),
-            queue: "beat-interval",
-            beat: true,
-            ..case("20_beat_interval_2s")
-        },
-        None,
-    );
+    check(Case {
+        args: json!([1, 2]),
+        queue: "beat-interval",
+        beat: true,
+        args_shape: ArgsShape::List,
+        ..case("20_beat_interval_2s")
+    });
 }
 
 #[test]
 fn beat_crontab_entry() {
-    check(
-        Case {
-            task: "wire.echo",
-            kwargs: json!({"from": "cron"}),
-            queue: "beat-cron",
-            beat: true,
-            ..case("21_beat_crontab")
-        },
-        None,
-    );
+    check(Case {
+        task: "wire.echo",
+        kwargs: json!({"from": "cron"}),
+        queue: "beat-cron",
+        beat: true,
+        args_shape: ArgsShape::List,
+        ..case("21_beat_crontab")
+    });
+}
+
+/// argsrepr and kwargsrepr are Celery's saferepr, not Python's repr:
+/// single quotes with `\'`, a raw newline, `[...]` three levels down.
+#[test]
+fn reprs_of_nested_quoted_and_non_ascii_arguments() {
+    check(Case {
+        task: "wire.echo",
+        args: json!([[[[1]]], "it's", "a\nb", "é☃😀"]),
+        kwargs: json!({"q": "it's", "n": "a\nb", "d": {"a": {"b": {"c": 1}}}}),
+        queue: "q-repr-kwargs",
+        args_shape: ArgsShape::List,
+        ..case("22_repr_nested_kwargs")
+    });
+}
+
+/// Cut at 1024 characters while streaming, the way Celery cuts.
+#[test]
+fn reprs_of_long_arguments_are_cut_like_celery() {
+    let ints: Vec<i64> = (0..400).collect();
+    check(Case {
+        args: json!(ints),
+        kwargs: json!({"text": "word ".repeat(300)}),
+        queue: "q-repr-long",
+        ..case("23_repr_long_args")
+    });
 }
 
 #[test]
@@ -241,6 +248,7 @@ fn sqs_body_is_base64_of_the_envelope_json_or_raw_json() {
         scheduled_at: now(),
         periodic_entry: None,
         origin: "o",
+        args_shape: ArgsShape::Tuple,
     };
     let b64 = msg.sqs_body(now(), BodyEncoding::Base64);
     let decoded = String::from_utf8(B64.decode(&b64).unwrap()).unwrap();
