@@ -229,6 +229,9 @@ pub struct SqsConfig {
 pub struct Config {
     pub sqs: SqsConfig,
     pub schedule_paths: Vec<PathBuf>,
+    /// Whether `schedule_paths` were named (config file or environment):
+    /// a named path must exist; the default `schedules` may be absent.
+    pub schedule_paths_named: bool,
     pub timezone: Tz,
     pub database_url: Option<Secret>,
     pub database_schema: String,
@@ -417,6 +420,7 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             max_message_bytes,
             queues: raw.sqs.queues,
         },
+        schedule_paths_named: raw.schedules.paths.is_some(),
         schedule_paths: raw
             .schedules
             .paths
@@ -481,6 +485,7 @@ mod tests {
     fn defaults_without_file_or_env() {
         let c = parse("x", None, &env(&[])).unwrap();
         assert_eq!(c.schedule_paths, [PathBuf::from("schedules")]);
+        assert!(!c.schedule_paths_named);
         assert_eq!(c.release_window, Duration::minutes(15));
         assert!(!c.sqs.create_missing_queues);
     }
@@ -501,6 +506,7 @@ mod tests {
         assert_eq!(c.sqs.endpoint_url.as_deref(), Some("http://env"));
         assert!(c.sqs.create_missing_queues);
         assert_eq!(c.schedule_paths, [PathBuf::from("b"), PathBuf::from("c")]);
+        assert!(c.schedule_paths_named);
     }
 
     #[test]

@@ -9,6 +9,9 @@ use crate::entry::file;
 pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     let loaded = super::load_all(paths, config).await?;
     let paths = super::schedule_paths(paths, config);
+    if let Some(notice) = &loaded.notice {
+        eprintln!("note: {notice}");
+    }
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }

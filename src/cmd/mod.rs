@@ -12,14 +12,19 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::entry::Context;
+use crate::entry::file::SchedulePaths;
 use crate::store::Access;
 
-/// Schedule paths from the command line, else from the config.
-pub fn schedule_paths(args: &[PathBuf], config: &Config) -> Vec<PathBuf> {
+/// Schedule paths from the command line, else from the config; only the
+/// default (`./schedules`, named nowhere) may be absent.
+pub fn schedule_paths(args: &[PathBuf], config: &Config) -> SchedulePaths {
     if args.is_empty() {
-        config.schedule_paths.clone()
+        SchedulePaths {
+            paths: config.schedule_paths.clone(),
+            named: config.schedule_paths_named,
+        }
     } else {
-        args.to_vec()
+        SchedulePaths::named(args.to_vec())
     }
 }
 

@@ -35,6 +35,7 @@ pub async fn run(args: Args<'_>, config: &Config) -> anyhow::Result<bool> {
             bail!(
                 "no entry named {name:?} in {}",
                 paths
+                    .paths
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()

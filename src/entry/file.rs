@@ -52,6 +52,31 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// Every entry name defined, valid or not, for the duplicate check.
     pub names: Vec<(String, Origin)>,
+    /// Something worth saying once that is not a problem: no schedule
+    /// files were found.
+    pub notice: Option<String>,
+}
+
+/// Where schedule files are looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulePaths {
+    pub paths: Vec<PathBuf>,
+    /// Named by the user (command line, `[schedules] paths`,
+    /// `SQSBEAT_SCHEDULES_PATHS`): each must exist. The default
+    /// `./schedules` may be absent.
+    pub named: bool,
+}
+
+impl SchedulePaths {
+    /// Paths the user named: each must exist.
+    pub fn named(paths: Vec<PathBuf>) -> Self {
+        SchedulePaths { paths, named: true }
+    }
+
+    fn display(&self) -> String {
+        let shown: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        shown.join(", ")
+    }
 }
 
 impl Loaded {
@@ -74,8 +99,6 @@ pub enum LoadError {
     },
     #[error("{0}: no such file or directory")]
     Missing(String),
-    #[error("no schedule files (*.toml) found in {0}")]
-    Empty(String),
 }
 
 /// Byte offsets where lines start, so each lookup is a binary search:
@@ -336,18 +359,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The schedule files named by `paths`: files as given, directories expanded
-/// to their `*.toml` files in name order.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+/// The schedule files under `paths`: files as given, directories expanded
+/// to their `*.toml` files in name order. A path that does not exist is an
+/// error when the user named it, and nothing otherwise; a directory without
+/// schedule files holds none (entries may all live in the database).
+pub fn expand_paths(paths: &SchedulePaths) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::Missing(p.display().to_string()),
-            _ => LoadError::Io {
-                path: p.display().to_string(),
-                source: e,
-            },
-        })?;
+    for p in &paths.paths {
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !paths.named => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadError::Missing(p.display().to_string()));
+            }
+            Err(e) => {
+                return Err(LoadError::Io {
+                    path: p.display().to_string(),
+                    source: e,
+                });
+            }
+        };
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| LoadError::Io {
@@ -357,9 +388,6 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
                 .filter_map(|d| d.ok().map(|d| d.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
                 .collect();
-            if found.is_empty() {
-                return Err(LoadError::Empty(p.display().to_string()));
-            }
             found.sort();
             files.extend(found);
         } else {
@@ -370,8 +398,9 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 /// Reads and validates every schedule file under `paths`; names must be
-/// unique across all of them.
-pub fn load_paths(paths: &[PathBuf], ctx: &Context) -> Result<Loaded, LoadError> {
+/// unique across all of them. No files at all is a valid schedule, with a
+/// notice saying so.
+pub fn load_paths(paths: &SchedulePaths, ctx: &Context) -> Result<Loaded, LoadError> {
     let mut sources = Vec::new();
     for file in expand_paths(paths)? {
         let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
@@ -380,7 +409,14 @@ pub fn load_paths(paths: &[PathBuf], ctx: &Context) -> Result<Loaded, LoadError>
         })?;
         sources.push((display_path(&file), text));
     }
-    Ok(parse_sources(&sources, ctx))
+    let mut loaded = parse_sources(&sources, ctx);
+    if sources.is_empty() {
+        loaded.notice = Some(format!(
+            "no schedule files (*.toml) in {}; only entries from the database fire",
+            paths.display()
+        ));
+    }
+    Ok(loaded)
 }
 
 /// Validates several named sources together (pure: no I/O).
@@ -603,5 +639,47 @@ every = "30s"
                 "s.toml:4: entry 'a': jitter (5m) must be shorter than the shortest gap between fires of * * * * * (1m), or fires would overtake each other"
             ]
         );
+    }
+
+    /// `run` refused to start without a schedule file, so a deployment
+    /// whose entries all live in the database needed a dummy one.
+    #[test]
+    fn no_schedule_files_is_an_empty_schedule_with_a_notice() {
+        let ctx = Context::default();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("schedules");
+        let default = SchedulePaths {
+            paths: vec![missing.clone()],
+            named: false,
+        };
+        let l = load_paths(&default, &ctx).unwrap();
+        assert!(l.entries.is_empty() && l.diagnostics.is_empty());
+        let notice = l.notice.unwrap();
+        assert!(
+            notice.starts_with("no schedule files (*.toml) in "),
+            "{notice}"
+        );
+
+        // An empty directory, named or not, holds no files: the same.
+        std::fs::create_dir(&missing).unwrap();
+        let named = SchedulePaths::named(vec![missing.clone()]);
+        let l = load_paths(&named, &ctx).unwrap();
+        assert!(l.entries.is_empty() && l.notice.is_some());
+
+        // A path the user named that does not exist stays an error.
+        let typo = SchedulePaths::named(vec![dir.path().join("schedulse")]);
+        assert!(matches!(
+            load_paths(&typo, &ctx),
+            Err(LoadError::Missing(_))
+        ));
+
+        // With a file, no notice.
+        std::fs::write(
+            missing.join("a.toml"),
+            "[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\n",
+        )
+        .unwrap();
+        let l = load_paths(&default, &ctx).unwrap();
+        assert_eq!((l.entries.len(), l.notice), (1, None));
     }
 }

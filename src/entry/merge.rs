@@ -143,6 +143,7 @@ pub fn set_aside_invalid(db: Loaded, current: &[Entry]) -> (Loaded, Vec<Diagnost
         entries,
         diagnostics: warnings,
         names: db.names,
+        notice: db.notice,
     };
     (kept, errors)
 }
@@ -178,6 +179,7 @@ pub fn merge(files: Loaded, db: Loaded) -> Loaded {
         .filter(|e| !clashes.contains(&e.name))
         .collect();
     out.names = files.names.into_iter().chain(db.names).collect();
+    out.notice = files.notice;
     out
 }
 

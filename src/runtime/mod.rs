@@ -21,7 +21,6 @@ pub mod reload;
 pub mod tasks;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use tracing::{error, info, warn};
 use crate::beat::driver::Driver;
 use crate::clock::{Clock, Trust};
 use crate::config::Config;
+use crate::entry::file::SchedulePaths;
 use crate::entry::{Entry, file, merge};
 use crate::jobs::releaser::{self, Releaser};
 use crate::store::leader::Leadership;
@@ -55,7 +55,7 @@ pub const DRAIN: Duration = Duration::from_secs(40);
 /// valid, the HTTP port bound.
 pub struct Prepared {
     pub config: Config,
-    pub paths: Vec<PathBuf>,
+    pub paths: SchedulePaths,
     pub store: Store,
     pub entries: Vec<Entry>,
     pub http: Option<TcpListener>,
@@ -68,12 +68,15 @@ pub struct Prepared {
 /// invalid (every problem was logged) or shutdown came first.
 pub async fn prepare(
     config: &Config,
-    paths: &[PathBuf],
+    paths: &SchedulePaths,
     http: Option<TcpListener>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Prepared>> {
     let ctx = crate::cmd::context(config);
     let files = file::load_paths(paths, &ctx)?;
+    if let Some(notice) = &files.notice {
+        info!("{notice}");
+    }
     let store = tokio::select! {
         s = Store::open(config, Access::Daemon) => s.map_err(|e| crate::cmd::open_error(config, e))?,
         _ = shutdown.cancelled() => return Ok(None),
@@ -104,7 +107,7 @@ pub async fn prepare(
         .context("cannot start")?;
     Ok(Some(Prepared {
         config: config.clone(),
-        paths: paths.to_vec(),
+        paths: paths.clone(),
         store,
         entries: loaded.entries,
         http,
@@ -279,7 +282,7 @@ fn spawn_housekeeping(tasks: &mut Tasks, sh: &Shared, holder: &str) {
 fn spawn_reload(
     tasks: &mut Tasks,
     sh: &Shared,
-    paths: &[PathBuf],
+    paths: &SchedulePaths,
     entries: watch::Sender<Arc<Vec<Entry>>>,
     hangup: Option<tokio::signal::unix::Signal>,
 ) {
@@ -289,7 +292,7 @@ fn spawn_reload(
         reload::watch_entries_table(s, c, stop).await;
         Ok(())
     });
-    let (p, c, stop) = (paths.to_vec(), changed.clone(), sh.shutdown.clone());
+    let (p, c, stop) = (paths.clone(), changed.clone(), sh.shutdown.clone());
     tasks.spawn("schedule-file watcher", async move {
         reload::watch_files(p, c, stop).await;
         Ok(())
@@ -303,7 +306,7 @@ fn spawn_reload(
     }
     let (s, p, ctx, stop) = (
         sh.store.clone(),
-        paths.to_vec(),
+        paths.clone(),
         crate::cmd::context(&sh.config),
         sh.shutdown.clone(),
     );

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::entry::file::SchedulePaths;
 use crate::entry::{Entry, file};
 use crate::store::listen::{Channel, Listener};
 use crate::store::{Store, entries};
@@ -21,7 +22,7 @@ use crate::store::{Store, entries};
 /// the last good schedule keeps running.
 pub async fn reload_schedule(
     store: Store,
-    paths: Vec<PathBuf>,
+    paths: SchedulePaths,
     ctx: crate::entry::Context,
     changed: Arc<Notify>,
     entries: watch::Sender<Arc<Vec<Entry>>>,
@@ -117,19 +118,20 @@ fn same_definition(a: &Entry, b: &Entry) -> bool {
 
 /// Notifies `changed` when a schedule file is added, removed or modified
 /// (checked each second: size and modification time of every file).
-pub async fn watch_files(paths: Vec<PathBuf>, changed: Arc<Notify>, shutdown: CancellationToken) {
-    let fingerprint = |paths: &[PathBuf]| -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
-        file::expand_paths(paths)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| {
-                let meta = std::fs::metadata(&p)
-                    .ok()
-                    .and_then(|m| Some((m.len(), m.modified().ok()?)));
-                (p, meta)
-            })
-            .collect()
-    };
+pub async fn watch_files(paths: SchedulePaths, changed: Arc<Notify>, shutdown: CancellationToken) {
+    let fingerprint =
+        |paths: &SchedulePaths| -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
+            file::expand_paths(paths)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| {
+                    let meta = std::fs::metadata(&p)
+                        .ok()
+                        .and_then(|m| Some((m.len(), m.modified().ok()?)));
+                    (p, meta)
+                })
+                .collect()
+        };
     let mut last = fingerprint(&paths);
     loop {
         tokio::select! {

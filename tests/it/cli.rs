@@ -10,6 +10,8 @@ fn sqsbeat(dir: &Path, args: &[&str]) -> Output {
         // No stray config from the developer's environment.
         .env_remove("SQSBEAT_SCHEDULES_PATHS")
         .env_remove("SQSBEAT_SCHEDULES_TIMEZONE")
+        .env_remove("DATABASE_URL")
+        .env_remove("SQSBEAT_DATABASE_URL")
         .output()
         .expect("run sqsbeat")
 }
@@ -311,4 +313,63 @@ fn the_sidecar_example_never_gates_the_web_pod_on_the_scheduler() {
         .collect();
     assert!(probes.is_empty(), "{probes:?}");
     assert!(yaml.contains("path: /healthz"), "liveness stays");
+}
+
+/// `run` and `check` refused to work without a schedule file, although a
+/// deployment whose entries all live in the database (or that only
+/// releases one-off jobs) has none. No files is a valid, empty schedule:
+/// `check` says so on stderr and succeeds. A path the user named that does
+/// not exist stays an error, wherever it was named.
+#[test]
+fn check_with_no_schedule_files_succeeds_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = sqsbeat(d, &["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok: 0 entries in 0 file(s)\n");
+    assert_eq!(
+        text(&out.stderr),
+        "note: no schedule files (*.toml) in schedules; only entries from the database fire\n"
+    );
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let out = sqsbeat(d, &["check", "empty"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    write(d, "sqsbeat.toml", "[schedules]\npaths = [\"missing\"]\n");
+    let out = sqsbeat(d, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing: no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_file(d.join("sqsbeat.toml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sqsbeat"))
+        .arg("check")
+        .current_dir(d)
+        .env_remove("DATABASE_URL")
+        .env("SQSBEAT_SCHEDULES_PATHS", "also-missing")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+/// The daemon's start-up, in process: with no schedule file it prepares to
+/// serve an empty schedule (the entries table and one-off jobs still work).
+#[tokio::test]
+async fn run_prepares_to_serve_with_no_schedule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let env = |k: &str| (k == "SQSBEAT_DATABASE_PATH").then(|| db.display().to_string());
+    let config = sqsbeat::config::parse("none", None, &env).unwrap();
+    let paths = sqsbeat::entry::file::SchedulePaths {
+        paths: vec![dir.path().join("schedules")],
+        named: false,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let prepared = sqsbeat::runtime::prepare(&config, &paths, None, &shutdown)
+        .await
+        .unwrap()
+        .expect("an empty schedule is valid");
+    assert!(prepared.entries.is_empty());
 }
