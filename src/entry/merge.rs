@@ -148,8 +148,50 @@ pub fn set_aside_invalid(db: Loaded, current: &[Entry]) -> (Loaded, Vec<Diagnost
     (kept, errors)
 }
 
+/// Sets aside the rows whose name a schedule file also defines: the file's
+/// definition keeps firing, and the error names both places. A row anyone
+/// can insert must not stop `run` or freeze reloads (a running replica
+/// would reject every later reload), which refusing the whole set did.
+pub fn set_aside_clashes(files: &Loaded, db: Loaded) -> (Loaded, Vec<Diagnostic>) {
+    let in_files: std::collections::HashMap<&str, &Origin> =
+        files.names.iter().map(|(n, o)| (n.as_str(), o)).collect();
+    let mut errors = Vec::new();
+    for (name, _) in &db.names {
+        if let Some(o) = in_files.get(name.as_str()) {
+            errors.push(Diagnostic {
+                file: SOURCE.to_string(),
+                line: 0,
+                entry: Some(name.clone()),
+                message: format!(
+                    "also defined in {}:{}; the file's definition fires and this row is not loaded (remove it with `sqsbeat entries remove {name}`, or rename it)",
+                    o.file, o.line
+                ),
+                warning: false,
+            });
+        }
+    }
+    let clashing: std::collections::HashSet<&str> =
+        errors.iter().filter_map(|d| d.entry.as_deref()).collect();
+    let kept = Loaded {
+        entries: db
+            .entries
+            .into_iter()
+            .filter(|e| !clashing.contains(e.name.as_str()))
+            .collect(),
+        diagnostics: db.diagnostics,
+        names: db
+            .names
+            .into_iter()
+            .filter(|(n, _)| !clashing.contains(n.as_str()))
+            .collect(),
+        notice: db.notice,
+    };
+    (kept, errors)
+}
+
 /// Files and database together: a name in both is an error naming both
-/// places, and neither definition is loaded.
+/// places, and neither definition is loaded (what `check` reports; `run`
+/// first sets clashing rows aside with [`set_aside_clashes`]).
 pub fn merge(files: Loaded, db: Loaded) -> Loaded {
     let mut out = Loaded::default();
     let in_files: std::collections::HashMap<&str, &Origin> =
@@ -241,5 +283,32 @@ mod tests {
         // A new process has no last good definition: the row is just out.
         let (fresh, _) = set_aside_invalid(validate(&[row("edited", "-5m")], &ctx), &[]);
         assert!(fresh.entries.is_empty());
+    }
+
+    #[test]
+    fn a_row_named_like_a_file_entry_is_set_aside_and_the_file_keeps_firing() {
+        // Regression: such a row stopped `run` at start-up and froze every
+        // later reload of a running replica.
+        let ctx = Context::default();
+        let files = crate::entry::file::parse_str(
+            "schedules/app.toml",
+            "[entries.x]\ntask = \"app.file\"\nevery = \"1m\"\n",
+            &ctx,
+        );
+        let db = validate(&[row("x", "5m"), row("y", "5m")], &ctx);
+        let (db, errors) = set_aside_clashes(&files, db);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].entry.as_deref(), Some("x"));
+        assert!(
+            errors[0].message.contains("schedules/app.toml:1"),
+            "{}",
+            errors[0]
+        );
+        let merged = merge(files, db);
+        assert!(!merged.has_errors(), "{:?}", merged.diagnostics);
+        let x: Vec<_> = merged.entries.iter().filter(|e| e.name == "x").collect();
+        assert_eq!(x.len(), 1);
+        assert_eq!(x[0].task, "app.file", "the file's definition fires");
+        assert!(merged.entries.iter().any(|e| e.name == "y"));
     }
 }

@@ -84,7 +84,9 @@ pub async fn prepare(
     let rows = entries::list(&store)
         .await
         .context("cannot read the entries table")?;
-    let (db, set_aside) = merge::set_aside_invalid(merge::validate(&rows, &ctx), &[]);
+    let (db, mut set_aside) = merge::set_aside_invalid(merge::validate(&rows, &ctx), &[]);
+    let (db, clashes) = merge::set_aside_clashes(&files, db);
+    set_aside.extend(clashes);
     reload::report_set_aside(&set_aside);
     let loaded = merge::merge(files, db);
     for d in &loaded.diagnostics {

@@ -50,10 +50,12 @@ pub async fn reload_schedule(
             }
         };
         let current = entries.borrow().clone();
-        let (db, set_aside) = crate::entry::merge::set_aside_invalid(
+        let (db, mut set_aside) = crate::entry::merge::set_aside_invalid(
             crate::entry::merge::validate(&rows, &ctx),
             &current,
         );
+        let (db, clashes) = crate::entry::merge::set_aside_clashes(&files, db);
+        set_aside.extend(clashes);
         report_set_aside(&set_aside);
         let next = crate::entry::merge::merge(files, db);
         if next.has_errors() {

@@ -348,3 +348,51 @@ fn a_running_sqsbeat_picks_up_entries_changes_postgres() {
     let db = rt.block_on(TestDb::new());
     live_reload(Some(&db.url));
 }
+
+#[tokio::test]
+async fn a_row_named_like_a_file_entry_never_stops_run() {
+    // Regression: `INSERT INTO sqsbeat.entries` of a name a schedule file
+    // also defines made every restart exit 1 (a sidecar crash loop).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let schedules = dir.path().join("schedules");
+    std::fs::create_dir(&schedules).unwrap();
+    std::fs::write(
+        schedules.join("app.toml"),
+        "[entries.x]\ntask = \"app.file\"\nevery = \"1m\"\n",
+    )
+    .unwrap();
+    let env = |k: &str| (k == "SQSBEAT_DATABASE_PATH").then(|| db.display().to_string());
+    let config = sqsbeat::config::parse("none", None, &env).unwrap();
+    let store = sqsbeat::store::Store::open(&config, sqsbeat::store::Access::Write)
+        .await
+        .unwrap();
+    let row = sqsbeat::store::entries::EntryRow {
+        name: "x".into(),
+        task: "app.row".into(),
+        every: Some("5m".into()),
+        args: serde_json::json!([]),
+        kwargs: serde_json::json!({}),
+        headers: serde_json::json!({}),
+        enabled: true,
+        ..Default::default()
+    };
+    assert!(
+        sqsbeat::store::entries::insert(&store, &row, false)
+            .await
+            .unwrap()
+    );
+    drop(store);
+    let paths = sqsbeat::entry::file::SchedulePaths {
+        paths: vec![schedules],
+        named: true,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let prepared = sqsbeat::runtime::prepare(&config, &paths, None, &shutdown)
+        .await
+        .unwrap()
+        .expect("the clashing row is set aside, run starts");
+    let x: Vec<_> = prepared.entries.iter().filter(|e| e.name == "x").collect();
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].task, "app.file", "the file's definition fires");
+}
