@@ -164,37 +164,6 @@ pub async fn serve<S: Sink>(
     // consulted before every decision (beat and releaser).
     let (trust_tx, trust) = watch::channel(Trust::Unchecked);
     let trust_tx = Arc::new(trust_tx);
-    match leadership {
-        Leadership::Campaign(pg) => {
-            let (holder, stop) = (holder.clone(), leader_stop.clone());
-            let (c, t) = (clock.clone(), trust_tx.clone());
-            tasks.spawn("leadership", async move {
-                leader::campaign(pg, holder, role_tx, c, t, stop).await;
-                Ok(())
-            });
-        }
-        Leadership::Sole { lock, epoch } => {
-            info!(epoch, path = %config.database_path.display(), "SQLite store: this process is the one replica");
-            role_tx.send_replace(Role::Leader {
-                epoch,
-                since: clock.now(),
-            });
-            let stop = leader_stop.clone();
-            tasks.spawn("leadership", async move {
-                // Holds the role channel and the file lock until the beat ends.
-                let _keep = (role_tx, lock);
-                stop.cancelled().await;
-                Ok(())
-            });
-        }
-    }
-    if let Some(listener) = http {
-        let (store, role, stop) = (store.clone(), role.clone(), shutdown.clone());
-        tasks.spawn("http", async move {
-            http::serve(listener, store, role, stop).await;
-            Ok(())
-        });
-    }
     let shared = Shared {
         store: store.clone(),
         config,
@@ -204,6 +173,21 @@ pub async fn serve<S: Sink>(
         trust_tx,
         shutdown: shutdown.clone(),
     };
+    spawn_leadership(
+        &mut tasks,
+        &shared,
+        leadership,
+        &holder,
+        role_tx,
+        &leader_stop,
+    );
+    if let Some(listener) = http {
+        let (store, role, stop) = (store.clone(), shared.role.clone(), shutdown.clone());
+        tasks.spawn("http", async move {
+            http::serve(listener, store, role, stop).await;
+            Ok(())
+        });
+    }
     spawn_housekeeping(&mut tasks, &shared, &holder);
     let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     spawn_reload(&mut tasks, &shared, &paths, entries_tx, hangup);
@@ -227,6 +211,43 @@ pub async fn serve<S: Sink>(
         Ok(())
     });
     tasks.supervise(DRAIN).await.map_err(anyhow::Error::from)
+}
+
+/// Leadership: a campaign for the PostgreSQL lock, or, with SQLite, the
+/// one replica holding its file lock until the beat ends.
+fn spawn_leadership(
+    tasks: &mut Tasks,
+    sh: &Shared,
+    leadership: Leadership,
+    holder: &str,
+    role_tx: watch::Sender<Role>,
+    leader_stop: &CancellationToken,
+) {
+    let (clock, trust_tx, config) = (&sh.clock, &sh.trust_tx, &sh.config);
+    match leadership {
+        Leadership::Campaign(pg) => {
+            let (holder, stop) = (holder.to_string(), leader_stop.clone());
+            let (c, t) = (clock.clone(), trust_tx.clone());
+            tasks.spawn("leadership", async move {
+                leader::campaign(pg, holder, role_tx, c, t, stop).await;
+                Ok(())
+            });
+        }
+        Leadership::Sole { lock, epoch } => {
+            info!(epoch, path = %config.database_path.display(), "SQLite store: this process is the one replica");
+            role_tx.send_replace(Role::Leader {
+                epoch,
+                since: clock.now(),
+            });
+            let stop = leader_stop.clone();
+            tasks.spawn("leadership", async move {
+                // Holds the role channel and the file lock until the beat ends.
+                let _keep = (role_tx, lock);
+                stop.cancelled().await;
+                Ok(())
+            });
+        }
+    }
 }
 
 /// What the tasks are built from; each takes the clones it needs.

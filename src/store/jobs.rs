@@ -546,110 +546,124 @@ pub async fn claim(store: &Store, r: &ClaimRequest) -> Result<Claimed, StoreErro
     let horizon = r.now + r.window.min(Duration::seconds(MAX_DELAY_SECONDS));
     let lease_until = r.now + r.lease_for;
     match store {
-        Store::Postgres(pg) => {
-            let mut tx = pg.pool().begin().await?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "WITH delayed AS (
-                    SELECT id, due_at AS rank FROM jobs
-                     WHERE status = 'pending' AND right(queue, 5) <> '.fifo' AND due_at <= $2
-                       AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
-                     ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
-                 fifo AS (
-                    SELECT id, due_at AS rank FROM jobs
-                     WHERE status = 'pending' AND right(queue, 5) = '.fifo' AND due_at <= $1
-                       AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
-                     ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
-                 stale AS (
-                    SELECT id, lease_until AS rank FROM jobs
-                     WHERE status = 'releasing' AND lease_until <= $1 AND ($5::uuid IS NULL OR id = $5)
-                     ORDER BY lease_until LIMIT $6 FOR UPDATE SKIP LOCKED)
-                 UPDATE jobs SET status = 'releasing', lease = $3, lease_until = $4
-                  WHERE id IN (SELECT id FROM (SELECT * FROM delayed UNION ALL SELECT * FROM fifo
-                                               UNION ALL SELECT * FROM stale) AS c
-                                ORDER BY rank LIMIT $6)
-                 RETURNING id::text AS row_key, {COLS}"
-            )))
-            .bind(r.now)
-            .bind(horizon)
-            .bind(r.token)
-            .bind(lease_until)
-            .bind(r.only)
-            .bind(r.limit)
-            .fetch_all(&mut *tx)
-            .await?;
-            let claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
-            if !claimed.failed.is_empty() {
-                // A PostgreSQL id is always a UUID; only the text came back.
-                let ids: Vec<Uuid> = claimed
-                    .failed
-                    .iter()
-                    .filter_map(|(id, _)| Uuid::parse_str(id).ok())
-                    .collect();
-                let why: Vec<&str> = claimed.failed.iter().map(|f| f.1.as_str()).collect();
-                sqlx::query(
-                    "UPDATE jobs SET status = 'failed', last_error = u.why, lease = NULL, lease_until = NULL
-                       FROM UNNEST($1::uuid[], $2::text[]) AS u(id, why) WHERE jobs.id = u.id AND jobs.lease = $3",
-                )
-                .bind(&ids)
-                .bind(&why)
-                .bind(r.token)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(claimed)
-        }
-        Store::Sqlite(l) => {
-            // IMMEDIATE: the write lock from the start, so two processes
-            // (a running releaser, `sqsbeat schedule`) cannot both lease a row.
-            let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE jobs SET status = 'releasing', lease = ?3, lease_until = ?4
-                  WHERE id IN (
-                    SELECT id FROM (
-                      SELECT id, due_at AS rank FROM jobs
-                       WHERE status = 'pending' AND substr(queue, -5) <> '.fifo' AND due_at <= ?2
-                         AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
-                      UNION ALL
-                      SELECT id, due_at FROM jobs
-                       WHERE status = 'pending' AND substr(queue, -5) = '.fifo' AND due_at <= ?1
-                         AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
-                      UNION ALL
-                      SELECT id, lease_until FROM jobs
-                       WHERE status = 'releasing' AND lease_until <= ?1 AND (?5 IS NULL OR id = ?5))
-                    ORDER BY rank LIMIT ?6)
-                 RETURNING CAST(id AS TEXT) AS row_key, {COLS}"
-            )))
-            .bind(Ts(r.now))
-            .bind(Ts(horizon))
-            .bind(Id(r.token))
-            .bind(Ts(lease_until))
-            .bind(r.only.map(Id))
-            .bind(r.limit)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
-            if !claimed.failed.is_empty() {
-                let failed: Vec<Value> = claimed
-                    .failed
-                    .iter()
-                    .map(|(id, why)| serde_json::json!([id, why]))
-                    .collect();
-                sqlx::query(
-                    "UPDATE jobs SET status = 'failed', last_error = j.value ->> 1, lease = NULL, lease_until = NULL
-                       FROM json_each(?1) AS j WHERE jobs.id = j.value ->> 0 AND jobs.lease = ?2",
-                )
-                .bind(Value::Array(failed).to_string())
-                .bind(Id(r.token))
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            // RETURNING gives no order on SQLite.
-            claimed.rows.sort_by_key(|j| j.due_at);
-            Ok(claimed)
-        }
+        Store::Postgres(pg) => claim_pg(pg, r, horizon, lease_until).await,
+        Store::Sqlite(l) => claim_lite(l, r, horizon, lease_until).await,
     }
+}
+
+async fn claim_pg(
+    pg: &super::PgStore,
+    r: &ClaimRequest,
+    horizon: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Claimed, StoreError> {
+    let mut tx = pg.pool().begin().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH delayed AS (
+            SELECT id, due_at AS rank FROM jobs
+             WHERE status = 'pending' AND right(queue, 5) <> '.fifo' AND due_at <= $2
+               AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
+             ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+         fifo AS (
+            SELECT id, due_at AS rank FROM jobs
+             WHERE status = 'pending' AND right(queue, 5) = '.fifo' AND due_at <= $1
+               AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
+             ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+         stale AS (
+            SELECT id, lease_until AS rank FROM jobs
+             WHERE status = 'releasing' AND lease_until <= $1 AND ($5::uuid IS NULL OR id = $5)
+             ORDER BY lease_until LIMIT $6 FOR UPDATE SKIP LOCKED)
+         UPDATE jobs SET status = 'releasing', lease = $3, lease_until = $4
+          WHERE id IN (SELECT id FROM (SELECT * FROM delayed UNION ALL SELECT * FROM fifo
+                                       UNION ALL SELECT * FROM stale) AS c
+                        ORDER BY rank LIMIT $6)
+         RETURNING id::text AS row_key, {COLS}"
+    )))
+    .bind(r.now)
+    .bind(horizon)
+    .bind(r.token)
+    .bind(lease_until)
+    .bind(r.only)
+    .bind(r.limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
+    if !claimed.failed.is_empty() {
+        // A PostgreSQL id is always a UUID; only the text came back.
+        let ids: Vec<Uuid> = claimed
+            .failed
+            .iter()
+            .filter_map(|(id, _)| Uuid::parse_str(id).ok())
+            .collect();
+        let why: Vec<&str> = claimed.failed.iter().map(|f| f.1.as_str()).collect();
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', last_error = u.why, lease = NULL, lease_until = NULL
+               FROM UNNEST($1::uuid[], $2::text[]) AS u(id, why) WHERE jobs.id = u.id AND jobs.lease = $3",
+        )
+        .bind(&ids)
+        .bind(&why)
+        .bind(r.token)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+async fn claim_lite(
+    l: &super::SqliteStore,
+    r: &ClaimRequest,
+    horizon: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Claimed, StoreError> {
+    // IMMEDIATE: the write lock from the start, so two processes
+    // (a running releaser, `sqsbeat schedule`) cannot both lease a row.
+    let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET status = 'releasing', lease = ?3, lease_until = ?4
+          WHERE id IN (
+            SELECT id FROM (
+              SELECT id, due_at AS rank FROM jobs
+               WHERE status = 'pending' AND substr(queue, -5) <> '.fifo' AND due_at <= ?2
+                 AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
+              UNION ALL
+              SELECT id, due_at FROM jobs
+               WHERE status = 'pending' AND substr(queue, -5) = '.fifo' AND due_at <= ?1
+                 AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
+              UNION ALL
+              SELECT id, lease_until FROM jobs
+               WHERE status = 'releasing' AND lease_until <= ?1 AND (?5 IS NULL OR id = ?5))
+            ORDER BY rank LIMIT ?6)
+         RETURNING CAST(id AS TEXT) AS row_key, {COLS}"
+    )))
+    .bind(Ts(r.now))
+    .bind(Ts(horizon))
+    .bind(Id(r.token))
+    .bind(Ts(lease_until))
+    .bind(r.only.map(Id))
+    .bind(r.limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
+    if !claimed.failed.is_empty() {
+        let failed: Vec<Value> = claimed
+            .failed
+            .iter()
+            .map(|(id, why)| serde_json::json!([id, why]))
+            .collect();
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', last_error = j.value ->> 1, lease = NULL, lease_until = NULL
+               FROM json_each(?1) AS j WHERE jobs.id = j.value ->> 0 AND jobs.lease = ?2",
+        )
+        .bind(Value::Array(failed).to_string())
+        .bind(Id(r.token))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    // RETURNING gives no order on SQLite.
+    claimed.rows.sort_by_key(|j| j.due_at);
+    Ok(claimed)
 }
 
 /// Splits decoded rows into those leased and those to mark failed.
@@ -714,143 +728,158 @@ pub async fn settle(
         return Ok(SettleOutcome::default());
     }
     let settled = match store {
-        Store::Postgres(pg) => {
-            let mut tx = pg.pool().begin().await?;
-            let mut n = 0;
-            if !s.released.is_empty() {
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'released', released_at = $3, attempts = attempts + 1, last_error = NULL,
-                            retry_at = NULL, lease = NULL, lease_until = NULL
-                      WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
-                )
-                .bind(&s.released)
-                .bind(token)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            if !s.retry.is_empty() {
-                let ids: Vec<Uuid> = s.retry.iter().map(|r| r.0).collect();
-                let why: Vec<&str> = s.retry.iter().map(|r| r.1.as_str()).collect();
-                let at: Vec<DateTime<Utc>> = s.retry.iter().map(|r| r.2).collect();
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = u.why, retry_at = u.at,
-                            lease = NULL, lease_until = NULL
-                       FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, why, at)
-                      WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $4",
-                )
-                .bind(&ids)
-                .bind(&why)
-                .bind(&at)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            if !s.failed.is_empty() {
-                let ids: Vec<Uuid> = s.failed.iter().map(|r| r.0).collect();
-                let why: Vec<&str> = s.failed.iter().map(|r| r.1.as_str()).collect();
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'failed', last_error = u.why, lease = NULL, lease_until = NULL
-                       FROM UNNEST($1::uuid[], $2::text[]) AS u(id, why)
-                      WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $3",
-                )
-                .bind(&ids)
-                .bind(&why)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            if !s.unclaimed.is_empty() {
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'pending', lease = NULL, lease_until = NULL
-                      WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
-                )
-                .bind(&s.unclaimed)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
-            n
-        }
-        Store::Sqlite(l) => {
-            let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
-            let mut n = 0;
-            if !s.released.is_empty() {
-                let ids: Vec<String> = s.released.iter().map(Uuid::to_string).collect();
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'released', released_at = ?3, attempts = attempts + 1, last_error = NULL,
-                            retry_at = NULL, lease = NULL, lease_until = NULL
-                      WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
-                )
-                .bind(Value::from(ids).to_string())
-                .bind(Id(token))
-                .bind(Ts(now))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            if !s.retry.is_empty() {
-                let rows: Vec<Value> = s
-                    .retry
-                    .iter()
-                    .map(|(id, why, at)| {
-                        serde_json::json!([id.to_string(), why, super::sqlite::codec::text(*at)])
-                    })
-                    .collect();
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = j.value ->> 1,
-                            retry_at = j.value ->> 2, lease = NULL, lease_until = NULL
-                       FROM json_each(?1) AS j
-                      WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",
-                )
-                .bind(Value::Array(rows).to_string())
-                .bind(Id(token))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            if !s.failed.is_empty() {
-                let rows: Vec<Value> = s
-                    .failed
-                    .iter()
-                    .map(|(id, why)| serde_json::json!([id.to_string(), why]))
-                    .collect();
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'failed', last_error = j.value ->> 1, lease = NULL, lease_until = NULL
-                       FROM json_each(?1) AS j
-                      WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",
-                )
-                .bind(Value::Array(rows).to_string())
-                .bind(Id(token))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            if !s.unclaimed.is_empty() {
-                let ids: Vec<String> = s.unclaimed.iter().map(Uuid::to_string).collect();
-                n += sqlx::query(
-                    "UPDATE jobs SET status = 'pending', lease = NULL, lease_until = NULL
-                      WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
-                )
-                .bind(Value::from(ids).to_string())
-                .bind(Id(token))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
-            n
-        }
+        Store::Postgres(pg) => settle_pg(pg, token, s, now).await?,
+        Store::Sqlite(l) => settle_lite(l, token, s, now).await?,
     };
     Ok(SettleOutcome {
         settled,
         lost: wanted.saturating_sub(settled),
     })
+}
+
+/// Each UPDATE only touches rows still under `token`'s lease.
+async fn settle_pg(
+    pg: &super::PgStore,
+    token: Uuid,
+    s: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut tx = pg.pool().begin().await?;
+    let mut n = 0;
+    if !s.released.is_empty() {
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'released', released_at = $3, attempts = attempts + 1, last_error = NULL,
+                    retry_at = NULL, lease = NULL, lease_until = NULL
+              WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
+        )
+        .bind(&s.released)
+        .bind(token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !s.retry.is_empty() {
+        let ids: Vec<Uuid> = s.retry.iter().map(|r| r.0).collect();
+        let why: Vec<&str> = s.retry.iter().map(|r| r.1.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = s.retry.iter().map(|r| r.2).collect();
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = u.why, retry_at = u.at,
+                    lease = NULL, lease_until = NULL
+               FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, why, at)
+              WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $4",
+        )
+        .bind(&ids)
+        .bind(&why)
+        .bind(&at)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !s.failed.is_empty() {
+        let ids: Vec<Uuid> = s.failed.iter().map(|r| r.0).collect();
+        let why: Vec<&str> = s.failed.iter().map(|r| r.1.as_str()).collect();
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'failed', last_error = u.why, lease = NULL, lease_until = NULL
+               FROM UNNEST($1::uuid[], $2::text[]) AS u(id, why)
+              WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $3",
+        )
+        .bind(&ids)
+        .bind(&why)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !s.unclaimed.is_empty() {
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'pending', lease = NULL, lease_until = NULL
+              WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
+        )
+        .bind(&s.unclaimed)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+async fn settle_lite(
+    l: &super::SqliteStore,
+    token: Uuid,
+    s: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut n = 0;
+    if !s.released.is_empty() {
+        let ids: Vec<String> = s.released.iter().map(Uuid::to_string).collect();
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'released', released_at = ?3, attempts = attempts + 1, last_error = NULL,
+                    retry_at = NULL, lease = NULL, lease_until = NULL
+              WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
+        )
+        .bind(Value::from(ids).to_string())
+        .bind(Id(token))
+        .bind(Ts(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !s.retry.is_empty() {
+        let rows: Vec<Value> = s
+            .retry
+            .iter()
+            .map(|(id, why, at)| {
+                serde_json::json!([id.to_string(), why, super::sqlite::codec::text(*at)])
+            })
+            .collect();
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = j.value ->> 1,
+                    retry_at = j.value ->> 2, lease = NULL, lease_until = NULL
+               FROM json_each(?1) AS j
+              WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",
+        )
+        .bind(Value::Array(rows).to_string())
+        .bind(Id(token))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !s.failed.is_empty() {
+        let rows: Vec<Value> = s
+            .failed
+            .iter()
+            .map(|(id, why)| serde_json::json!([id.to_string(), why]))
+            .collect();
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'failed', last_error = j.value ->> 1, lease = NULL, lease_until = NULL
+               FROM json_each(?1) AS j
+              WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",
+        )
+        .bind(Value::Array(rows).to_string())
+        .bind(Id(token))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !s.unclaimed.is_empty() {
+        let ids: Vec<String> = s.unclaimed.iter().map(Uuid::to_string).collect();
+        n += sqlx::query(
+            "UPDATE jobs SET status = 'pending', lease = NULL, lease_until = NULL
+              WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
+        )
+        .bind(Value::from(ids).to_string())
+        .bind(Id(token))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Extends the lease of the pass `token` to `until`, while its sends are
