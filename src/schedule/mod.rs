@@ -159,7 +159,14 @@ impl IntervalSchedule {
         if every <= 0 {
             return None;
         }
-        let since = (after - self.anchor).num_milliseconds();
+        let elapsed = after - self.anchor;
+        // Whole milliseconds rounded down: `num_milliseconds` rounds toward
+        // zero, which put an instant less than a millisecond before the
+        // anchor on the anchor's side, and the anchor's own fire was skipped.
+        let mut since = elapsed.num_milliseconds();
+        if Duration::milliseconds(since) > elapsed {
+            since -= 1;
+        }
         // Floor division, so instants before the anchor extend the same grid.
         let k = since.div_euclid(every) + 1;
         let offset = k.checked_mul(every)?;

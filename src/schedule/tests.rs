@@ -572,6 +572,18 @@ fn intervals_are_anchored_not_relative() {
 }
 
 #[test]
+fn an_instant_less_than_a_millisecond_before_the_anchor_fires_at_the_anchor() {
+    let s = Schedule::Interval(IntervalSchedule {
+        every: Duration::weeks(1),
+        anchor: at("2026-11-20T09:00:00Z"),
+    });
+    assert_eq!(
+        fires(&s, "2026-11-20T08:59:59.999999Z", 1),
+        ["2026-11-20T09:00:00Z"]
+    );
+}
+
+#[test]
 fn intervals_never_see_dst() {
     let s = Schedule::Interval(IntervalSchedule {
         every: Duration::minutes(30),
