@@ -143,6 +143,20 @@ pub const SETTINGS: &[Setting] = &[
         default: "\"15m\"",
         help: "how long before its due instant a one-off job goes to SQS with DelaySeconds (at most 15m)",
     },
+    Setting {
+        section: "django_celery_beat",
+        key: "enabled",
+        kind: Kind::Bool,
+        default: "false",
+        help: "also fire django-celery-beat's PeriodicTask rows from the PostgreSQL database in [database] url",
+    },
+    Setting {
+        section: "django_celery_beat",
+        key: "schema",
+        kind: Kind::Text,
+        default: "\"public\"",
+        help: "PostgreSQL schema holding Django's django_celery_beat_* tables",
+    },
 ];
 
 /// The configuration file, as written.
@@ -159,6 +173,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     releaser: RawReleaser,
+    #[serde(default)]
+    django_celery_beat: RawDjangoCeleryBeat,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +218,13 @@ struct RawReleaser {
     window: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDjangoCeleryBeat {
+    enabled: Option<bool>,
+    schema: Option<String>,
+}
+
 /// A value that must never reach a log line, `Debug` output included.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -240,6 +263,17 @@ pub struct Config {
     pub ledger_retention: Duration,
     pub http_addr: String,
     pub release_window: Duration,
+    /// `[django_celery_beat] enabled`: django-celery-beat's tables as a
+    /// source of entries, in the database of `database_url`.
+    pub django_celery_beat: Option<DjangoCeleryBeat>,
+}
+
+/// Where django-celery-beat's tables are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DjangoCeleryBeat {
+    /// The PostgreSQL schema of Django's tables (`public` unless Django's
+    /// connection sets another `search_path`).
+    pub schema: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -399,6 +433,9 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             )));
         }
     };
+    let has_url = raw.database.url.as_ref().is_some_and(|u| !u.is_empty());
+    let django_celery_beat =
+        django_celery_beat(&raw.django_celery_beat, has_url).map_err(invalid)?;
     for (name, url) in &raw.sqs.queues {
         if name.ends_with(".fifo") != url.ends_with(".fifo") {
             return Err(invalid(format!(
@@ -440,7 +477,38 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         ),
         http_addr: raw.http.addr.unwrap_or_else(|| "127.0.0.1:9405".into()),
         release_window,
+        django_celery_beat,
     })
+}
+
+/// `[django_celery_beat]`: the tables live in the application's own
+/// PostgreSQL database, so the source needs `[database] url`; SQLite is
+/// sqsbeat's private file and cannot hold them.
+fn django_celery_beat(
+    raw: &RawDjangoCeleryBeat,
+    has_url: bool,
+) -> Result<Option<DjangoCeleryBeat>, String> {
+    let schema = raw.schema.clone().unwrap_or_else(|| "public".into());
+    let valid = schema.len() <= 63
+        && schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "[django_celery_beat] schema = {schema:?}: use the schema's plain name (letters, digits and _, e.g. \"public\")"
+        ));
+    }
+    if !raw.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    if !has_url {
+        return Err("[django_celery_beat] enabled = true reads django-celery-beat's tables from the application's PostgreSQL database: set [database] url (or DATABASE_URL) to it; the SQLite store cannot hold them".into());
+    }
+    Ok(Some(DjangoCeleryBeat { schema }))
 }
 
 /// Reads the config file (`--config`, else `sqsbeat.toml` in the working
@@ -547,6 +615,8 @@ mod tests {
                 ("SQSBEAT_DATABASE_LEDGER_RETENTION", "7d"),
                 ("SQSBEAT_HTTP_ADDR", "127.0.0.1:1"),
                 ("SQSBEAT_RELEASER_WINDOW", "5m"),
+                ("SQSBEAT_DJANGO_CELERY_BEAT_ENABLED", "true"),
+                ("SQSBEAT_DJANGO_CELERY_BEAT_SCHEMA", "app"),
             ]),
         )
         .unwrap();
@@ -567,8 +637,54 @@ mod tests {
         assert_eq!(c.ledger_retention, Duration::days(7));
         assert_eq!(c.http_addr, "127.0.0.1:1");
         assert_eq!(c.release_window, Duration::minutes(5));
+        assert_eq!(
+            c.django_celery_beat,
+            Some(DjangoCeleryBeat {
+                schema: "app".into()
+            })
+        );
         // Every setting but the file-only table has a variable tested above.
-        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 14);
+        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 16);
+    }
+
+    #[test]
+    fn django_celery_beat_needs_postgresql_and_a_plain_schema() {
+        let c = parse("x", None, &env(&[])).unwrap();
+        assert_eq!(c.django_celery_beat, None, "off by default");
+        let file = "[database]\nurl = \"postgres://h/app\"\n[django_celery_beat]\nenabled = true\n";
+        let c = parse("f.toml", Some(file), &env(&[])).unwrap();
+        assert_eq!(
+            c.django_celery_beat.map(|d| d.schema).as_deref(),
+            Some("public")
+        );
+        let e = parse(
+            "f.toml",
+            Some("[django_celery_beat]\nenabled = true\n"),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("set [database] url") && e.to_string().contains("SQLite"),
+            "{e}"
+        );
+        let e = parse(
+            "f.toml",
+            Some(&format!("{file}schema = \"x; drop\"\n")),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[django_celery_beat] schema"), "{e}");
+        // DATABASE_URL counts as the url.
+        let c = parse(
+            "x",
+            None,
+            &env(&[
+                ("DATABASE_URL", "postgres://h/app"),
+                ("SQSBEAT_DJANGO_CELERY_BEAT_ENABLED", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.django_celery_beat.is_some());
     }
 
     #[test]
