@@ -19,6 +19,7 @@
 //! | [`entry::validate`](mod@entry::validate) | raw entry → entry: one parser per field, every problem reported |
 //! | [`entry::file`] | schedule TOML text → entries + diagnostics with file and line |
 //! | [`entry::merge`] | entries-table rows → entries; bad rows set aside; files and rows merged |
+//! | [`entry::django`] | django-celery-beat rows → entries; bad and clashing rows set aside |
 //! | [`config`] | `sqsbeat.toml` + `SQSBEAT_*` environment → [`config::Config`] |
 //! | [`wire::celery`] | Celery protocol-2 message and kombu's SQS envelope, byte-compatible |
 //! | [`wire::limits`] | what Celery and SQS accept: reserved headers, names, FIFO ids, message size |
@@ -36,6 +37,7 @@
 //! | [`store::ledger`] | the run ledger and per-entry cursors: claim, confirm, miss, prune |
 //! | [`store::jobs`] | the jobs table: insert, query, cancel, the releaser's lease and settlement |
 //! | [`store::entries`] | periodic entries kept in the database |
+//! | [`store::django`] | django-celery-beat's tables: rows, `last_update`, the run write-back |
 //! | [`store::replicas`] | replica heartbeats, what `sqsbeat status` lists |
 //! | [`store::leader`] | the leader row, the epoch, the advisory-lock session |
 //! | [`store::listen`] | PostgreSQL NOTIFY as wake-ups, reconnecting |
@@ -46,7 +48,7 @@
 //! | [`jobs::releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
 //! | [`runtime`] | `sqsbeat run`: every long-running task in one supervised set |
 //! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat loop |
-//! | [`runtime::reload`] | schedule reloads and what triggers them |
+//! | [`runtime::reload`] | schedule reloads and what triggers them (files, SIGHUP, tables, django-celery-beat's `last_update`) |
 //! | [`runtime::http`], [`runtime::metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`cli`], [`cmd`] | clap definitions; one thin module per command |
 //!

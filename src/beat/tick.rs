@@ -314,7 +314,7 @@ impl Beat {
     }
 
     fn expired(&self, i: usize, nominal: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        self.entries[i].expires.is_some_and(|x| nominal + x <= now)
+        self.entries[i].expiry(nominal).is_some_and(|x| x <= now)
     }
 
     /// Where to start walking entry `i`'s backlog at `now`: its cursor, or,

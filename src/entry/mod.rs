@@ -5,6 +5,7 @@
 //! trusts; [`validate()`] (in [`mod@validate`]) turns one into the other.
 //! Validation is pure and reports every problem it finds, not just the first.
 
+pub mod django;
 pub mod file;
 pub mod merge;
 pub mod raw;
@@ -76,6 +77,18 @@ pub struct Entry {
     /// FIFO queues only: the `MessageGroupId` (default: the entry name).
     pub group_id: Option<String>,
     pub origin: Origin,
+    /// An instant every message of the entry expires at, besides
+    /// `expires` (django-celery-beat's `expires`, which is both the end of
+    /// the schedule and the messages' expiry).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Where the beat starts this entry when the ledger holds no cursor for
+    /// it (a new or re-enabled entry); `None`: now. A django-celery-beat row
+    /// starts from its last run or last change, as its own scheduler does,
+    /// so a row saved just before its slot still fires.
+    pub resume_from: Option<DateTime<Utc>>,
+    /// The django-celery-beat row this entry was read from, which each
+    /// sent fire is written back to.
+    pub django: Option<django::Link>,
 }
 
 impl Entry {
@@ -111,6 +124,14 @@ impl Entry {
         }
     }
 
+    /// When the message of the fire at `nominal` expires, if it does.
+    pub fn expiry(&self, nominal: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match (self.expires.map(|d| nominal + d), self.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The message this entry sends for the fire at `nominal`.
     pub fn message<'a>(
         &'a self,
@@ -127,7 +148,7 @@ impl Entry {
             priority: self.priority,
             headers: &self.headers,
             eta: None,
-            expires: self.expires.map(|d| nominal + d),
+            expires: self.expiry(nominal),
             scheduled_at: nominal,
             periodic_entry: Some(&self.name),
             origin,

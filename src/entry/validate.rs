@@ -142,6 +142,9 @@ impl Fields {
             jitter: self.jitter?,
             group_id: self.group_id?,
             origin,
+            expires_at: None,
+            resume_from: None,
+            django: None,
         })
     }
 }

@@ -5,14 +5,16 @@
 //! One file per table, each holding both backends' SQL side by side:
 //! [`ledger`] (fires claimed, sent, missed; per-entry cursors), [`jobs`],
 //! [`entries`], [`replicas`], [`leader`] (the epoch, the heartbeat, the
-//! advisory lock). [`postgres`] and [`sqlite`] open the database and run the
-//! migrations; [`listen`] turns NOTIFY (or SQLite's change counter) into
+//! advisory lock); [`django`] reads and writes back django-celery-beat's
+//! tables in the application's schema. [`postgres`] and [`sqlite`] open the
+//! database and run the migrations; [`listen`] turns NOTIFY (or SQLite's change counter) into
 //! wake-ups. Only this module looks at which backend a [`Store`] is.
 //!
 //! Rows anyone can write (entries, jobs) are decoded one at a time: a row
 //! that cannot be read is a [`StoreError::Decode`] naming its table, column
 //! and key, never a panic and never the whole batch.
 
+pub mod django;
 pub mod entries;
 pub mod jobs;
 pub mod leader;
@@ -58,6 +60,10 @@ pub enum StoreError {
         row: String,
         reason: String,
     },
+    /// A source of entries outside sqsbeat's schema (django-celery-beat's
+    /// tables) cannot be used: why, and what to do.
+    #[error("{0}")]
+    Source(String),
     /// A read-only command found no sqsbeat schema, or an older one.
     #[error("{0}; run `sqsbeat migrate` (or start `sqsbeat run`) first")]
     NotMigrated(String),
