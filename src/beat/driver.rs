@@ -21,8 +21,9 @@ use tracing::{error, info, info_span, warn};
 use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason, Skipped};
 use crate::clock::{Clock, StepGuard, Trust};
 use crate::entry::Entry;
+use crate::entry::django::Link;
 use crate::runtime::leader::Role;
-use crate::store::{self, FireKey, Store, StoreError, ledger};
+use crate::store::{self, FireKey, Store, StoreError, django, ledger};
 use crate::wire::MessageOptions;
 use crate::wire::celery::fire_task_id;
 use crate::wire::queue::QueueName;
@@ -61,6 +62,8 @@ struct Sent {
     accepted_at: DateTime<Utc>,
     /// The accepted fires whose confirm failed.
     unconfirmed: Vec<FireKey>,
+    /// Accepted fires of django-celery-beat rows not written back yet.
+    unwritten: Vec<django::Run>,
 }
 
 /// A write under this leader's epoch failed (fenced, or the database is
@@ -109,7 +112,9 @@ impl<S: Sink> Driver<S> {
     /// Starts a term of leadership under `epoch` with the beat as the
     /// ledger left it: each entry resumes after its last decided slot,
     /// except one that was disabled or is new, which starts now (a
-    /// re-enabled entry does not fire the slots it missed while disabled).
+    /// re-enabled entry does not fire the slots it missed while disabled),
+    /// or at its `resume_from` if it has one (a django-celery-beat row: its
+    /// last run or change).
     /// Claims never confirmed are due again, with their task ids.
     pub async fn begin(
         &self,
@@ -125,6 +130,7 @@ impl<S: Sink> Driver<S> {
             in_flight: JoinSet::new(),
             misses,
             unconfirmed: Vec::new(),
+            unwritten: Vec::new(),
             earliest: now,
             guard: {
                 let mut g = StepGuard::default();
@@ -149,7 +155,9 @@ impl<S: Sink> Driver<S> {
             start,
             |e| match stored.get(&e.name) {
                 Some((at, true)) if e.enabled => Some(*at),
-                _ => None,
+                // Never after now: a row saved with a clock ahead of ours
+                // must not skip slots.
+                _ => e.resume_from.map(|t| t.min(start)),
             },
             DEFAULT_MAX_CATCH_UP,
         );
@@ -217,6 +225,9 @@ pub struct Term<'a, S> {
     /// Fires SQS accepted whose confirm failed: confirmed again each turn,
     /// so they are not re-sent at some later resume.
     unconfirmed: Vec<FireKey>,
+    /// Fires of django-celery-beat rows whose write-back failed: written
+    /// again each turn.
+    unwritten: Vec<django::Run>,
     /// No tick before this instant (the gap after a firing tick).
     earliest: DateTime<Utc>,
     /// Notices clock steps; after one, nothing is decided until the clock
@@ -292,6 +303,7 @@ impl<S: Sink> Term<'_, S> {
             self.settle(done);
         }
         self.confirm_again().await;
+        self.write_again().await;
         if let Some(step) = self.guard.observe(now) {
             report_clock_step(&self.beat, step);
         }
@@ -344,6 +356,11 @@ impl<S: Sink> Term<'_, S> {
                 slot: f.nominal,
             })
             .collect();
+        let links: Vec<(usize, Link)> = due
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((i, self.beat.entries()[f.entry].django.clone()?)))
+            .collect();
         let (sink, store, clock) = (
             self.driver.sink.clone(),
             store.clone(),
@@ -353,12 +370,14 @@ impl<S: Sink> Term<'_, S> {
             let results = sink.send_all(outgoing).await;
             let accepted_at = clock.now();
             let unconfirmed = confirm(&store, &keys, &results).await;
+            let unwritten = write_back(&store, links, &results, accepted_at).await;
             Sent {
                 due,
                 ids,
                 results,
                 accepted_at,
                 unconfirmed,
+                unwritten,
             }
         });
         self.earliest = now + TICK_GAP;
@@ -422,6 +441,7 @@ impl<S: Sink> Term<'_, S> {
             }
         };
         self.unconfirmed.extend(sent.unconfirmed.iter().cloned());
+        self.unwritten.extend(sent.unwritten.iter().cloned());
         let misses = settle(&mut self.beat, sent);
         report_missed(&self.beat, &misses);
         let rows: Vec<store::Miss> = misses.iter().map(|m| miss_row(&self.beat, m)).collect();
@@ -444,6 +464,46 @@ impl<S: Sink> Term<'_, S> {
             Err(e) => {
                 warn!(error = %e, fires = self.unconfirmed.len(), "still cannot confirm sent fires; trying again next turn")
             }
+        }
+    }
+
+    /// Writes back again the django-celery-beat runs whose write failed.
+    async fn write_again(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        match django::record_runs(&self.driver.store, &self.unwritten).await {
+            Ok(()) => self.unwritten.clear(),
+            Err(e) => {
+                warn!(error = %e, runs = self.unwritten.len(), "still cannot write runs back to django-celery-beat's table; trying again next turn")
+            }
+        }
+    }
+}
+
+/// Writes the accepted fires of django-celery-beat rows back to their rows
+/// (`last_run_at`, `total_run_count`, a one-off disabled), so the Django
+/// admin shows what ran. After the send, in its own statement: never in a
+/// transaction across the SQS call. Returns the runs not written.
+async fn write_back(
+    store: &Store,
+    links: Vec<(usize, Link)>,
+    results: &[Result<(), SendError>],
+    at: DateTime<Utc>,
+) -> Vec<django::Run> {
+    let runs: Vec<django::Run> = links
+        .into_iter()
+        .filter(|(i, _)| results.get(*i).is_some_and(Result::is_ok))
+        .map(|(_, link)| django::Run { link, at })
+        .collect();
+    if runs.is_empty() {
+        return runs;
+    }
+    match django::record_runs(store, &runs).await {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            warn!(error = %e, runs = runs.len(), "could not write runs back to django-celery-beat's table; trying again next turn");
+            runs
         }
     }
 }

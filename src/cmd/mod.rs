@@ -37,30 +37,48 @@ pub fn context(config: &Config) -> Context {
 }
 
 /// Schedule files plus the database entries, when a database is there to
-/// read: a PostgreSQL URL, or an existing SQLite file (never created here).
-/// An unreachable database is a warning, so `check` works in CI without one.
+/// read: a PostgreSQL URL, or an existing SQLite file (never created here),
+/// and django-celery-beat's rows when enabled. An unreachable database is a
+/// warning, so `check` works in CI without one.
 pub async fn load_all(
     paths: &[PathBuf],
     config: &Config,
 ) -> anyhow::Result<crate::entry::file::Loaded> {
-    let files = crate::entry::file::load_paths(&schedule_paths(paths, config), &context(config))?;
+    let ctx = context(config);
+    let files = crate::entry::file::load_paths(&schedule_paths(paths, config), &ctx)?;
     if config.database_url.is_none() && !config.database_path.exists() {
         return Ok(files);
     }
-    let rows = match crate::cmd::open_store(config, Access::Read).await {
-        Ok(store) => crate::store::entries::list(&store)
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(e),
-    };
-    match rows {
-        Ok(rows) => Ok(crate::entry::merge::merge(
-            files,
-            crate::entry::merge::validate(&rows, &context(config)),
-        )),
+    let store = match crate::cmd::open_store(config, Access::Read).await {
+        Ok(store) => store,
         Err(e) => {
             eprintln!("warning: database entries not checked: {e:#}");
-            Ok(files)
+            return Ok(files);
+        }
+    };
+    let loaded = match crate::store::entries::list(&store).await {
+        Ok(rows) => crate::entry::merge::merge(files, crate::entry::merge::validate(&rows, &ctx)),
+        Err(e) => {
+            eprintln!("warning: database entries not checked: {e:#}");
+            files
+        }
+    };
+    let Some(dj) = &config.django_celery_beat else {
+        return Ok(loaded);
+    };
+    match crate::store::django::list(&store, &dj.schema).await {
+        Ok(rows) => {
+            use crate::entry::django;
+            // Here a row set aside is an error: `check` is where to see it.
+            let rows = django::validate(&rows, &dj.schema, &ctx);
+            let (rows, clashes) = django::set_aside_clashes(&loaded, rows);
+            let mut all = django::merge(loaded, rows);
+            all.diagnostics.extend(clashes);
+            Ok(all)
+        }
+        Err(e) => {
+            eprintln!("warning: django-celery-beat's rows not checked: {e}");
+            Ok(loaded)
         }
     }
 }

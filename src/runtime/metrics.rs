@@ -178,7 +178,7 @@ impl Metrics {
         let entry_rows_invalid = Gauge::default();
         r.register(
             "entry_rows_invalid",
-            "Rows of the entries table not loaded because they do not validate (the log says why)",
+            "Rows of the entries table and of django-celery-beat's table not loaded: they do not validate or their name is taken (the log says why)",
             entry_rows_invalid.clone(),
         );
         let clock_skew = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

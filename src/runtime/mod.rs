@@ -1,7 +1,7 @@
 //! `sqsbeat run`: the daemon, in two steps.
 //!
-//! [`prepare`] loads the configuration's schedule (files and entries
-//! table), opens the store and refuses to start on an invalid schedule;
+//! [`prepare`] loads the configuration's schedule (files, entries table,
+//! django-celery-beat's rows), opens the store and refuses to start on an invalid schedule;
 //! [`serve`] then runs every long-running part — beat, releaser,
 //! leadership, reload and its triggers, heartbeats, gauges, HTTP — as named
 //! tasks in one [`tasks::Tasks`] set with one shutdown token. The first task
@@ -34,11 +34,11 @@ use crate::beat::driver::Driver;
 use crate::clock::{Clock, Trust};
 use crate::config::Config;
 use crate::entry::file::SchedulePaths;
-use crate::entry::{Entry, file, merge};
+use crate::entry::{Entry, file};
 use crate::jobs::releaser::{self, Releaser};
 use crate::store::leader::Leadership;
 use crate::store::listen::{Channel, Listener};
-use crate::store::{self, Access, Store, entries};
+use crate::store::{self, Access, Store};
 use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
 use crate::wire::sink::Sink;
@@ -74,21 +74,16 @@ pub async fn prepare(
 ) -> anyhow::Result<Option<Prepared>> {
     let ctx = crate::cmd::context(config);
     let files = file::load_paths(paths, &ctx)?;
-    if let Some(notice) = &files.notice {
-        info!("{notice}");
-    }
     let store = tokio::select! {
         s = Store::open(config, Access::Daemon) => s.map_err(|e| crate::cmd::open_error(config, e))?,
         _ = shutdown.cancelled() => return Ok(None),
     };
-    let rows = entries::list(&store)
-        .await
-        .context("cannot read the entries table")?;
-    let (db, mut set_aside) = merge::set_aside_invalid(merge::validate(&rows, &ctx), &[]);
-    let (db, clashes) = merge::set_aside_clashes(&files, db);
-    set_aside.extend(clashes);
+    let (loaded, set_aside) =
+        reload::load_sources(&store, files, &ctx, config.django_celery_beat.as_ref(), &[]).await?;
+    if let Some(notice) = &loaded.notice {
+        info!("{notice}");
+    }
     reload::report_set_aside(&set_aside);
-    let loaded = merge::merge(files, db);
     for d in &loaded.diagnostics {
         if d.warning {
             warn!("{d}")
@@ -301,7 +296,7 @@ fn spawn_housekeeping(tasks: &mut Tasks, sh: &Shared, holder: &str) {
 }
 
 /// The reload loop and what triggers it: schedule files, SIGHUP, the
-/// entries table.
+/// entries table, django-celery-beat's tables.
 fn spawn_reload(
     tasks: &mut Tasks,
     sh: &Shared,
@@ -327,14 +322,27 @@ fn spawn_reload(
             Ok(())
         });
     }
-    let (s, p, ctx, stop) = (
+    if let Some(dj) = &sh.config.django_celery_beat {
+        let (s, schema, c, stop) = (
+            sh.store.clone(),
+            dj.schema.clone(),
+            changed.clone(),
+            sh.shutdown.clone(),
+        );
+        tasks.spawn("django-celery-beat watcher", async move {
+            reload::watch_django(s, schema, c, stop).await;
+            Ok(())
+        });
+    }
+    let (s, p, ctx, dj, stop) = (
         sh.store.clone(),
         paths.clone(),
         crate::cmd::context(&sh.config),
+        sh.config.django_celery_beat.clone(),
         sh.shutdown.clone(),
     );
     tasks.spawn("reload", async move {
-        reload::reload_schedule(s, p, ctx, changed, entries, stop).await;
+        reload::reload_schedule(s, p, ctx, changed, entries, dj, stop).await;
         Ok(())
     });
 }

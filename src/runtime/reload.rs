@@ -1,31 +1,36 @@
 //! Reloading the schedule while `run` runs: what triggers a reload (a
-//! schedule file changed, SIGHUP, the entries table changed) and the reload
-//! itself, which validates the new set before it replaces the old.
+//! schedule file changed, SIGHUP, the entries table or django-celery-beat's
+//! tables changed) and the reload itself, which reads every source
+//! ([`load_sources`]) and validates the new set before it replaces the old.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::entry::file::SchedulePaths;
-use crate::entry::{Entry, file};
+use crate::config::DjangoCeleryBeat;
+use crate::entry::file::{Diagnostic, Loaded, SchedulePaths};
+use crate::entry::{self, Entry, file, merge};
 use crate::store::listen::{Channel, Listener};
-use crate::store::{Store, entries};
-/// Reloads the schedule (files and entries table) whenever `changed` is
-/// notified: the table changed, SIGHUP, or a schedule file changed. The new
-/// set is validated first; if valid it is published and the log states
-/// what was added, removed and changed; if not, every error is logged and
-/// the last good schedule keeps running.
+use crate::store::{self, Store, entries};
+
+/// Reloads the schedule (files, entries table, django-celery-beat's rows)
+/// whenever `changed` is notified: a table changed, SIGHUP, or a schedule
+/// file changed. The new set is validated first; if valid it is published
+/// and the log states what was added, removed and changed; if not, every
+/// error is logged and the last good schedule keeps running.
 pub async fn reload_schedule(
     store: Store,
     paths: SchedulePaths,
     ctx: crate::entry::Context,
     changed: Arc<Notify>,
     entries: watch::Sender<Arc<Vec<Entry>>>,
+    django: Option<DjangoCeleryBeat>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -33,31 +38,20 @@ pub async fn reload_schedule(
             _ = changed.notified() => {}
             _ = shutdown.cancelled() => return,
         }
-        let files = match file::load_paths(&paths, &ctx) {
-            Ok(f) => f,
-            Err(e) => {
-                crate::runtime::metrics::get().reload_errors.inc();
-                error!("schedule reload failed: {e}; the last good schedule keeps running");
-                continue;
-            }
-        };
-        let rows = match entries::list(&store).await {
-            Ok(r) => r,
-            Err(e) => {
-                crate::runtime::metrics::get().reload_errors.inc();
-                warn!(error = %e, "cannot read the entries table; the last good schedule keeps running");
-                continue;
-            }
-        };
         let current = entries.borrow().clone();
-        let (db, mut set_aside) = crate::entry::merge::set_aside_invalid(
-            crate::entry::merge::validate(&rows, &ctx),
-            &current,
-        );
-        let (db, clashes) = crate::entry::merge::set_aside_clashes(&files, db);
-        set_aside.extend(clashes);
+        let read = async {
+            let files = file::load_paths(&paths, &ctx)?;
+            load_sources(&store, files, &ctx, django.as_ref(), &current).await
+        };
+        let (next, set_aside) = match read.await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                crate::runtime::metrics::get().reload_errors.inc();
+                error!("schedule reload failed: {e:#}; the last good schedule keeps running");
+                continue;
+            }
+        };
         report_set_aside(&set_aside);
-        let next = crate::entry::merge::merge(files, db);
         if next.has_errors() {
             crate::runtime::metrics::get().reload_errors.inc();
             for d in next.errors() {
@@ -94,6 +88,45 @@ pub async fn reload_schedule(
     }
 }
 
+/// Every source of entries, validated and merged: the schedule files (as
+/// loaded), the entries table and, when enabled, django-celery-beat's rows. Rows
+/// that do not validate, or whose name is defined elsewhere too, are set
+/// aside and come back apart for [`report_set_aside`]; a row set aside
+/// keeps its definition in `current`, if it had one. An error: a source
+/// could not be read at all.
+pub async fn load_sources(
+    store: &Store,
+    files: Loaded,
+    ctx: &crate::entry::Context,
+    django: Option<&DjangoCeleryBeat>,
+    current: &[Entry],
+) -> anyhow::Result<(Loaded, Vec<Diagnostic>)> {
+    let rows = entries::list(store)
+        .await
+        .context("cannot read the entries table")?;
+    let (db, mut set_aside) = merge::set_aside_invalid(merge::validate(&rows, ctx), current);
+    let (db, clashes) = merge::set_aside_clashes(&files, db);
+    set_aside.extend(clashes);
+    let loaded = merge::merge(files, db);
+    let Some(dj) = django else {
+        return Ok((loaded, set_aside));
+    };
+    let rows = store::django::list(store, &dj.schema)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read django-celery-beat's tables in schema {:?}",
+                dj.schema
+            )
+        })?;
+    let (rows, invalid) =
+        entry::django::set_aside_invalid(entry::django::validate(&rows, &dj.schema, ctx), current);
+    let (rows, clashes) = entry::django::set_aside_clashes(&loaded, rows);
+    set_aside.extend(invalid);
+    set_aside.extend(clashes);
+    Ok((entry::django::merge(loaded, rows), set_aside))
+}
+
 /// Rows of the entries table that were not loaded: each is an error in the
 /// log (it names the entry and what to fix), and the gauge counts them.
 pub fn report_set_aside(errors: &[crate::entry::file::Diagnostic]) {
@@ -113,6 +146,9 @@ fn same_definition(a: &Entry, b: &Entry) -> bool {
             file: String::new(),
             line: 0,
         };
+        // Moves with every run of a django-celery-beat row, and counts only
+        // where the ledger knows nothing of the entry.
+        e.resume_from = None;
         format!("{e:?}")
     };
     strip(a) == strip(b)
@@ -196,6 +232,61 @@ pub async fn watch_entries_table(
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot check the entries table for changes"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How often django-celery-beat's rows are read again although
+/// `last_update` did not move: a change made with `QuerySet.update()` or in
+/// SQL fires no Django signal. django-celery-beat's own scheduler re-reads
+/// every 5 minutes for the same reason.
+pub const DJANGO_FULL_READ: Duration = Duration::from_secs(300);
+
+/// Wakes `changed` within a second of any change made through Django (the
+/// admin, the ORM): django-celery-beat's signal handlers bump
+/// `django_celery_beat_periodictasks.last_update` on every save and delete
+/// of a task or a schedule. One single-row read a second, on every replica;
+/// it writes nothing.
+pub async fn watch_django(
+    store: Store,
+    schema: String,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut seen: Option<Option<chrono::DateTime<chrono::Utc>>> = None;
+    let mut failing = false;
+    let mut full_read = tokio::time::Instant::now() + DJANGO_FULL_READ;
+    loop {
+        match store::django::last_update(&store, &schema).await {
+            Ok(t) => {
+                if failing {
+                    info!("django-celery-beat's tables readable again");
+                    failing = false;
+                }
+                // The first reading reloads too: a change between the
+                // start-up read and this one would otherwise go unseen.
+                if seen.is_none_or(|s| s != t) {
+                    if seen.is_some() {
+                        info!("django-celery-beat's tables changed; reloading");
+                    }
+                    changed.notify_one();
+                    full_read = tokio::time::Instant::now() + DJANGO_FULL_READ;
+                }
+                seen = Some(t);
+            }
+            Err(e) if !failing => {
+                warn!(error = %e, "cannot check django-celery-beat's tables for changes; retrying every second");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= full_read {
+            changed.notify_one();
+            full_read = tokio::time::Instant::now() + DJANGO_FULL_READ;
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
