@@ -43,7 +43,12 @@ impl Harness {
 
     /// A fresh PostgreSQL database (see `pg.rs`); the clock starts at `start`.
     pub async fn postgres(start: DateTime<Utc>) -> Self {
-        let db = TestDb::new().await;
+        Self::postgres_on(TestDb::new().await, start).await
+    }
+
+    /// sqsbeat's schema in an existing test database (one that also holds
+    /// an application's tables, say); the clock starts at `start`.
+    pub async fn postgres_on(db: TestDb, start: DateTime<Utc>) -> Self {
         let store = Store::Postgres(PgStore::connect(&db.url, "sqsbeat").await.unwrap());
         Self::with(store, Db::Postgres(db), start)
     }

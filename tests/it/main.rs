@@ -9,6 +9,7 @@ mod beat;
 mod cli;
 mod clock;
 mod contract;
+mod django;
 mod e2e;
 mod entries;
 mod failover;
