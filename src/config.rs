@@ -157,6 +157,13 @@ pub const SETTINGS: &[Setting] = &[
         default: "\"public\"",
         help: "PostgreSQL schema holding Django's django_celery_beat_* tables",
     },
+    Setting {
+        section: "intake",
+        key: "queue",
+        kind: Kind::Text,
+        default: "(none)",
+        help: "logical queue to read Celery tasks diverted by sqsbeat_celery.install(app) from, each kept as a one-off job (python/INTAKE.md); [sqs] queue_name_prefix applies",
+    },
 ];
 
 /// The configuration file, as written.
@@ -175,6 +182,8 @@ struct RawConfig {
     releaser: RawReleaser,
     #[serde(default)]
     django_celery_beat: RawDjangoCeleryBeat,
+    #[serde(default)]
+    intake: RawIntake,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +234,12 @@ struct RawDjangoCeleryBeat {
     schema: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntake {
+    queue: Option<String>,
+}
+
 /// A value that must never reach a log line, `Debug` output included.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -263,6 +278,10 @@ pub struct Config {
     pub ledger_retention: Duration,
     pub http_addr: String,
     pub release_window: Duration,
+    /// The intake queue's logical name (`[intake] queue`): `None`, no
+    /// intake. Its SQS name follows `[sqs] queue_name_prefix` and kombu's
+    /// mangling, as on the application's side.
+    pub intake_queue: Option<String>,
     /// `[django_celery_beat] enabled`: django-celery-beat's tables as a
     /// source of entries, in the database of `database_url`.
     pub django_celery_beat: Option<DjangoCeleryBeat>,
@@ -436,6 +455,11 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let has_url = raw.database.url.as_ref().is_some_and(|u| !u.is_empty());
     let django_celery_beat =
         django_celery_beat(&raw.django_celery_beat, has_url).map_err(invalid)?;
+    let intake_queue = raw.intake.queue.filter(|q| !q.is_empty());
+    if let Some(q) = &intake_queue {
+        crate::wire::limits::check_queue_name(q)
+            .map_err(|e| invalid(format!("[intake] queue: {e}")))?;
+    }
     for (name, url) in &raw.sqs.queues {
         if name.ends_with(".fifo") != url.ends_with(".fifo") {
             return Err(invalid(format!(
@@ -478,6 +502,7 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         http_addr: raw.http.addr.unwrap_or_else(|| "127.0.0.1:9405".into()),
         release_window,
         django_celery_beat,
+        intake_queue,
     })
 }
 
@@ -556,6 +581,24 @@ mod tests {
         assert!(!c.schedule_paths_named);
         assert_eq!(c.release_window, Duration::minutes(15));
         assert!(!c.sqs.create_missing_queues);
+        assert_eq!(c.intake_queue, None, "no intake unless named");
+    }
+
+    #[test]
+    fn an_intake_queue_sqs_cannot_name_is_refused() {
+        let e = parse(
+            "f.toml",
+            Some("[intake]\nqueue = \"my intake\"\n"),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.toml: [intake] queue: queue \"my intake\""),
+            "{e}"
+        );
+        let c = parse("f.toml", Some("[intake]\nqueue = \"\"\n"), &env(&[])).unwrap();
+        assert_eq!(c.intake_queue, None, "empty means no intake");
     }
 
     #[test]
@@ -617,6 +660,7 @@ mod tests {
                 ("SQSBEAT_RELEASER_WINDOW", "5m"),
                 ("SQSBEAT_DJANGO_CELERY_BEAT_ENABLED", "true"),
                 ("SQSBEAT_DJANGO_CELERY_BEAT_SCHEMA", "app"),
+                ("SQSBEAT_INTAKE_QUEUE", "sqsbeat-intake"),
             ]),
         )
         .unwrap();
@@ -643,8 +687,9 @@ mod tests {
                 schema: "app".into()
             })
         );
+        assert_eq!(c.intake_queue.as_deref(), Some("sqsbeat-intake"));
         // Every setting but the file-only table has a variable tested above.
-        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 16);
+        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 17);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! | [`wire::limits`] | what Celery and SQS accept: reserved headers, names, FIFO ids, message size |
 //! | [`wire::saferepr`](mod@wire::saferepr) | Celery's `saferepr`: the `argsrepr` / `kwargsrepr` headers |
 //! | [`wire::queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
+//! | [`wire::intake`] | the intake contract: a diverted Celery task → its job, or why it is malformed; its release bytes |
 //! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up |
 //! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |
 //!
@@ -36,6 +37,7 @@
 //! | [`store`] | PostgreSQL or SQLite: every SQL statement, one file per table; opening, migrations |
 //! | [`store::ledger`] | the run ledger and per-entry cursors: claim, confirm, miss, prune |
 //! | [`store::jobs`] | the jobs table: insert, query, cancel, the releaser's lease and settlement |
+//! | [`store::intake`] | jobs read from the intake queue: one transaction per batch, idempotent by task id and `retries` |
 //! | [`store::entries`] | periodic entries kept in the database |
 //! | [`store::django`] | django-celery-beat's tables: rows, `last_update`, the run write-back |
 //! | [`store::replicas`] | replica heartbeats, what `sqsbeat status` lists |
@@ -43,9 +45,11 @@
 //! | [`store::listen`] | PostgreSQL NOTIFY as wake-ups, reconnecting |
 //! | [`store::sqlite::codec`] | instants, UUIDs and JSON as SQLite text |
 //! | [`wire::sink`] | the [`wire::sink::Sink`] seam the drivers send through; an in-memory sink for tests |
-//! | [`wire::sqs`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes |
+//! | [`wire::source`] | the [`wire::source::Source`] seam the intake consumer receives and deletes through; an in-memory queue for tests |
+//! | [`wire::sqs`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes; receive and delete on the intake queue |
 //! | [`beat::driver`] | the periodic driver: decide, claim (fenced), send, confirm |
 //! | [`jobs::releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
+//! | [`jobs::intake`] | the intake consumer: diverted Celery tasks → one-off jobs, deleted only after the commit (every replica) |
 //! | [`runtime`] | `sqsbeat run`: every long-running task in one supervised set |
 //! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat loop |
 //! | [`runtime::reload`] | schedule reloads and what triggers them (files, SIGHUP, tables, django-celery-beat's `last_update`) |
@@ -66,6 +70,7 @@
 //! | fire / slot | one due run of an entry (`last_run_at` in beat) |
 //! | periodic task id | random in beat; here UUIDv5(entry, slot), see [`wire::celery::fire_task_id`] |
 //! | one-off job | `apply_async(eta=...)`, but held in the database until its last minutes |
+//! | intake queue | (none: where `sqsbeat_celery.install(app)` diverts far-ETA task messages, whole) |
 //! | release window | (none: Celery holds an `eta` task in the worker instead) |
 //! | `sqsbeat run` | `celery beat` |
 

@@ -694,8 +694,10 @@ fn build(
                 .then(|| e.group_id.clone().unwrap_or_else(|| e.name.clone())),
             dedup_id: queue.fifo.then(|| id.clone()),
             queue,
+            queue_url: None,
             body,
             delay_seconds: 0,
+            attributes: Vec::new(),
         });
         ids.push(id);
     }

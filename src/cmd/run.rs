@@ -38,6 +38,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     );
     runtime::serve(
         prepared,
+        sink.clone(),
         sink,
         Clock::System,
         Some(hangup),

@@ -7,6 +7,7 @@
 //! `DelaySeconds` for the remainder: it becomes visible at its due instant
 //! and no worker ever holds it. Everything here is pure.
 
+pub mod intake;
 pub mod releaser;
 
 use chrono::{DateTime, Duration, Utc};

@@ -3,7 +3,9 @@
 //!
 //! Each pass leases the pending jobs whose window has opened (a short
 //! transaction; replicas share the work, see `store::jobs`), plans their
-//! messages (a pure step: bad rows are marked failed, not retried), sends
+//! messages (a pure step: bad rows are marked failed, not retried; a task
+//! diverted to the intake queue goes out as its stored envelope, byte for
+//! byte, never rebuilt), sends
 //! them through the [`Sink`] with `DelaySeconds` for the remainder so each
 //! becomes visible at its due instant, and settles the outcomes. Between
 //! passes it sleeps until the next window opens, or until a new job wakes it
@@ -13,17 +15,19 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::clock::{Clock, StepGuard, Trust};
-use crate::jobs::{JobSpec, release_plan};
-use crate::store::jobs::{self, ClaimRequest, JobRow, Settlement};
+use crate::jobs::release_plan;
+use crate::store::jobs::{self, ClaimRequest, IntakeMessage, JobRow, Settlement};
 use crate::store::listen::Listener;
 use crate::store::{Store, StoreError};
 use crate::wire::MessageOptions;
+use crate::wire::intake;
 use crate::wire::queue::QueueName;
 use crate::wire::sink::{Outgoing, SendError, Sink};
 
@@ -71,12 +75,28 @@ pub struct Pass {
 /// with its job and delay), and rows that can never be sent as they stand.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub send: Vec<(JobSpec, Outgoing)>,
+    pub send: Vec<(Sending, Outgoing)>,
     /// Marked failed with the reason (expired, a hand-written bad row).
     pub failed: Vec<(Uuid, String)>,
     /// Claimed, but their window is not open at `now` (a lease taken over
     /// from a dead pass, say): handed back as pending.
     pub not_yet: Vec<Uuid>,
+}
+
+/// What a pass records of a job it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sending {
+    pub id: Uuid,
+    pub task: String,
+    pub queue: QueueName,
+    pub due_at: DateTime<Utc>,
+}
+
+/// What to do with one claimed row.
+enum Planned {
+    Send(Box<(Sending, Outgoing)>),
+    Failed(String),
+    NotYet,
 }
 
 /// Plans the release of claimed rows at `now`. Pure. Rows can be written
@@ -93,56 +113,155 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
     for row in rows {
-        // The size is checked on the body built below, not on a second
-        // build here.
-        let checked = row.spec().and_then(|s| {
-            let problems = s.problems(now, true, usize::MAX);
-            if problems.is_empty() {
-                Ok(s)
-            } else {
-                Err(problems.join("; "))
-            }
-        });
-        let spec = match checked {
-            Ok(s) => s,
-            Err(why) => {
-                out.failed.push((row.id, why));
-                continue;
-            }
+        let planned = match &row.intake {
+            Some(m) => plan_intake(row, m, now, window, max_message_bytes),
+            None => plan_built(row, now, window, opts, max_message_bytes),
         };
-        if let Some(x) = spec.expires_at
-            && x <= now
-        {
-            out.failed.push((
-                row.id,
-                format!("expired at {} before release", x.to_rfc3339()),
-            ));
-            continue;
+        match planned {
+            Planned::Send(send) => out.send.push(*send),
+            Planned::Failed(why) => out.failed.push((row.id, why)),
+            Planned::NotYet => out.not_yet.push(row.id),
         }
-        let queue = QueueName::new(&opts.queue_name_prefix, &spec.queue);
-        let Some(release) = release_plan(spec.due_at, now, window, &queue) else {
-            out.not_yet.push(row.id);
-            continue;
-        };
-        let id = spec.id.to_string();
-        let body = spec
-            .message(&id, &opts.origin, release.eta)
-            .sqs_body(now, opts.body_encoding);
-        if let Err(e) = crate::wire::limits::check_message_size(body.len(), max_message_bytes) {
-            out.failed.push((row.id, e.to_string()));
-            continue;
-        }
-        let message = Outgoing {
-            task_id: spec.id,
-            group_id: queue.fifo.then(|| spec.task.clone()),
-            dedup_id: queue.fifo.then(|| id.clone()),
-            queue,
-            body,
-            delay_seconds: release.delay_seconds,
-        };
-        out.send.push((spec, message));
     }
     out
+}
+
+/// A job sqsbeat builds the message of (`schedule`, `schedule_job`, SQL).
+fn plan_built(
+    row: &JobRow,
+    now: DateTime<Utc>,
+    window: Duration,
+    opts: &MessageOptions,
+    max_message_bytes: usize,
+) -> Planned {
+    // The size is checked on the body built below, not on a second
+    // build here.
+    let checked = row.spec().and_then(|s| {
+        let problems = s.problems(now, true, usize::MAX);
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(problems.join("; "))
+        }
+    });
+    let spec = match checked {
+        Ok(s) => s,
+        Err(why) => return Planned::Failed(why),
+    };
+    if let Some(x) = spec.expires_at
+        && x <= now
+    {
+        return Planned::Failed(format!("expired at {} before release", x.to_rfc3339()));
+    }
+    let queue = QueueName::new(&opts.queue_name_prefix, &spec.queue);
+    let Some(release) = release_plan(spec.due_at, now, window, &queue) else {
+        return Planned::NotYet;
+    };
+    let id = spec.id.to_string();
+    let body = spec
+        .message(&id, &opts.origin, release.eta)
+        .sqs_body(now, opts.body_encoding);
+    if let Err(e) = crate::wire::limits::check_message_size(body.len(), max_message_bytes) {
+        return Planned::Failed(e.to_string());
+    }
+    let message = Outgoing {
+        task_id: spec.id,
+        group_id: queue.fifo.then(|| spec.task.clone()),
+        dedup_id: queue.fifo.then(|| id.clone()),
+        queue: queue.clone(),
+        queue_url: None,
+        body,
+        delay_seconds: release.delay_seconds,
+        attributes: Vec::new(),
+    };
+    let job = Sending {
+        id: spec.id,
+        task: spec.task,
+        queue,
+        due_at: spec.due_at,
+    };
+    Planned::Send(Box::new((job, message)))
+}
+
+/// A task diverted to the intake queue (python/INTAKE.md, section 3): the
+/// stored envelope, unchanged, to the queue the application named, with
+/// its message attributes and FIFO ids. `DelaySeconds` rounds up, so the
+/// worker receives it at its ETA, not before (the `eta` header is Celery's
+/// own). An `expires` that has passed does not stop it: the worker drops
+/// an expired task and records it as such, as it would have without
+/// sqsbeat.
+fn plan_intake(
+    row: &JobRow,
+    m: &IntakeMessage,
+    now: DateTime<Utc>,
+    window: Duration,
+    max_message_bytes: usize,
+) -> Planned {
+    if let Err(why) = intake::check_stored(&m.envelope, row.id) {
+        return Planned::Failed(why);
+    }
+    let Some(sqs) = m.sqs_queue.clone() else {
+        return Planned::Failed(
+            "an intake job without sqs_queue: the queue to release it to is unknown".into(),
+        );
+    };
+    let queue = QueueName {
+        logical: row.queue.clone(),
+        sqs,
+        fifo: crate::wire::queue::is_fifo(&row.queue),
+    };
+    let Some(_) = release_plan(row.due_at, now, window, &queue) else {
+        return Planned::NotYet;
+    };
+    let attributes = match &m.message_attributes {
+        None => Vec::new(),
+        Some(Value::Object(a)) => match intake::attributes(Some(a)) {
+            Ok(a) => a,
+            Err(why) => return Planned::Failed(why),
+        },
+        Some(other) => {
+            return Planned::Failed(format!("message_attributes {other} is not an object"));
+        }
+    };
+    let body = intake::release_body(&m.envelope, m.body_base64);
+    let size = body.len() + attributes.iter().map(|(n, a)| a.size(n)).sum::<usize>();
+    if let Err(e) = crate::wire::limits::check_message_size(size, max_message_bytes) {
+        return Planned::Failed(e.to_string());
+    }
+    let (group_id, dedup_id, delay_seconds) = if queue.fifo {
+        (
+            Some(m.group_id.clone().unwrap_or_else(|| "default".into())),
+            Some(
+                m.dedup_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{}:{}", row.id, row.retries)),
+            ),
+            0,
+        )
+    } else {
+        (
+            m.group_id.clone(),
+            None,
+            intake::release_delay(row.due_at, now),
+        )
+    };
+    let message = Outgoing {
+        task_id: row.id,
+        queue: queue.clone(),
+        queue_url: m.queue_url.clone(),
+        body,
+        group_id,
+        dedup_id,
+        delay_seconds,
+        attributes,
+    };
+    let job = Sending {
+        id: row.id,
+        task: row.task.clone(),
+        queue,
+        due_at: row.due_at,
+    };
+    Planned::Send(Box::new((job, message)))
 }
 
 impl<S: Sink> Releaser<S> {
@@ -247,7 +366,7 @@ impl<S: Sink> Releaser<S> {
             crate::runtime::metrics::get().jobs_failed.inc();
             settle.failed.push((id, why));
         }
-        let (specs, outgoing): (Vec<JobSpec>, Vec<Outgoing>) = plan.send.into_iter().unzip();
+        let (specs, outgoing): (Vec<Sending>, Vec<Outgoing>) = plan.send.into_iter().unzip();
         let delays: Vec<i32> = outgoing.iter().map(|o| o.delay_seconds).collect();
         settle.unclaimed = plan.not_yet;
         let results = if outgoing.is_empty() {
@@ -314,24 +433,21 @@ impl<S: Sink> Releaser<S> {
     /// Logs and counts one send's outcome and notes how to settle it.
     fn record_outcome(
         &self,
-        spec: &JobSpec,
+        spec: &Sending,
         delay: i32,
         attempts: i64,
         result: Result<(), SendError>,
         accepted_at: DateTime<Utc>,
         settle: &mut Settlement,
     ) {
-        let span = info_span!("release", job = %spec.id, task = %spec.task, queue = %spec.queue);
+        let span =
+            info_span!("release", job = %spec.id, task = %spec.task, queue = %spec.queue.logical);
         let _enter = span.enter();
         let m = crate::runtime::metrics::get();
         match result {
             Ok(()) => {
                 m.jobs_released.inc();
-                let opened = crate::jobs::opens_at(
-                    spec.due_at,
-                    self.window,
-                    &QueueName::new(&self.opts.queue_name_prefix, &spec.queue),
-                );
+                let opened = crate::jobs::opens_at(spec.due_at, self.window, &spec.queue);
                 m.releaser_lag
                     .observe((accepted_at - opened).num_milliseconds().max(0) as f64 / 1000.0);
                 info!(due = %spec.due_at.to_rfc3339(), delay_s = delay, "released");

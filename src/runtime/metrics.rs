@@ -43,6 +43,12 @@ pub struct DueBucket {
     pub due: String,
 }
 
+/// What became of an intake message: `stored`, `duplicate`, `malformed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Build {
     pub version: String,
@@ -69,6 +75,8 @@ pub struct Metrics {
     pub reload_errors: Counter,
     pub entry_rows_invalid: Gauge,
     pub clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub intake_messages: Family<Outcome, Counter>,
+    pub intake_delete_failures: Counter,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -187,6 +195,18 @@ impl Metrics {
             "Host clock minus the database's, last measured (PostgreSQL only); beyond 2 s this replica neither leads nor releases",
             clock_skew.clone(),
         );
+        let intake_messages = Family::<Outcome, Counter>::default();
+        r.register(
+            "intake_messages",
+            "Messages read from the intake queue: stored (a new job, or a Celery retry replacing one), duplicate (stored already), malformed (each receive of one)",
+            intake_messages.clone(),
+        );
+        let intake_delete_failures = Counter::default();
+        r.register(
+            "intake_delete_failures",
+            "Stored intake messages SQS did not delete (each comes back and is a duplicate)",
+            intake_delete_failures.clone(),
+        );
         let build = Family::<Build, Gauge>::default();
         build
             .get_or_create(&Build {
@@ -214,6 +234,8 @@ impl Metrics {
             reload_errors,
             entry_rows_invalid,
             clock_skew,
+            intake_messages,
+            intake_delete_failures,
         }
     }
 

@@ -2,16 +2,16 @@
 //!
 //! [`prepare`] loads the configuration's schedule (files, entries table,
 //! django-celery-beat's rows), opens the store and refuses to start on an invalid schedule;
-//! [`serve`] then runs every long-running part — beat, releaser,
-//! leadership, reload and its triggers, heartbeats, gauges, HTTP — as named
+//! [`serve`] then runs every long-running part — beat, releaser, intake
+//! consumer, leadership, reload and its triggers, heartbeats, gauges, HTTP — as named
 //! tasks in one [`tasks::Tasks`] set with one shutdown token. The first task
 //! that ends unexpectedly stops them all and `serve` returns its failure,
 //! so the process exits non-zero and is restarted by its supervisor.
 //!
 //! Signals are the caller's (`cmd/run.rs`): `serve` takes the shutdown
-//! token, a [`Clock`] and a [`Sink`], so tests run the whole daemon
-//! in-process against a [`crate::wire::sink::MemorySink`] with tokio's
-//! manual clock.
+//! token, a [`Clock`], a [`Sink`] and a [`Source`], so tests can run the
+//! whole daemon in-process against a [`crate::wire::sink::MemorySink`] and
+//! a [`crate::wire::source::MemorySource`] with a manual clock.
 
 pub mod housekeeping;
 pub mod http;
@@ -35,6 +35,7 @@ use crate::clock::{Clock, Trust};
 use crate::config::Config;
 use crate::entry::file::SchedulePaths;
 use crate::entry::{Entry, file};
+use crate::jobs::intake::Consumer;
 use crate::jobs::releaser::{self, Releaser};
 use crate::store::leader::Leadership;
 use crate::store::listen::{Channel, Listener};
@@ -42,6 +43,7 @@ use crate::store::{self, Access, Store};
 use crate::wire::MessageOptions;
 use crate::wire::queue::QueueName;
 use crate::wire::sink::Sink;
+use crate::wire::source::Source;
 use crate::wire::sqs::SqsSink;
 use leader::Role;
 use tasks::Tasks;
@@ -121,10 +123,12 @@ fn holder() -> String {
     )
 }
 
-/// Runs every part until `shutdown`, or until one fails.
-pub async fn serve<S: Sink>(
+/// Runs every part until `shutdown`, or until one fails. `source` is read
+/// only when `[intake] queue` is set.
+pub async fn serve<S: Sink, Q: Source>(
     p: Prepared,
     sink: S,
+    source: Q,
     clock: Clock,
     hangup: Option<tokio::signal::unix::Signal>,
     probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
@@ -188,6 +192,7 @@ pub async fn serve<S: Sink>(
     spawn_reload(&mut tasks, &shared, &paths, entries_tx, hangup);
     let opts = MessageOptions::from_config(&shared.config);
     spawn_releaser(&mut tasks, &shared, &sink, &opts);
+    spawn_intake(&mut tasks, &shared, source);
     let driver = Driver {
         trust: shared.trust.clone(),
         store,
@@ -370,6 +375,26 @@ fn spawn_releaser<S: Sink>(tasks: &mut Tasks, sh: &Shared, sink: &S, opts: &Mess
     let stop = sh.shutdown.clone();
     tasks.spawn("releaser", async move {
         release.run(wake, stop).await;
+        Ok(())
+    });
+}
+
+/// The intake consumer (every replica, leader or not), when
+/// `[intake] queue` names the queue.
+fn spawn_intake<Q: Source>(tasks: &mut Tasks, sh: &Shared, source: Q) {
+    let Some(logical) = &sh.config.intake_queue else {
+        return;
+    };
+    let consumer = Consumer {
+        store: sh.store.clone(),
+        source,
+        queue: QueueName::new(&sh.config.sqs.queue_name_prefix, logical),
+        max_message_bytes: sh.config.sqs.max_message_bytes,
+        poll: crate::jobs::intake::POLL,
+    };
+    let stop = sh.shutdown.clone();
+    tasks.spawn("intake consumer", async move {
+        consumer.run(stop).await;
         Ok(())
     });
 }

@@ -1,5 +1,8 @@
 //! The jobs table on either backend: insert (idempotent by id), query,
-//! cancel, and the releaser's lease.
+//! cancel, and the releaser's lease. Jobs read from the intake queue are
+//! written by [`super::intake`]; they carry the message to release
+//! ([`IntakeMessage`]) and are read, listed and cancelled here like any
+//! other.
 //!
 //! A release is a lease, not a transaction held across the send to SQS:
 //! [`claim`] marks rows `releasing` under a token until an instant, in one
@@ -97,6 +100,28 @@ pub struct JobRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub scheduled_by: String,
+    /// The Celery message's `retries` (0 for jobs not read from the intake).
+    pub retries: i64,
+    /// A task diverted to the intake queue: the message to release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intake: Option<IntakeMessage>,
+}
+
+/// What a job read from the intake queue is released as (python/INTAKE.md):
+/// the message Celery would have sent, byte for byte, and where it goes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntakeMessage {
+    /// kombu's envelope as `json.dumps` wrote it. On a job set aside as a
+    /// malformed intake message, the envelope as received.
+    pub envelope: String,
+    /// Whether the SQS body is base64 of the envelope.
+    pub body_base64: bool,
+    /// The application's SQS name for the queue, its prefix applied.
+    pub sqs_queue: Option<String>,
+    pub queue_url: Option<String>,
+    pub message_attributes: Option<Value>,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
 }
 
 impl JobRow {
@@ -158,6 +183,14 @@ struct Record {
     attempts: i32,
     last_error: Option<String>,
     scheduled_by: String,
+    retries: i32,
+    envelope: Option<String>,
+    body_base64: bool,
+    sqs_queue: Option<String>,
+    queue_url: Option<String>,
+    message_attributes: Option<Value>,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
 }
 
 impl From<Record> for JobRow {
@@ -178,6 +211,16 @@ impl From<Record> for JobRow {
             attempts: i64::from(r.attempts),
             last_error: r.last_error,
             scheduled_by: r.scheduled_by,
+            retries: i64::from(r.retries),
+            intake: r.envelope.map(|envelope| IntakeMessage {
+                envelope,
+                body_base64: r.body_base64,
+                sqs_queue: r.sqs_queue,
+                queue_url: r.queue_url,
+                message_attributes: r.message_attributes,
+                group_id: r.group_id,
+                dedup_id: r.dedup_id,
+            }),
         }
     }
 }
@@ -185,7 +228,8 @@ impl From<Record> for JobRow {
 /// The columns of [`Record`], after each backend's `row_key`: the id as
 /// text, even where it was written as something else, so the row can be
 /// named.
-const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, scheduled_by";
+pub(super) const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, scheduled_by,
+     retries, envelope, body_base64, sqs_queue, queue_url, message_attributes, group_id, dedup_id";
 
 fn decode<R>(row: &R) -> Result<JobRow, StoreError>
 where

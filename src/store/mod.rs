@@ -3,11 +3,12 @@
 //! server).
 //!
 //! One file per table, each holding both backends' SQL side by side:
-//! [`ledger`] (fires claimed, sent, missed; per-entry cursors), [`jobs`],
-//! [`entries`], [`replicas`], [`leader`] (the epoch, the heartbeat, the
-//! advisory lock); [`django`] reads and writes back django-celery-beat's
-//! tables in the application's schema. [`postgres`] and [`sqlite`] open the
-//! database and run the migrations; [`listen`] turns NOTIFY (or SQLite's change counter) into
+//! [`ledger`] (fires claimed, sent, missed; per-entry cursors), [`jobs`]
+//! (and [`intake`]: jobs read from the intake queue), [`entries`],
+//! [`replicas`], [`leader`] (the epoch, the heartbeat, the advisory lock);
+//! [`django`] reads and writes back django-celery-beat's tables in the
+//! application's schema. [`postgres`] and [`sqlite`] open the database and
+//! run the migrations; [`listen`] turns NOTIFY (or SQLite's change counter) into
 //! wake-ups. Only this module looks at which backend a [`Store`] is.
 //!
 //! Rows anyone can write (entries, jobs) are decoded one at a time: a row
@@ -16,6 +17,7 @@
 
 pub mod django;
 pub mod entries;
+pub mod intake;
 pub mod jobs;
 pub mod leader;
 pub mod ledger;

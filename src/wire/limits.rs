@@ -35,6 +35,9 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "celery_beat_task",
     "periodic_task_name",
     "sqsbeat_scheduled_at",
+    // Marks a message diverted to the intake queue (python/INTAKE.md): a
+    // task carrying it would be taken for one.
+    "sqsbeat_intake",
 ];
 
 /// Longest FIFO `MessageGroupId` / `MessageDeduplicationId` SQS accepts.

@@ -15,6 +15,7 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use uuid::Uuid;
 
+use crate::wire::intake::MessageAttribute;
 use crate::wire::queue::QueueName;
 
 /// One message to send.
@@ -23,13 +24,20 @@ pub struct Outgoing {
     /// The Celery task id the body carries (for records and logs).
     pub task_id: Uuid,
     pub queue: QueueName,
+    /// The queue's URL when the message names it (a task diverted by an
+    /// application with `predefined_queues`); else resolved from
+    /// `queue.sqs`.
+    pub queue_url: Option<String>,
     pub body: String,
-    /// FIFO only.
+    /// FIFO queues (sqsbeat's own messages); on a standard queue only a
+    /// diverted task's own `MessageGroupId` (SQS fair queues).
     pub group_id: Option<String>,
     /// FIFO only: the task id, so SQS drops a re-send within 5 minutes.
     pub dedup_id: Option<String>,
     /// 0..=900; ignored on FIFO queues, which take no per-message delay.
     pub delay_seconds: i32,
+    /// SQS message attributes (a diverted task's `message_attributes`).
+    pub attributes: Vec<(String, MessageAttribute)>,
 }
 
 /// Why one message was not sent.
@@ -305,10 +313,12 @@ mod tests {
         Outgoing {
             task_id: Uuid::from_bytes([n; 16]),
             queue: QueueName::new("", "celery"),
+            queue_url: None,
             body: format!("body {n}"),
             group_id: None,
             dedup_id: None,
             delay_seconds: 0,
+            attributes: Vec::new(),
         }
     }
 

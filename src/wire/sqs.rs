@@ -10,6 +10,11 @@
 //! Transient failures (throttling, 5xx, timeouts) are retried inside the
 //! SDK with exponential backoff and jitter; what still fails is returned to
 //! the caller, which schedules its own retry.
+//!
+//! The same client is the intake's [`Source`]: `ReceiveMessage` (a long
+//! poll, given its own longer timeouts) and `DeleteMessageBatch`, on the
+//! intake queue only. That queue is never created here: it needs a redrive
+//! policy, which only its owner can choose.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,13 +25,19 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::SqsConfig;
+use crate::wire::intake::{AttributeValue, MessageAttribute};
 use crate::wire::queue::QueueName;
 use crate::wire::sink::{Outgoing, SendError, Sink};
+use crate::wire::source::{Poll, Received, Source};
 
 /// Most entries in one `SendMessageBatch`.
 pub const BATCH_MAX: usize = 10;
@@ -105,8 +116,13 @@ impl SqsSink {
         })
     }
 
-    /// The URL of a queue, resolving and caching it on first use.
+    /// The URL of a queue, resolving and caching it on first use (and
+    /// creating the queue if it is missing and `create_missing_queues` is on).
     pub async fn queue_url(&self, q: &QueueName) -> Result<String, SendError> {
+        self.resolve(q, self.config.create_missing_queues).await
+    }
+
+    async fn resolve(&self, q: &QueueName, create: bool) -> Result<String, SendError> {
         if let Some(u) = self.urls.lock().ok().and_then(|m| m.get(&q.sqs).cloned()) {
             return Ok(u);
         }
@@ -122,7 +138,7 @@ impl SqsSink {
         let url = match got {
             Ok(out) => out.queue_url.unwrap_or_default(),
             Err(e) if is_queue_missing(&e) => {
-                if !self.config.create_missing_queues {
+                if !create {
                     return Err(SendError::QueueMissing {
                         logical: q.logical.clone(),
                         sqs: q.sqs.clone(),
@@ -152,13 +168,21 @@ impl Sink for SqsSink {
     async fn send_all(&self, messages: Vec<Outgoing>) -> Vec<Result<(), SendError>> {
         let mut results: Vec<Option<Result<(), SendError>>> = vec![None; messages.len()];
         // Group by queue, keeping each message's index.
-        let mut by_queue: HashMap<QueueName, Vec<(usize, Outgoing)>> = HashMap::new();
+        type Key = (QueueName, Option<String>);
+        let mut by_queue: HashMap<Key, Vec<(usize, Outgoing)>> = HashMap::new();
         for (i, m) in messages.into_iter().enumerate() {
-            by_queue.entry(m.queue.clone()).or_default().push((i, m));
+            by_queue
+                .entry((m.queue.clone(), m.queue_url.clone()))
+                .or_default()
+                .push((i, m));
         }
         let mut batches = Vec::new();
-        for (queue, items) in by_queue {
-            let url = match self.queue_url(&queue).await {
+        for ((queue, given), items) in by_queue {
+            let url = match given {
+                Some(u) => Ok(u),
+                None => self.queue_url(&queue).await,
+            };
+            let url = match url {
                 Ok(u) => u,
                 Err(e) => {
                     warn!(queue = %queue.logical, sqs_name = %queue.sqs, error = %e, "queue unavailable");
@@ -171,7 +195,13 @@ impl Sink for SqsSink {
             let mut batch: Vec<(usize, Outgoing)> = Vec::new();
             let mut bytes = 0;
             for item in items {
-                let len = item.1.body.len();
+                let len = item.1.body.len()
+                    + item
+                        .1
+                        .attributes
+                        .iter()
+                        .map(|(n, a)| a.size(n))
+                        .sum::<usize>();
                 if batch.len() == BATCH_MAX || (bytes + len > BATCH_MAX_BYTES && !batch.is_empty())
                 {
                     batches.push((url.clone(), queue.fifo, std::mem::take(&mut batch)));
@@ -227,13 +257,18 @@ async fn send_batch(
     for (n, (_, m)) in batch.iter().enumerate() {
         let mut entry = SendMessageBatchRequestEntry::builder()
             .id(n.to_string())
-            .message_body(&m.body);
+            .message_body(&m.body)
+            .set_message_group_id(m.group_id.clone());
         if fifo {
-            entry = entry
-                .set_message_group_id(m.group_id.clone())
-                .set_message_deduplication_id(m.dedup_id.clone());
+            entry = entry.set_message_deduplication_id(m.dedup_id.clone());
         } else if m.delay_seconds > 0 {
             entry = entry.delay_seconds(m.delay_seconds.min(900));
+        }
+        for (name, a) in &m.attributes {
+            match attribute(a) {
+                Ok(v) => entry = entry.message_attributes(name, v),
+                Err(e) => warn!(error = %e, attribute = %name, "could not build message attribute"),
+            }
         }
         match entry.build() {
             Ok(e) => req = req.entries(e),
@@ -296,6 +331,174 @@ async fn send_batch(
                 .collect()
         }
     }
+}
+
+fn attribute(
+    a: &MessageAttribute,
+) -> Result<MessageAttributeValue, aws_sdk_sqs::error::BuildError> {
+    let v = MessageAttributeValue::builder().data_type(&a.data_type);
+    match &a.value {
+        AttributeValue::String(s) => v.string_value(s),
+        AttributeValue::Binary(b) => v.binary_value(Blob::new(b.clone())),
+    }
+    .build()
+}
+
+/// A long poll takes up to its wait before SQS answers: the client's
+/// per-attempt timeout (10 s) would cut it off.
+fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(wait + Duration::from_secs(10))
+        .operation_timeout(wait + Duration::from_secs(30))
+        .build()
+}
+
+impl Source for SqsSink {
+    async fn receive(&self, queue: &QueueName, poll: &Poll) -> Result<Vec<Received>, SendError> {
+        // Never created here: see the module doc.
+        let url = self.resolve(queue, false).await?;
+        let started = std::time::Instant::now();
+        let got = self
+            .client
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(poll.max_messages.clamp(1, 10))
+            .wait_time_seconds(poll.wait.as_secs().min(20) as i32)
+            .visibility_timeout(poll.visibility.as_secs().min(43_200) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(long_poll_timeouts(poll.wait)),
+            )
+            .send()
+            .await;
+        observe(
+            "ReceiveMessage",
+            started,
+            got.as_ref()
+                .err()
+                .map(|e| e.code().unwrap_or("transport").to_string()),
+        );
+        let out = match got {
+            Ok(out) => out,
+            Err(e) if is_queue_missing(&e) => {
+                // Deleted since its URL was cached: look it up again next time.
+                if let Ok(mut m) = self.urls.lock() {
+                    m.remove(&queue.sqs);
+                }
+                return Err(SendError::QueueMissing {
+                    logical: queue.logical.clone(),
+                    sqs: queue.sqs.clone(),
+                });
+            }
+            Err(e) => return Err(request_error(e)),
+        };
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                let id = m.message_id.unwrap_or_default();
+                match (m.receipt_handle, m.body) {
+                    (Some(receipt_handle), Some(body)) => Some(Received {
+                        message_id: id,
+                        receipt_handle,
+                        body,
+                        receive_count: count,
+                    }),
+                    // Not deletable without a handle: it comes back after
+                    // its visibility timeout.
+                    _ => {
+                        warn!(message_id = %id, queue = %queue.sqs, "SQS returned a message without a body or receipt handle; it will be received again");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn delete(&self, queue: &QueueName, handles: Vec<String>) -> Vec<Result<(), SendError>> {
+        let url = match self.resolve(queue, false).await {
+            Ok(u) => u,
+            Err(e) => return handles.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut results = Vec::with_capacity(handles.len());
+        for chunk in handles.chunks(BATCH_MAX) {
+            results.extend(delete_batch(&self.client, &url, chunk).await);
+        }
+        results
+    }
+}
+
+async fn delete_batch(
+    client: &Client,
+    url: &str,
+    handles: &[String],
+) -> Vec<Result<(), SendError>> {
+    let mut req = client.delete_message_batch().queue_url(url);
+    for (n, h) in handles.iter().enumerate() {
+        match DeleteMessageBatchRequestEntry::builder()
+            .id(n.to_string())
+            .receipt_handle(h)
+            .build()
+        {
+            Ok(e) => req = req.entries(e),
+            Err(e) => warn!(error = %e, "could not build delete entry"),
+        }
+    }
+    let started = std::time::Instant::now();
+    let sent = req.send().await;
+    observe(
+        "DeleteMessageBatch",
+        started,
+        sent.as_ref()
+            .err()
+            .map(|e| e.code().unwrap_or("transport").to_string()),
+    );
+    let out = match sent {
+        Ok(out) => out,
+        Err(e) => {
+            let err = request_error(e);
+            return handles.iter().map(|_| Err(err.clone())).collect();
+        }
+    };
+    let ok: std::collections::HashSet<String> =
+        out.successful.iter().map(|s| s.id.clone()).collect();
+    let failed: HashMap<String, SendError> = out
+        .failed
+        .iter()
+        .map(|f| {
+            (
+                f.id.clone(),
+                SendError::Rejected {
+                    code: f.code.clone(),
+                    message: f.message.clone().unwrap_or_default(),
+                    sender_fault: f.sender_fault,
+                },
+            )
+        })
+        .collect();
+    (0..handles.len())
+        .map(|n| {
+            let id = n.to_string();
+            if ok.contains(&id) {
+                Ok(())
+            } else {
+                Err(failed
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| SendError::Request("SQS did not report this entry".into())))
+            }
+        })
+        .collect()
 }
 
 /// Records one SQS request's latency, and its error code if it failed.

@@ -18,6 +18,8 @@ mod golden;
 mod harness;
 mod hostile;
 mod http;
+mod intake;
+mod intake_golden;
 mod jobs;
 mod outage;
 mod pg;

@@ -1,0 +1,502 @@
+//! The intake consumer in-process: a real store, a `MemorySource` with
+//! SQS's at-least-once manners, messages captured from real Celery
+//! (tests/fixtures/intake). Judged by the jobs table and by what is left on
+//! the queue.
+
+use std::time::Duration as StdDuration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::Duration;
+use serde_json::{Value, json};
+use sqsbeat::jobs::intake::{Batch, Consumer};
+use sqsbeat::jobs::releaser::Releaser;
+use sqsbeat::store::jobs::{self, Cancelled, ClaimRequest, Filter, JobStatus, Settlement};
+use sqsbeat::store::{Store, StoreError};
+use sqsbeat::wire::celery::python_json;
+use sqsbeat::wire::queue::QueueName;
+use sqsbeat::wire::sink::{MemorySink, SendError};
+use sqsbeat::wire::source::{MemorySource, Poll, Received, Source};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::harness::{Harness, at};
+use crate::intake_golden::{Case, cases};
+
+fn case(name: &str) -> Case {
+    cases().into_iter().find(|c| c.name == name).unwrap()
+}
+
+/// No long poll: a receive answers at once.
+const NOW: Poll = Poll {
+    max_messages: 10,
+    wait: StdDuration::ZERO,
+    visibility: StdDuration::from_secs(60),
+};
+
+fn consumer<Q: Source>(h: &Harness, source: &Q) -> Consumer<Q> {
+    Consumer {
+        store: h.store.clone(),
+        source: source.clone(),
+        queue: QueueName::new("", "sqsbeat-intake"),
+        max_message_bytes: 1_048_576,
+        poll: NOW,
+    }
+}
+
+/// One receive and its handling.
+async fn turn(c: &Consumer<MemorySource>) -> Result<Batch, StoreError> {
+    let got = c.source.receive(&c.queue, &c.poll).await.unwrap();
+    c.handle(got).await
+}
+
+fn releaser(h: &Harness, sink: &MemorySink) -> Releaser<MemorySink> {
+    Releaser {
+        store: h.store.clone(),
+        sink: sink.clone(),
+        opts: h.opts.clone(),
+        window: Duration::minutes(15),
+        max_message_bytes: 1_048_576,
+        clock: h.clock.clone(),
+        renew_every: sqsbeat::jobs::releaser::RENEW_EVERY,
+        trust: h.trust.subscribe(),
+    }
+}
+
+/// A captured intake envelope, edited, as an SQS body.
+fn edited(c: &Case, edit: impl FnOnce(&mut Value)) -> String {
+    let mut env: Value = serde_json::from_str(&c.file("intake/envelope.raw.json")).unwrap();
+    edit(&mut env);
+    B64.encode(python_json(&env))
+}
+
+/// The retry fixture's task (retries = 1) as its first attempt (retries
+/// = 0), due an hour earlier.
+fn first_attempt(retry: &Case) -> String {
+    edited(retry, |e| {
+        e["headers"]["retries"] = json!(0);
+        e["headers"]["eta"] = json!("2030-01-15T12:00:00+00:00");
+        e["headers"]["sqsbeat_intake"]["eta"] = json!("2030-01-15T12:00:00+00:00");
+    })
+}
+
+fn task_id(c: &Case) -> Uuid {
+    Uuid::parse_str(c.meta["celery_task_id"].as_str().unwrap()).unwrap()
+}
+
+async fn job(store: &Store, id: Uuid) -> jobs::JobRow {
+    jobs::get(store, id).await.unwrap().expect("the job exists")
+}
+
+async fn count_jobs(store: &Store) -> usize {
+    let all = Filter {
+        limit: 1000,
+        ..Filter::default()
+    };
+    jobs::list(store, &all).await.unwrap().len()
+}
+
+async fn a_redelivered_message_is_one_job(h: Harness) {
+    let c = case("apply_async_countdown");
+    let source = MemorySource::new();
+    let m = source.push(c.file("intake/sqs_body.raw"));
+    let con = consumer(&h, &source);
+    // Stored, but the delete fails: SQS delivers it again.
+    source.fail_delete(&[0]);
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.deleted, b.delete_failed), (1, 0, 1));
+    assert_eq!(source.remaining(), std::slice::from_ref(&m));
+    source.expire();
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.duplicates, b.deleted), (0, 1, 1), "{b:?}");
+    assert!(source.remaining().is_empty());
+    assert_eq!(source.deliveries(&m), 2);
+    // The same message published twice (kombu re-publishes after a
+    // connection error): one job still.
+    source.push(c.file("intake/sqs_body.raw"));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.duplicates, b.deleted), (1, 1));
+    assert_eq!(count_jobs(&h.store).await, 1);
+    let row = job(&h.store, task_id(&c)).await;
+    assert_eq!(row.status, JobStatus::Pending);
+    assert_eq!(row.task, "intake.add");
+    assert_eq!(row.due_at, at("2030-01-15T13:00:00Z"));
+    assert_eq!(row.queue, "celery");
+    assert_eq!(row.args, json!([1, 1]));
+    assert_eq!(row.scheduled_by, "intake:gen1000@capture");
+    let m = row.intake.expect("an intake job");
+    assert_eq!(m.envelope, c.file("direct/envelope.raw.json"));
+    assert_eq!(m.sqs_queue.as_deref(), Some("celery"));
+}
+
+#[tokio::test]
+async fn a_redelivered_intake_message_is_one_job_sqlite() {
+    a_redelivered_message_is_one_job(Harness::sqlite(at("2030-01-15T12:00:00Z")).await).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_intake_message_is_one_job_postgres() {
+    a_redelivered_message_is_one_job(Harness::postgres(at("2030-01-15T12:00:00Z")).await).await;
+}
+
+async fn a_retry_replaces_its_job_and_a_stale_copy_does_not(h: Harness) {
+    let retry = case("retry_countdown_worker");
+    let id = task_id(&retry);
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    source.push(first_attempt(&retry));
+    assert_eq!(turn(&con).await.unwrap().stored, 1);
+    // Released, and run by a worker, which retries it.
+    let sink = MemorySink::new();
+    let now = h.at("2030-01-15T11:50:00Z");
+    assert_eq!(
+        releaser(&h, &sink).pass(now, None).await.unwrap().released,
+        1
+    );
+    assert_eq!(job(&h.store, id).await.status, JobStatus::Released);
+    source.push(retry.file("intake/sqs_body.raw"));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.deleted), (1, 1));
+    let row = job(&h.store, id).await;
+    assert_eq!(row.status, JobStatus::Pending, "the retry is pending again");
+    assert_eq!(row.retries, 1);
+    assert_eq!(row.due_at, at(retry.meta["eta"].as_str().unwrap()));
+    assert_eq!((row.attempts, row.released_at), (0, None));
+    assert_eq!(
+        row.intake.unwrap().envelope,
+        retry.file("direct/envelope.raw.json")
+    );
+    // The first attempt's message again (a late redelivery): stale.
+    source.push(first_attempt(&retry));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.duplicates, b.deleted), (0, 1, 1));
+    let row = job(&h.store, id).await;
+    assert_eq!((row.status, row.retries), (JobStatus::Pending, 1));
+    assert_eq!(count_jobs(&h.store).await, 1);
+}
+
+#[tokio::test]
+async fn a_celery_retry_replaces_its_released_job_and_a_stale_copy_does_not_sqlite() {
+    a_retry_replaces_its_job_and_a_stale_copy_does_not(
+        Harness::sqlite(at("2030-01-15T11:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_celery_retry_replaces_its_released_job_and_a_stale_copy_does_not_postgres() {
+    a_retry_replaces_its_job_and_a_stale_copy_does_not(
+        Harness::postgres(at("2030-01-15T11:00:00Z")).await,
+    )
+    .await;
+}
+
+/// A replica that sent the first attempt and died before settling left
+/// the row `releasing`; the retry replaces it, and that replica's late
+/// settlement (its lease token) must not mark the new attempt released.
+async fn a_retry_is_not_undone_by_the_previous_attempts_late_settle(h: Harness) {
+    let retry = case("retry_countdown_worker");
+    let id = task_id(&retry);
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    source.push(first_attempt(&retry));
+    turn(&con).await.unwrap();
+    let now = at("2030-01-15T11:50:00Z");
+    let token = Uuid::from_u128(0x1ea5e);
+    let claimed = jobs::claim(
+        &h.store,
+        &ClaimRequest {
+            now,
+            window: Duration::minutes(15),
+            limit: 10,
+            lease_for: Duration::seconds(30),
+            only: None,
+            token,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.rows.len(), 1);
+    source.push(retry.file("intake/sqs_body.raw"));
+    assert_eq!(turn(&con).await.unwrap().stored, 1);
+    let late = Settlement {
+        released: vec![id],
+        ..Settlement::default()
+    };
+    let out = jobs::settle(&h.store, token, &late, now).await.unwrap();
+    assert_eq!((out.settled, out.lost), (0, 1));
+    let row = job(&h.store, id).await;
+    assert_eq!((row.status, row.retries), (JobStatus::Pending, 1));
+}
+
+#[tokio::test]
+async fn a_retry_is_not_undone_by_the_previous_attempts_late_settle_sqlite() {
+    a_retry_is_not_undone_by_the_previous_attempts_late_settle(
+        Harness::sqlite(at("2030-01-15T11:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_is_not_undone_by_the_previous_attempts_late_settle_postgres() {
+    a_retry_is_not_undone_by_the_previous_attempts_late_settle(
+        Harness::postgres(at("2030-01-15T11:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_attempts_of_one_task_in_one_batch_keep_the_later() {
+    let h = Harness::sqlite(at("2030-01-15T11:00:00Z")).await;
+    let retry = case("retry_countdown_worker");
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    source.push(retry.file("intake/sqs_body.raw"));
+    source.push(first_attempt(&retry));
+    let b = turn(&con).await.unwrap();
+    assert_eq!(
+        (b.received, b.stored, b.duplicates, b.deleted),
+        (2, 1, 1, 2)
+    );
+    assert_eq!(job(&h.store, task_id(&retry)).await.retries, 1);
+}
+
+async fn sql(store: &Store, q: &str) {
+    match store {
+        Store::Postgres(s) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_string()))
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        Store::Sqlite(s) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_string()))
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn a_failed_commit_deletes_nothing(h: Harness) {
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    let names = ["apply_async_countdown", "send_task_eta"];
+    for n in names {
+        source.push(case(n).file("intake/sqs_body.raw"));
+    }
+    sql(&h.store, "ALTER TABLE jobs RENAME TO jobs_away").await;
+    assert!(turn(&con).await.is_err(), "the store fails");
+    assert_eq!(source.remaining().len(), 2, "nothing deleted");
+    sql(&h.store, "ALTER TABLE jobs_away RENAME TO jobs").await;
+    source.expire();
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.deleted), (2, 2));
+    assert!(source.remaining().is_empty());
+    for n in names {
+        assert_eq!(
+            job(&h.store, task_id(&case(n))).await.status,
+            JobStatus::Pending
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_deletes_nothing_sqlite() {
+    a_failed_commit_deletes_nothing(Harness::sqlite(at("2030-01-15T11:00:00Z")).await).await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_deletes_nothing_postgres() {
+    a_failed_commit_deletes_nothing(Harness::postgres(at("2030-01-15T11:00:00Z")).await).await;
+}
+
+#[tokio::test]
+async fn malformed_messages_become_failed_jobs_or_stay_for_the_redrive_policy() {
+    let h = Harness::sqlite(at("2030-01-15T11:00:00Z")).await;
+    let c = case("apply_async_countdown");
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    // Readable: id, task and ETA. Kept as a failed job, then deleted.
+    source.push(edited(&c, |e| {
+        e["headers"]["sqsbeat_intake"]["fifo"] = json!(true)
+    }));
+    // Unreadable, and a newer layout: left on the queue.
+    let garbage = source.push("not json at all");
+    let newer = source.push(edited(&case("send_task_eta"), |e| {
+        e["headers"]["sqsbeat_intake"]["v"] = json!(2)
+    }));
+    let b = turn(&con).await.unwrap();
+    assert_eq!(
+        (b.received, b.failed, b.left, b.deleted),
+        (3, 1, 2, 1),
+        "{b:?}"
+    );
+    assert_eq!(source.remaining(), [garbage.clone(), newer.clone()]);
+    let row = job(&h.store, task_id(&c)).await;
+    assert_eq!(row.status, JobStatus::Failed);
+    assert_eq!(row.due_at, at("2030-01-15T13:00:00Z"));
+    let why = row.last_error.unwrap();
+    assert!(
+        why.starts_with("intake message m-1 is malformed: headers.sqsbeat_intake.fifo is true"),
+        "{why}"
+    );
+    assert!(
+        row.intake.unwrap().envelope.contains("\"sqsbeat_intake\""),
+        "kept as received"
+    );
+    assert!(
+        jobs::get(&h.store, task_id(&case("send_task_eta")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // They come back after their visibility timeout, and are left again:
+    // no crash, no job, until the redrive policy moves them.
+    source.expire();
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.received, b.left, b.deleted), (2, 2, 0));
+    assert_eq!(source.deliveries(&garbage), 2);
+    // A failed job is not released, however due.
+    let sink = MemorySink::new();
+    releaser(&h, &sink)
+        .pass(at("2030-01-15T13:00:00Z"), None)
+        .await
+        .unwrap();
+    assert!(sink.accepted().is_empty());
+}
+
+#[tokio::test]
+async fn intake_jobs_are_listed_shown_and_cancelled_like_any_other() {
+    let h = Harness::sqlite(at("2030-01-15T11:00:00Z")).await;
+    let c = case("options_headers_attributes");
+    let id = task_id(&c);
+    let source = MemorySource::new();
+    source.push(c.file("intake/sqs_body.raw"));
+    turn(&consumer(&h, &source)).await.unwrap();
+    let listed = jobs::list(
+        &h.store,
+        &Filter {
+            task: Some("intake.add".into()),
+            status: Some(JobStatus::Pending),
+            limit: 10,
+            ..Filter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.len(), 1);
+    let row = listed.into_iter().next().unwrap().unwrap();
+    assert_eq!((row.id, row.priority), (id, 5));
+    assert_eq!(row.queue, "q-options");
+    assert_eq!(row.expires_at, Some(at("2030-01-15T15:00:00Z")));
+    let shown = serde_json::to_value(&row).unwrap();
+    assert_eq!(
+        shown["intake"]["message_attributes"],
+        json!({"tenant": {"DataType": "String", "StringValue": "t1"}})
+    );
+    assert_eq!(jobs::cancel(&h.store, id).await.unwrap(), Cancelled::Done);
+    let sink = MemorySink::new();
+    releaser(&h, &sink)
+        .pass(at("2030-01-15T12:30:00Z"), None)
+        .await
+        .unwrap();
+    assert!(
+        sink.accepted().is_empty(),
+        "a cancelled job is not released"
+    );
+}
+
+/// A source whose receive is where shutdown arrives: the batch it returns
+/// is the batch in hand.
+#[derive(Clone)]
+struct ShutdownOnReceive {
+    inner: MemorySource,
+    shutdown: CancellationToken,
+}
+
+impl Source for ShutdownOnReceive {
+    async fn receive(&self, q: &QueueName, poll: &Poll) -> Result<Vec<Received>, SendError> {
+        let got = self.inner.receive(q, poll).await;
+        self.shutdown.cancel();
+        got
+    }
+
+    async fn delete(&self, q: &QueueName, handles: Vec<String>) -> Vec<Result<(), SendError>> {
+        self.inner.delete(q, handles).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_in_hand_at_shutdown_is_stored_and_deleted() {
+    let h = Harness::sqlite(at("2030-01-15T11:00:00Z")).await;
+    let c = case("chain_countdown");
+    let inner = MemorySource::new();
+    inner.push(c.file("intake/sqs_body.raw"));
+    let shutdown = CancellationToken::new();
+    let source = ShutdownOnReceive {
+        inner: inner.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tokio::time::timeout(
+        StdDuration::from_secs(30),
+        consumer(&h, &source).run(shutdown),
+    )
+    .await
+    .expect("the consumer stops after the batch in hand");
+    assert!(inner.remaining().is_empty(), "deleted");
+    assert_eq!(inner.receives(), 1, "no receive after shutdown");
+    assert_eq!(job(&h.store, task_id(&c)).await.status, JobStatus::Pending);
+}
+
+/// Receives that fail (a missing queue) are retried with a backoff that
+/// grows; the consumer never ends on its own, and stops on shutdown.
+#[tokio::test]
+async fn receive_errors_back_off_and_never_end_the_consumer() {
+    let h = Harness::sqlite(at("2030-01-15T11:00:00Z")).await;
+    tokio::time::pause();
+    let source = MemorySource::new();
+    for _ in 0..3 {
+        source.fail_receive(SendError::QueueMissing {
+            logical: "sqsbeat-intake".into(),
+            sqs: "sqsbeat-intake".into(),
+        });
+    }
+    let mut con = consumer(&h, &source);
+    con.poll.wait = StdDuration::from_secs(20);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(con.run(shutdown.clone()));
+    // Backoff after errors that need a fix: about 4 s, 8 s, 16 s (up to
+    // half again), then long polls of 20 s.
+    tokio::time::sleep(StdDuration::from_secs(20)).await;
+    let early = source.receives();
+    assert!(
+        (2..=3).contains(&early),
+        "backed off: {early} receives in 20 s"
+    );
+    tokio::time::sleep(StdDuration::from_secs(180)).await;
+    let later = source.receives();
+    assert!((10..=14).contains(&later), "{later} receives in 200 s");
+    assert!(!task.is_finished(), "errors never end the consumer");
+    shutdown.cancel();
+    tokio::time::timeout(StdDuration::from_secs(1), task)
+        .await
+        .expect("stops on shutdown, mid long poll")
+        .unwrap();
+}
+
+/// An endpoint that ignores WaitTimeSeconds answers an empty receive at
+/// once: the consumer pauses rather than spinning on it.
+#[tokio::test]
+async fn an_endpoint_that_does_not_long_poll_is_polled_once_a_second() {
+    let h = Harness::sqlite(at("2030-01-15T11:00:00Z")).await;
+    tokio::time::pause();
+    let source = MemorySource::new();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer(&h, &source).run(shutdown.clone()));
+    tokio::time::sleep(StdDuration::from_millis(10_500)).await;
+    let n = source.receives();
+    assert!((10..=12).contains(&n), "{n} receives in 10.5 s");
+    shutdown.cancel();
+    task.await.unwrap();
+}
