@@ -19,6 +19,7 @@ mod harness;
 mod hostile;
 mod http;
 mod intake;
+mod intake_e2e;
 mod intake_golden;
 mod jobs;
 mod outage;
