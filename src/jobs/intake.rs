@@ -217,6 +217,9 @@ impl<Q: Source> Consumer<Q> {
         for ((job, msg), stored) in jobs.iter().zip(&outcomes) {
             self.record(job, msg, stored, &mut batch);
         }
+        if jobs.is_empty() {
+            return Ok(batch);
+        }
         let handles = jobs
             .iter()
             .map(|(_, msg)| msg.receipt_handle.clone())
