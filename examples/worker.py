@@ -1,7 +1,9 @@
 """Sample Celery worker for sqsbeat's local stack and end-to-end tests.
 
-An ordinary Celery 5 app on the SQS transport: nothing in it knows about
-sqsbeat. Every task prints what it received; with RECORD_FILE set, every
+An ordinary Celery 5 app on the SQS transport. The one line that knows
+about sqsbeat is `sqsbeat_celery.install(app)` (python/), which sends task
+messages whose ETA lies beyond SQS's 15 minutes to sqsbeat's intake queue
+instead (examples/divert.py shows it). Every task prints what it received; with RECORD_FILE set, every
 outcome is also appended there as one JSON object per line (event =
 executed, revoked or unknown), which is how the end-to-end tests judge
 what really ran.
@@ -15,6 +17,8 @@ Environment:
   QUEUE_PREFIX   kombu queue_name_prefix (default empty)
   TASK_NAMES     extra task names to accept, comma separated
   RECORD_FILE    JSON-lines file of outcomes (optional)
+  SQSBEAT_DIVERT_AFTER  seconds beyond which an ETA goes to the intake queue
+                 (default 900, SQS's own limit; the local stack's demo lowers it)
 """
 import json
 import os
@@ -55,6 +59,14 @@ app.conf.update(
     worker_redirect_stdouts=False,
     broker_connection_retry_on_startup=True,
 )
+
+try:
+    import sqsbeat_celery
+except ImportError:  # the package is optional for the end-to-end tests
+    sqsbeat_celery = None
+if sqsbeat_celery is not None:
+    app.conf.sqsbeat_divert_after = int(os.environ.get("SQSBEAT_DIVERT_AFTER", "900"))
+    sqsbeat_celery.install(app)
 
 RECORD_FILE = os.environ.get("RECORD_FILE")
 _lock = threading.Lock()
