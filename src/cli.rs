@@ -87,17 +87,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Cancel pending jobs (a released job is already in SQS, one being released is on its way).
-    Cancel {
-        #[arg(required = true)]
-        ids: Vec<uuid::Uuid>,
-    },
-    /// Replicas and their roles, each entry's last and next fire, pending jobs, recent failures.
+    /// Cancel pending jobs by id, or every pending job of a task with --task (a released job is already in SQS, one being released is on its way).
+    Cancel(CancelArgs),
+    /// Move a pending job to a new due instant; it keeps its task id.
+    Reschedule(RescheduleArgs),
+    /// Send the slots of an entry in a range that the ledger has not recorded as sent (deterministic task ids: a second run sends nothing).
+    Backfill(Box<BackfillArgs>),
+    /// Replicas and their roles, each entry's last and next fire, pause and last manual run, pending jobs, recent failures.
     Status {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Manage periodic entries kept in the database (beside the TOML files).
+    /// Manage periodic entries: the database's (add, enable, ...), and any entry's pause, manual run and history.
     Entries {
         #[command(subcommand)]
         command: EntriesCommand,
@@ -146,6 +147,67 @@ pub struct ScheduleArgs {
     pub output: Output,
 }
 
+/// `sqsbeat cancel`: ids, or a bulk filter that starts with --task.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// Job ids.
+    #[arg(required_unless_present = "task", conflicts_with = "task")]
+    pub ids: Vec<uuid::Uuid>,
+    /// Cancel every pending job of this task (in one statement).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// With --task: only jobs on this queue.
+    #[arg(long, requires = "task")]
+    pub queue: Option<String>,
+    /// With --task: only jobs due at or after this instant.
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg, requires = "task")]
+    pub due_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --task: only jobs due before this instant.
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg, requires = "task")]
+    pub due_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --task: count what would be cancelled, cancel nothing.
+    #[arg(long, requires = "task")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("due").required(true).args(["at", "in_"])))]
+pub struct RescheduleArgs {
+    /// The job's id (its Celery task id, which it keeps).
+    pub id: uuid::Uuid,
+    /// New due instant (RFC 3339 with offset).
+    #[arg(long, value_parser = parse_instant_arg)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Due this long from now, e.g. 90s, 14d, 2w.
+    #[arg(long = "in", value_name = "DURATION")]
+    pub in_: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// Entry name (from a schedule file, the entries table or django-celery-beat).
+    pub name: String,
+    /// First instant of the range (RFC 3339 with offset; included).
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg)]
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// Last instant of the range (included).
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant_arg)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// List what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow a range of up to N slots (default 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max: Option<u32>,
+    /// Who does it, for the entry's history (default: user@host).
+    #[arg(long, value_name = "WHO")]
+    pub by: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EntriesCommand {
     /// Add an entry (validated like a TOML entry before it is written).
@@ -161,12 +223,62 @@ pub enum EntriesCommand {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Enable an entry (it fires from now on; missed slots are not caught up).
-    Enable { name: String },
-    /// Disable an entry (kept, never fired).
-    Disable { name: String },
-    /// Remove an entry (its ledger history stays).
-    Remove { name: String },
+    /// Enable a database entry (it fires from now on; missed slots are not caught up).
+    Enable {
+        name: String,
+        /// Who makes the change, for the entry's history (default: user@host).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+    },
+    /// Disable a database entry (kept, never fired).
+    Disable {
+        name: String,
+        /// Who makes the change, for the entry's history (default: user@host).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+    },
+    /// Remove a database entry (its ledger and change history stay).
+    Remove {
+        name: String,
+        /// Who makes the change, for the entry's history (default: user@host).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+    },
+    /// Send any entry's task now, with a fresh task id; its schedule is untouched.
+    Run {
+        name: String,
+        /// Who runs it, for the entry's history (default: user@host).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Pause any entry: its slots are recorded as missed (reason `paused`) and not caught up.
+    Pause {
+        name: String,
+        /// Resume by itself at this instant (RFC 3339), or after this long (e.g. 2h).
+        #[arg(long, value_name = "INSTANT")]
+        until: Option<String>,
+        /// Why, shown by `entries list`, `entries show` and `status`.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Who makes the change, for the entry's history (default: user@host).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+    },
+    /// Resume a paused entry: it fires from its next slot; the paused ones are not caught up.
+    Resume {
+        name: String,
+        /// Who makes the change, for the entry's history (default: user@host).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+    },
+    /// Every change made through the CLI to an entry: who, when, what.
+    History {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
 /// The fields of an entry, as flags; same meaning as in a schedule file.
@@ -224,6 +336,9 @@ pub struct EntryArgs {
     /// Replace an existing entry of the same name.
     #[arg(long)]
     pub replace: bool,
+    /// Who makes the change, for the entry's history (default: user@host).
+    #[arg(long, value_name = "WHO")]
+    pub by: Option<String>,
 }
 
 fn parse_instant_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

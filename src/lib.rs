@@ -26,7 +26,9 @@
 //! | [`wire::saferepr`](mod@wire::saferepr) | Celery's `saferepr`: the `argsrepr` / `kwargsrepr` headers |
 //! | [`wire::queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
 //! | [`wire::intake`] | the intake contract: a diverted Celery task → its job, or why it is malformed; its release bytes |
-//! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up |
+//! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up; the pause rule |
+//! | [`beat::backfill`] | which slots `sqsbeat backfill` sends: the range, the ledger, the beat's bound |
+//! | [`entry::history`] | what a change did to an entry, for its history |
 //! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |
 //!
 //! Effectful, kept thin:
@@ -40,6 +42,10 @@
 //! | [`store::intake`] | jobs read from the intake queue: one transaction per batch, idempotent by task id and `retries` |
 //! | [`store::entries`] | periodic entries kept in the database |
 //! | [`store::django`] | django-celery-beat's tables: rows, `last_update`, the run write-back |
+//! | [`store::pauses`] | entry pauses (any entry, whatever its source) |
+//! | [`store::history`] | every change made through the CLI to an entry |
+//! | [`store::manual`] | the ledger of manual runs (`entries run`) |
+//! | [`store::backfill`] | the ledger as backfill claims it |
 //! | [`store::replicas`] | replica heartbeats, what `sqsbeat status` lists |
 //! | [`store::leader`] | the leader row, the epoch, the advisory-lock session |
 //! | [`store::listen`] | PostgreSQL NOTIFY as wake-ups, reconnecting |
@@ -48,11 +54,13 @@
 //! | [`wire::source`] | the [`wire::source::Source`] seam the intake consumer receives and deletes through; an in-memory queue for tests |
 //! | [`wire::sqs`] | SQS through aws-sdk-sqs: queue URLs, batches, per-message outcomes; receive and delete on the intake queue |
 //! | [`beat::driver`] | the periodic driver: decide, claim (fenced), send, confirm |
+//! | [`beat::ops`] | run an entry now; backfill: claim, send, confirm outside the beat |
 //! | [`jobs::releaser`] | hands one-off jobs to SQS in their final minutes (every replica) |
 //! | [`jobs::intake`] | the intake consumer: diverted Celery tasks → one-off jobs, deleted only after the commit (every replica) |
 //! | [`runtime`] | `sqsbeat run`: every long-running task in one supervised set |
 //! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat loop |
 //! | [`runtime::reload`] | schedule reloads and what triggers them (files, SIGHUP, tables, django-celery-beat's `last_update`) |
+//! | [`runtime::pauses`] | pauses reach the running beat within a second |
 //! | [`runtime::http`], [`runtime::metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`cli`], [`cmd`] | clap definitions; one thin module per command |
 //!

@@ -93,13 +93,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             runtime()?.block_on(cmd::jobs::pending(filter, output, &config))
         }
         Command::Show { id, output } => runtime()?.block_on(cmd::jobs::show(id, output, &config)),
-        Command::Cancel { ids } => runtime()?.block_on(cmd::jobs::cancel(&ids, &config)),
+        Command::Cancel(args) => runtime()?.block_on(cmd::jobs::cancel(args, &config)),
+        Command::Reschedule(args) => runtime()?.block_on(cmd::jobs::reschedule(
+            args,
+            sqsbeat::clock::system_now(),
+            &config,
+        )),
+        Command::Backfill(args) => runtime()?.block_on(cmd::backfill::run(
+            *args,
+            sqsbeat::clock::system_now(),
+            &config,
+        )),
         Command::Status { output } => runtime()?.block_on(cmd::status::run(
             output,
             sqsbeat::clock::system_now(),
             &config,
         )),
-        Command::Entries { command } => runtime()?.block_on(cmd::entries::run(command, &config)),
+        Command::Entries { command } => runtime()?.block_on(cmd::entries::run(
+            command,
+            sqsbeat::clock::system_now(),
+            &config,
+        )),
     }
 }
 

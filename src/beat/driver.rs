@@ -8,7 +8,7 @@
 //! shutdown. On shutdown no new fire is decided, and every send already in
 //! flight finishes and has its outcome recorded.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 
-use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason, Skipped};
+use crate::beat::tick::{Beat, DEFAULT_MAX_CATCH_UP, Fire, MissReason, Pause, Skipped};
 use crate::clock::{Clock, StepGuard, Trust};
 use crate::entry::Entry;
 use crate::entry::django::Link;
@@ -26,8 +26,10 @@ use crate::runtime::leader::Role;
 use crate::store::{self, FireKey, Store, StoreError, django, ledger};
 use crate::wire::MessageOptions;
 use crate::wire::celery::fire_task_id;
-use crate::wire::queue::QueueName;
 use crate::wire::sink::{Outgoing, SendError, Sink};
+
+/// The ledger reason of a slot missed because its entry was paused.
+pub const PAUSED: &str = "paused";
 
 /// Longest single sleep: the loop re-reads the wall clock at least this
 /// often, so a clock step or a suspended host is noticed.
@@ -54,6 +56,26 @@ pub struct Driver<S> {
     pub clock: Clock,
 }
 
+/// Each paused entry's pause, by name.
+pub type Pauses = HashMap<String, Pause>;
+
+/// The watch channels a term of leadership reacts to.
+struct Watched<'a> {
+    role: &'a mut watch::Receiver<Role>,
+    entries: &'a mut watch::Receiver<Arc<Vec<Entry>>>,
+    pauses: &'a mut watch::Receiver<Arc<Pauses>>,
+}
+
+/// The pauses in the store; a row that cannot be read is logged and
+/// pauses nothing.
+pub async fn load_pauses(store: &Store) -> Result<Pauses, StoreError> {
+    let (ok, bad) = store::pauses::intervals(store).await?;
+    for e in bad {
+        error!("{e}; this pause is not honoured");
+    }
+    Ok(ok)
+}
+
 /// What a finished send task hands back.
 struct Sent {
     due: Vec<Fire>,
@@ -77,10 +99,12 @@ impl<S: Sink> Driver<S> {
     /// Fires only while this replica leads: on each election, and whenever
     /// the entry set changes, it rebuilds its state from the ledger
     /// (cursors, unconfirmed claims); it stops deciding the moment the role
-    /// changes or a fenced write fails.
+    /// changes or a fenced write fails. A change of `pauses` applies at
+    /// once, without a rebuild.
     pub async fn run(
         self,
         mut entries: watch::Receiver<Arc<Vec<Entry>>>,
+        mut pauses: watch::Receiver<Arc<Pauses>>,
         mut role: watch::Receiver<Role>,
         shutdown: CancellationToken,
     ) {
@@ -95,8 +119,18 @@ impl<S: Sink> Driver<S> {
                 continue;
             };
             let set = entries.borrow_and_update().clone();
+            // `begin` reads the pauses from the store; from then on every
+            // change is published (after its commit) and applied.
+            pauses.borrow_and_update();
             match self.begin(set, epoch).await {
-                Ok(mut term) => term.lead(&mut role, &mut entries, &shutdown).await,
+                Ok(mut term) => {
+                    let mut watched = Watched {
+                        role: &mut role,
+                        entries: &mut entries,
+                        pauses: &mut pauses,
+                    };
+                    term.lead(&mut watched, &shutdown).await
+                }
                 Err(e) => {
                     error!(epoch, error = %e, "cannot load state as leader; retrying");
                     tokio::select! {
@@ -121,7 +155,8 @@ impl<S: Sink> Driver<S> {
         entries: Arc<Vec<Entry>>,
         epoch: i64,
     ) -> Result<Term<'_, S>, StoreError> {
-        let (beat, misses) = self.resume(&entries, epoch).await?;
+        let (mut beat, misses) = self.resume(&entries, epoch).await?;
+        beat.set_pauses(&load_pauses(&self.store).await?);
         let now = self.clock.now();
         Ok(Term {
             driver: self,
@@ -243,12 +278,8 @@ impl<S: Sink> Term<'_, S> {
     /// Decides and sends until shutdown, until leadership ends, until a
     /// fenced write fails, or until the entry set changes (the caller
     /// rebuilds); then drains the sends in flight.
-    async fn lead(
-        &mut self,
-        role: &mut watch::Receiver<Role>,
-        entries: &mut watch::Receiver<Arc<Vec<Entry>>>,
-        shutdown: &CancellationToken,
-    ) {
+    async fn lead(&mut self, w: &mut Watched<'_>, shutdown: &CancellationToken) {
+        let (role, entries, pauses) = (&mut *w.role, &mut *w.entries, &mut *w.pauses);
         let epoch = self.epoch;
         info!(
             epoch,
@@ -278,6 +309,10 @@ impl<S: Sink> Term<'_, S> {
                 // A new clock check may end a hold. (Closed: no checks come;
                 // the branch is then off.)
                 Ok(()) = self.trust.changed() => false,
+                Ok(()) = pauses.changed() => {
+                    self.set_pauses(&pauses.borrow_and_update());
+                    false
+                }
                 changed = entries.changed() => {
                     // Closed: the reload task ended, which happens only on
                     // the way down.
@@ -399,6 +434,14 @@ impl<S: Sink> Term<'_, S> {
     /// When the next turn has work: the earliest send or retry instant.
     pub fn wake_at(&self) -> Option<DateTime<Utc>> {
         self.beat.wake_at()
+    }
+
+    /// Replaces the pauses the beat honours (by entry name), from the next
+    /// turn on.
+    pub fn set_pauses(&mut self, pauses: &Pauses) {
+        let active = pauses.values().filter(|p| p.until.is_none()).count();
+        info!(pauses = pauses.len(), open_ended = active, "pauses updated");
+        self.beat.set_pauses(pauses);
     }
 
     /// Waits for every send in flight and records its outcome.
@@ -651,6 +694,8 @@ fn miss_reason(r: MissReason) -> String {
         MissReason::Superseded => {
             "superseded: a newer slot of the entry was sent or is waiting to be".to_string()
         }
+        // Exactly this word: what `sqsbeat backfill` and people look for.
+        MissReason::Paused => PAUSED.to_string(),
     }
 }
 
@@ -663,6 +708,7 @@ fn report_missed(beat: &Beat, missed: &[crate::beat::tick::Missed]) {
             MissReason::CatchUp(p) => format!("catch_up_{}", p.as_str()),
             MissReason::Bound => "bound".to_string(),
             MissReason::Superseded => "superseded".to_string(),
+            MissReason::Paused => PAUSED.to_string(),
         };
         crate::runtime::metrics::get()
             .fires_missed
@@ -682,23 +728,12 @@ fn build(
     let mut outgoing = Vec::with_capacity(due.len());
     for f in due {
         let e = &beat.entries()[f.entry];
-        let id = fire_task_id(&e.name, f.nominal).to_string();
-        let queue = QueueName::new(&opts.queue_name_prefix, &e.queue);
+        let task_id = fire_task_id(&e.name, f.nominal);
+        let id = task_id.to_string();
         let body = e
             .message(&id, f.nominal, &opts.origin)
             .sqs_body(built_at, opts.body_encoding);
-        outgoing.push(Outgoing {
-            task_id: fire_task_id(&e.name, f.nominal),
-            group_id: queue
-                .fifo
-                .then(|| e.group_id.clone().unwrap_or_else(|| e.name.clone())),
-            dedup_id: queue.fifo.then(|| id.clone()),
-            queue,
-            queue_url: None,
-            body,
-            delay_seconds: 0,
-            attributes: Vec::new(),
-        });
+        outgoing.push(crate::beat::ops::outgoing(e, opts, task_id, body));
         ids.push(id);
     }
     (outgoing, ids)

@@ -1,5 +1,9 @@
-//! Periodic entries: the pure decision ([`tick`]) and the driver that
-//! reads the clock, claims, sends and confirms ([`driver`]).
+//! Periodic entries: the pure decision ([`tick`]), the driver that reads
+//! the clock, claims, sends and confirms ([`driver`]), and what an operator
+//! does to a running schedule ([`ops`]: run now, backfill), whose slot
+//! selection is pure ([`backfill`]).
 
+pub mod backfill;
 pub mod driver;
+pub mod ops;
 pub mod tick;

@@ -15,6 +15,14 @@
 //!   anyway, `all` sends each (the most recent `max_catch_up`), `none`
 //!   sends none.
 //!
+//! A paused entry (`sqsbeat entries pause`) is data here, a [`Pause`]
+//! interval per entry: a slot whose instant lies inside the pause, or that
+//! comes to be decided while the entry is paused, is missed with
+//! [`MissReason::Paused`], before any other rule. Its cursor moves past it
+//! like past any decided slot, so nothing of the pause is caught up when it
+//! ends, whether it ends by `resume` or at its `until`; and a leader that
+//! was down during a pause misses those slots just the same.
+//!
 //! The same rules bound what failing sends and unconfirmed claims can do:
 //! an entry holds at most as many fires awaiting a retry as its `catch_up`
 //! would send after an outage (`latest`, `none`: one; `all`:
@@ -60,6 +68,33 @@ pub enum MissReason {
     /// It was failing to send when a newer slot of the entry took its place
     /// (sent, or waiting for a retry itself).
     Superseded,
+    /// The entry was paused (see [`Pause::holds`]).
+    Paused,
+}
+
+/// An entry's pause: from `from` until `until`, exclusive (`None`: until
+/// resumed). A resume ends the interval at its instant rather than
+/// deleting it, so the slots it covered stay paused for a leader that
+/// decides them later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    pub from: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Pause {
+    /// Whether `t` lies inside the pause.
+    pub fn covers(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && self.until.is_none_or(|u| t < u)
+    }
+
+    /// Whether the slot at `nominal`, decided at `now`, is paused: its
+    /// instant lies inside the pause (however late it is decided, so a
+    /// pause is never caught up), or the entry is paused when it is decided
+    /// (so a late slot from before the pause is not sent during it).
+    pub fn holds(&self, nominal: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.covers(nominal) || self.covers(now)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +139,8 @@ pub struct Beat {
     retries: BinaryHeap<Reverse<(DateTime<Utc>, Fire)>>,
     /// The slots of each entry waiting for a retry (few entries, few slots).
     waiting: HashMap<usize, BTreeSet<DateTime<Utc>>>,
+    /// Each paused entry's pause (few entries).
+    pauses: HashMap<usize, Pause>,
     max_catch_up: usize,
 }
 
@@ -126,6 +163,7 @@ impl Beat {
             heap: BinaryHeap::new(),
             retries: BinaryHeap::new(),
             waiting: HashMap::new(),
+            pauses: HashMap::new(),
             max_catch_up: max_catch_up.max(1),
         };
         for i in 0..beat.entries.len() {
@@ -141,6 +179,25 @@ impl Beat {
     /// The last slot decided for entry `i`.
     pub fn cursor(&self, i: usize) -> DateTime<Utc> {
         self.cursors[i]
+    }
+
+    /// Replaces the pauses, given by entry name (names not in the schedule
+    /// are ignored). Slots already decided stay decided.
+    pub fn set_pauses(&mut self, by_name: &HashMap<String, Pause>) {
+        self.pauses.clear();
+        if by_name.is_empty() {
+            return;
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Some(p) = by_name.get(&e.name) {
+                self.pauses.insert(i, *p);
+            }
+        }
+    }
+
+    /// Whether entry `i`'s slot at `nominal`, decided at `now`, is paused.
+    fn paused(&self, i: usize, nominal: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.pauses.get(&i).is_some_and(|p| p.holds(nominal, now))
     }
 
     fn schedule_next(&mut self, i: usize) {
@@ -234,7 +291,9 @@ impl Beat {
             let e = &entries[i];
             let mut kept = 0;
             for f in fires {
-                let reason = if self.expired(i, f.nominal, now) {
+                let reason = if self.paused(i, f.nominal, now) {
+                    Some(MissReason::Paused)
+                } else if self.expired(i, f.nominal, now) {
                     Some(MissReason::Expired)
                 } else if now - e.send_at(f.nominal) <= e.grace {
                     None
@@ -296,7 +355,9 @@ impl Beat {
             return;
         }
         let e = &self.entries[fire.entry];
-        let reason = if self.expired(fire.entry, fire.nominal, now) {
+        let reason = if self.paused(fire.entry, fire.nominal, now) {
+            Some(MissReason::Paused)
+        } else if self.expired(fire.entry, fire.nominal, now) {
             Some(MissReason::Expired)
         } else if e.catch_up == CatchUp::None && now - e.send_at(fire.nominal) > e.grace {
             Some(MissReason::CatchUp(CatchUp::None))
@@ -420,7 +481,13 @@ impl Beat {
             }
             cursor = f.at;
             walked += 1;
-            if self.expired(i, f.at, now) {
+            if self.paused(i, f.at, now) {
+                d.missed.push(Missed {
+                    entry: i,
+                    nominal: f.at,
+                    reason: MissReason::Paused,
+                });
+            } else if self.expired(i, f.at, now) {
                 d.missed.push(Missed {
                     entry: i,
                     nominal: f.at,
@@ -1006,5 +1073,144 @@ mod tests {
         let mut resent: Vec<(usize, u32)> = d.due.iter().map(|f| (f.entry, f.attempt)).collect();
         resent.sort();
         assert_eq!(resent, [(0, 1), (3, 1)], "with their attempt counts");
+    }
+
+    fn paused_names(pause: Pause, names: &[&str]) -> HashMap<String, Pause> {
+        names.iter().map(|n| (n.to_string(), pause)).collect()
+    }
+
+    fn missed_at(d: &Decision, reason: MissReason) -> Vec<String> {
+        d.missed
+            .iter()
+            .filter(|m| m.reason == reason)
+            .map(|m| m.nominal.format("%H:%M:%S").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_pause_holds_slots_inside_it_and_slots_decided_during_it() {
+        let p = Pause {
+            from: at("2026-11-21T10:00:30Z"),
+            until: Some(at("2026-11-21T10:05:00Z")),
+        };
+        // Inside, at the edges: `from` is paused, `until` is not.
+        assert!(p.covers(at("2026-11-21T10:00:30Z")));
+        assert!(p.covers(at("2026-11-21T10:04:59.999Z")));
+        assert!(!p.covers(at("2026-11-21T10:05:00Z")));
+        assert!(!p.covers(at("2026-11-21T10:00:29Z")));
+        // A slot inside, decided long after the pause ended (the leader was down).
+        assert!(p.holds(at("2026-11-21T10:02:00Z"), at("2026-11-21T11:00:00Z")));
+        // A late slot from before the pause, decided during it.
+        assert!(p.holds(at("2026-11-21T09:59:00Z"), at("2026-11-21T10:01:00Z")));
+        // Before the pause and decided before it; after it and decided after.
+        assert!(!p.holds(at("2026-11-21T10:00:00Z"), at("2026-11-21T10:00:10Z")));
+        assert!(!p.holds(at("2026-11-21T10:05:00Z"), at("2026-11-21T10:05:00Z")));
+        // Late slots from before the pause, decided after it: not the pause's.
+        assert!(!p.holds(at("2026-11-21T09:59:00Z"), at("2026-11-21T10:06:00Z")));
+        let open = Pause {
+            from: at("2026-11-21T10:00:30Z"),
+            until: None,
+        };
+        assert!(open.covers(at("2036-11-21T10:00:30Z")), "until resumed");
+    }
+
+    #[test]
+    fn a_paused_entry_misses_each_slot_and_resumes_at_until_without_catch_up() {
+        let e = entry("a", |r| r.catch_up = Some("all".into()));
+        let mut beat = Beat::new(vec![e], at("2026-11-21T10:00:10Z"), |_| None, 100);
+        beat.set_pauses(&paused_names(
+            Pause {
+                from: at("2026-11-21T10:00:20Z"),
+                until: Some(at("2026-11-21T10:05:00Z")),
+            },
+            &["a", "not-in-the-schedule"],
+        ));
+        let mut sent = Vec::new();
+        let mut paused = Vec::new();
+        for m in 1..=7 {
+            let now = at("2026-11-21T10:00:00Z") + Duration::minutes(m);
+            let d = beat.tick(now);
+            sent.extend(slots(&beat, &d).into_iter().map(|(_, t)| t));
+            paused.extend(missed_at(&d, MissReason::Paused));
+            assert_eq!(d.missed.len(), missed_at(&d, MissReason::Paused).len());
+        }
+        assert_eq!(paused, ["10:01:00", "10:02:00", "10:03:00", "10:04:00"]);
+        assert_eq!(
+            sent,
+            ["10:05:00", "10:06:00", "10:07:00"],
+            "`until` resumes by itself; catch_up = all sends nothing of the pause"
+        );
+    }
+
+    #[test]
+    fn slots_of_a_pause_no_leader_saw_are_not_caught_up_after_it() {
+        // No leader ran during the pause: the first tick after it finds the
+        // paused slots late. catch_up = all would send late slots; the
+        // paused ones are missed, the later late one still goes out.
+        let e = entry("a", |r| r.catch_up = Some("all".into()));
+        let mut beat = Beat::new(vec![e], at("2026-11-21T10:00:10Z"), |_| None, 100);
+        beat.set_pauses(&paused_names(
+            Pause {
+                from: at("2026-11-21T10:00:20Z"),
+                until: Some(at("2026-11-21T10:03:30Z")),
+            },
+            &["a"],
+        ));
+        let d = beat.tick(at("2026-11-21T10:06:10Z"));
+        assert_eq!(
+            missed_at(&d, MissReason::Paused),
+            ["10:01:00", "10:02:00", "10:03:00"]
+        );
+        assert_eq!(
+            slots(&beat, &d)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>(),
+            ["10:04:00", "10:05:00", "10:06:00"]
+        );
+    }
+
+    #[test]
+    fn a_pause_holds_retries_and_unconfirmed_claims_too() {
+        let now = at("2026-11-21T10:01:00Z");
+        let mut beat = Beat::new(
+            vec![entry("a", |_| {})],
+            at("2026-11-21T10:00:10Z"),
+            |_| None,
+            100,
+        );
+        let d = beat.tick(now);
+        assert_eq!(d.due.len(), 1);
+        beat.retry(d.due[0], now + Duration::seconds(2));
+        beat.set_pauses(&paused_names(
+            Pause {
+                from: now + Duration::seconds(1),
+                until: None,
+            },
+            &["a"],
+        ));
+        let d = beat.tick(now + Duration::seconds(2));
+        assert!(d.due.is_empty(), "{d:?}");
+        assert_eq!(missed_at(&d, MissReason::Paused), ["10:01:00"]);
+        let claim = Fire {
+            entry: 0,
+            nominal: now,
+            attempt: 1,
+        };
+        let missed = beat.resume_claims(vec![claim], now + Duration::seconds(3));
+        assert_eq!(missed.len(), 1);
+        assert_eq!(missed[0].reason, MissReason::Paused);
+        // Resumed (the pause ends now): the next slot fires.
+        beat.set_pauses(&paused_names(
+            Pause {
+                from: now + Duration::seconds(1),
+                until: Some(now + Duration::seconds(30)),
+            },
+            &["a"],
+        ));
+        let d = beat.tick(at("2026-11-21T10:02:00Z"));
+        assert_eq!(slots(&beat, &d), [("a".into(), "10:02:00".into())]);
+        beat.set_pauses(&HashMap::new());
+        assert!(beat.pauses.is_empty());
     }
 }

@@ -1,17 +1,19 @@
-//! `sqsbeat schedule | pending | show | cancel`: one-off jobs.
+//! `sqsbeat schedule | pending | show | cancel | reschedule`: one-off jobs.
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::cli::{Output, ScheduleArgs};
+use crate::cli::{CancelArgs, Output, RescheduleArgs, ScheduleArgs};
 use crate::config::Config;
 use crate::jobs::JobSpec;
 use crate::jobs::releaser::Releaser;
 use crate::schedule::duration::{parse_duration, parse_instant};
 use crate::store::Access;
-use crate::store::jobs::{self, Cancelled, Filter, Inserted, JobRow, JobStatus};
+use crate::store::jobs::{
+    self, Cancelled, Filter, Inserted, JobRow, JobStatus, Match, Rescheduled,
+};
 use crate::wire::sqs::SqsSink;
 
 fn json_arg(flag: &str, text: Option<&str>, default: Value) -> anyhow::Result<Value> {
@@ -123,43 +125,10 @@ pub async fn schedule(
             row.status
         ),
     }
-    let opens = crate::jobs::opens_at(
-        spec.due_at,
-        config.release_window,
-        &crate::wire::queue::QueueName::new(&config.sqs.queue_name_prefix, &spec.queue),
-    );
-    if status == "pending" && opens <= now {
-        // Due within the window: straight to SQS with DelaySeconds. If SQS
-        // cannot be reached it stays pending for a running releaser.
-        match SqsSink::connect(config.sqs.clone()).await {
-            Ok(sink) => {
-                let releaser = Releaser {
-                    store: store.clone(),
-                    sink,
-                    opts: crate::wire::MessageOptions::from_config(config),
-                    window: config.release_window,
-                    max_message_bytes: config.sqs.max_message_bytes,
-                    clock: crate::clock::Clock::System,
-                    renew_every: crate::jobs::releaser::RENEW_EVERY,
-                    // One pass, not the loop: the loop is what consults it.
-                    trust: tokio::sync::watch::channel(crate::clock::Trust::Unchecked).1,
-                };
-                // Read again: connecting took time, and the delay SQS gets
-                // must count from when the message is actually sent.
-                let pass = releaser.pass(releaser.clock.now(), Some(spec.id)).await?;
-                if pass.released == 1 {
-                    status = "released";
-                } else {
-                    eprintln!(
-                        "warning: not released yet (see `sqsbeat show {}`); a running sqsbeat releases it",
-                        spec.id
-                    );
-                }
-            }
-            Err(e) => eprintln!(
-                "warning: stored, but SQS is not reachable from here ({e:#}); a running sqsbeat releases it"
-            ),
-        }
+    if status == "pending"
+        && release_if_open(&store, config, spec.id, &spec.queue, spec.due_at, now).await?
+    {
+        status = "released";
     }
     match a.output {
         Output::Json => println!(
@@ -175,6 +144,57 @@ pub async fn schedule(
         ),
     }
     Ok(true)
+}
+
+/// Sends a pending job at once when its release window is open at `now`
+/// (straight to SQS with DelaySeconds, as a releaser would); true if it
+/// was released. If SQS cannot be reached it stays pending for a running
+/// releaser, with a warning.
+async fn release_if_open(
+    store: &crate::store::Store,
+    config: &Config,
+    id: Uuid,
+    queue: &str,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let opens = crate::jobs::opens_at(
+        due_at,
+        config.release_window,
+        &crate::wire::queue::QueueName::new(&config.sqs.queue_name_prefix, queue),
+    );
+    if opens > now {
+        return Ok(false);
+    }
+    let sink = match SqsSink::connect(config.sqs.clone()).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!(
+                "warning: stored, but SQS is not reachable from here ({e:#}); a running sqsbeat releases it"
+            );
+            return Ok(false);
+        }
+    };
+    let releaser = Releaser {
+        store: store.clone(),
+        sink,
+        opts: crate::wire::MessageOptions::from_config(config),
+        window: config.release_window,
+        max_message_bytes: config.sqs.max_message_bytes,
+        clock: crate::clock::Clock::System,
+        renew_every: crate::jobs::releaser::RENEW_EVERY,
+        // One pass, not the loop: the loop is what consults it.
+        trust: tokio::sync::watch::channel(crate::clock::Trust::Unchecked).1,
+    };
+    // Read again: connecting took time, and the delay SQS gets must count
+    // from when the message is actually sent.
+    let pass = releaser.pass(releaser.clock.now(), Some(id)).await?;
+    if pass.released != 1 {
+        eprintln!(
+            "warning: not released yet (see `sqsbeat show {id}`); a running sqsbeat releases it"
+        );
+    }
+    Ok(pass.released == 1)
 }
 
 /// Lists jobs; a row that cannot be read is an error line naming it (and
@@ -215,11 +235,42 @@ pub async fn show(id: Uuid, output: Output, config: &Config) -> anyhow::Result<b
     Ok(true)
 }
 
-pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
+/// `sqsbeat cancel`: by ids, or every pending job of a task (`--task`, in
+/// one statement).
+pub async fn cancel(a: CancelArgs, config: &Config) -> anyhow::Result<bool> {
     let store = crate::cmd::open_store(config, Access::Write).await?;
+    let Some(task) = a.task else {
+        return cancel_ids(&store, &a.ids).await;
+    };
+    let m = Match {
+        task,
+        queue: a.queue,
+        due_after: a.due_after,
+        due_before: a.due_before,
+    };
+    let n = jobs::cancel_matching(&store, &m, a.dry_run).await?;
+    let mut scope = format!("of task {}", m.task);
+    if let Some(q) = &m.queue {
+        scope.push_str(&format!(" on queue {q}"));
+    }
+    if let Some(t) = m.due_after {
+        scope.push_str(&format!(" due at or after {}", iso(t)));
+    }
+    if let Some(t) = m.due_before {
+        scope.push_str(&format!(" due before {}", iso(t)));
+    }
+    if a.dry_run {
+        println!("would cancel {n} pending job(s) {scope} (dry run: nothing changed)");
+    } else {
+        println!("cancelled {n} pending job(s) {scope}");
+    }
+    Ok(true)
+}
+
+async fn cancel_ids(store: &crate::store::Store, ids: &[Uuid]) -> anyhow::Result<bool> {
     let mut ok = true;
     for id in ids {
-        match jobs::cancel(&store, *id).await? {
+        match jobs::cancel(store, *id).await? {
             Cancelled::Done => println!("cancelled {id}"),
             Cancelled::BeingReleased => {
                 ok = false;
@@ -240,6 +291,75 @@ pub async fn cancel(ids: &[Uuid], config: &Config) -> anyhow::Result<bool> {
         }
     }
     Ok(ok)
+}
+
+/// `sqsbeat reschedule`: a pending job gets a new due instant and keeps its
+/// id; into the release window, it is released at once as `schedule`
+/// does. `now` is the CLI's one clock read.
+pub async fn reschedule(
+    a: RescheduleArgs,
+    now: DateTime<Utc>,
+    config: &Config,
+) -> anyhow::Result<bool> {
+    let due_at = match (&a.at, &a.in_) {
+        (Some(at), _) => *at,
+        (None, Some(d)) => {
+            let t = now + parse_duration(d).map_err(|e| anyhow::anyhow!("--in: {e}"))?;
+            DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+        }
+        (None, None) => bail!("give --at INSTANT or --in DURATION"),
+    };
+    if due_at < now {
+        bail!(
+            "the new due instant {} is in the past; give a later one (--in 1s sends the job now)",
+            iso(due_at)
+        );
+    }
+    let store = crate::cmd::open_store(config, Access::Write).await?;
+    let Some(row) = jobs::get(&store, a.id).await? else {
+        bail!("no job with id {}", a.id)
+    };
+    if let Ok(mut spec) = row.spec() {
+        spec.due_at = due_at;
+        let problems = spec.problems(now, true, config.sqs.max_message_bytes);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("not rescheduled");
+            return Ok(false);
+        }
+    }
+    let id = a.id;
+    match jobs::reschedule(&store, id, due_at).await? {
+        Rescheduled::Done => {}
+        Rescheduled::BeingReleased => bail!(
+            "job {id} is being released now (handed to SQS): it cannot be rescheduled; if the send fails it becomes pending again, and `sqsbeat reschedule {id}` works then"
+        ),
+        Rescheduled::NotPending(s) => {
+            bail!("job {id} is {s}, not pending; only pending jobs can be rescheduled")
+        }
+        Rescheduled::Missing => bail!("no job with id {id}"),
+    }
+    let status = if release_if_open(&store, config, id, &row.queue, due_at, now).await? {
+        "released"
+    } else {
+        "pending"
+    };
+    match a.output {
+        Output::Json => println!(
+            "{}",
+            json!({"id": id, "task": row.task, "due_at": iso(due_at), "previous_due_at": iso(row.due_at), "queue": row.queue, "status": status})
+        ),
+        Output::Table => println!(
+            "{id} {} rescheduled from {} to {} on queue {} ({status})",
+            row.task,
+            iso(row.due_at),
+            iso(due_at),
+            row.queue
+        ),
+    }
+    Ok(true)
 }
 
 fn table(rows: &[JobRow]) -> String {

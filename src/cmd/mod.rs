@@ -1,5 +1,6 @@
 //! The CLI commands: thin I/O around the pure modules.
 
+pub mod backfill;
 pub mod check;
 pub mod entries;
 pub mod jobs;
@@ -81,6 +82,61 @@ pub async fn load_all(
             Ok(loaded)
         }
     }
+}
+
+/// Who makes a change, for an entry's history: `--by`, else `user@host`.
+pub fn actor(by: Option<&str>) -> String {
+    match by.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(b) => b.to_string(),
+        None => {
+            let user = std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".into());
+            format!("{user}@{}", gethostname::gethostname().to_string_lossy())
+        }
+    }
+}
+
+/// Who and when, for a change made at `now` (the command's one clock read).
+pub fn audit(by: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> crate::store::history::Audit {
+    crate::store::history::Audit {
+        at: now,
+        actor: actor(by),
+    }
+}
+
+/// The valid entry named `name` among every source `load_all` read; an
+/// entry that is defined but does not load is an error naming its
+/// problems.
+pub fn find_entry<'a>(
+    loaded: &'a crate::entry::file::Loaded,
+    name: &str,
+) -> anyhow::Result<&'a crate::entry::Entry> {
+    if let Some(e) = loaded.entries.iter().find(|e| e.name == name) {
+        return Ok(e);
+    }
+    if let Some((_, o)) = loaded.names.iter().find(|(n, _)| n == name) {
+        let problems: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| !d.warning && d.entry.as_deref() == Some(name))
+            .map(|d| d.message.clone())
+            .collect();
+        anyhow::bail!(
+            "entry '{name}' ({}:{}) does not load: {}; fix it first (`sqsbeat check` shows every problem)",
+            o.file,
+            o.line,
+            problems.join("; ")
+        );
+    }
+    anyhow::bail!(unknown_entry(name))
+}
+
+/// The error for a name no source defines.
+pub fn unknown_entry(name: &str) -> String {
+    format!(
+        "no entry named '{name}' in the schedule files, the entries table or django-celery-beat; `sqsbeat status` lists them"
+    )
 }
 
 /// The store for a one-shot command (one connection). Only commands that

@@ -7,6 +7,7 @@
 
 pub mod django;
 pub mod file;
+pub mod history;
 pub mod merge;
 pub mod raw;
 pub mod validate;
@@ -24,6 +25,8 @@ pub use validate::validate;
 
 /// Default logical queue, as Celery's `task_default_queue`.
 pub const DEFAULT_QUEUE: &str = "celery";
+/// The `sqsbeat_trigger` header of a manual run (`sqsbeat entries run`).
+pub const MANUAL_TRIGGER: &str = "manual";
 /// Default lateness after which a fire counts as missed.
 pub const DEFAULT_GRACE: Duration = Duration::minutes(1);
 
@@ -132,6 +135,27 @@ impl Entry {
         }
     }
 
+    /// The message of a send out of turn at `now` (`sqsbeat entries run`,
+    /// `sqsbeat backfill`): the entry's own task, args, kwargs, queue and
+    /// headers, as its fires carry them, serving `scheduled_at`, with
+    /// `sqsbeat_trigger` set to `trigger` if given. Its expiry counts from
+    /// `now` (the entry's `expires` after the send, and never past an
+    /// absolute expiry it has): an old slot sent now by request would
+    /// otherwise arrive already expired, and the worker would drop it.
+    pub fn message_sent_at<'a>(
+        &'a self,
+        id: &'a str,
+        scheduled_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        origin: &'a str,
+        trigger: Option<&'a str>,
+    ) -> TaskMessage<'a> {
+        let mut m = self.message(id, scheduled_at, origin);
+        m.expires = self.expiry(now);
+        m.trigger = trigger;
+        m
+    }
+
     /// The message this entry sends for the fire at `nominal`.
     pub fn message<'a>(
         &'a self,
@@ -151,6 +175,7 @@ impl Entry {
             expires: self.expiry(nominal),
             scheduled_at: nominal,
             periodic_entry: Some(&self.name),
+            trigger: None,
             origin,
             args_shape: ArgsShape::List,
         }

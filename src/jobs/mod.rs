@@ -58,6 +58,7 @@ impl JobSpec {
             expires: self.expires_at,
             scheduled_at: self.due_at,
             periodic_entry: None,
+            trigger: None,
             origin,
             args_shape: ArgsShape::Tuple,
         }

@@ -17,6 +17,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod pauses;
 pub mod reload;
 pub mod tasks;
 
@@ -205,9 +206,10 @@ pub async fn serve<S: Sink, Q: Source>(
         shutdown.clone(),
         leader_stop.drop_guard(),
     );
+    let pauses_rx = spawn_pauses(&mut tasks, &shared);
     tasks.spawn("beat", async move {
         let _release_lock_when_done = lock_guard;
-        driver.run(entries_rx, beat_role, stop).await;
+        driver.run(entries_rx, pauses_rx, beat_role, stop).await;
         Ok(())
     });
     tasks.supervise(DRAIN).await.map_err(anyhow::Error::from)
@@ -350,6 +352,20 @@ fn spawn_reload(
         reload::reload_schedule(s, p, ctx, changed, entries, dj, stop).await;
         Ok(())
     });
+}
+
+/// The pauses watcher; returns what the beat watches.
+fn spawn_pauses(
+    tasks: &mut Tasks,
+    sh: &Shared,
+) -> watch::Receiver<Arc<crate::beat::driver::Pauses>> {
+    let (tx, rx) = watch::channel(Arc::new(crate::beat::driver::Pauses::new()));
+    let (s, stop) = (sh.store.clone(), sh.shutdown.clone());
+    tasks.spawn("pauses watcher", async move {
+        pauses::watch_pauses(s, tx, stop).await;
+        Ok(())
+    });
+    rx
 }
 
 /// The releaser (every replica, leader or not) and its wake-up listener.

@@ -1,12 +1,17 @@
 //! The entries table: periodic entries kept in the database beside the
 //! TOML files, as rows anyone can write (`sqsbeat entries ...`, plain SQL,
 //! an application). Turning a row into an entry is [`crate::entry::merge`]'s.
+//! The CLI's changes ([`save`], [`set_enabled`], [`remove`]) are written
+//! with their history row (`store::history`) in one transaction.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, SqliteConnection};
 
+use super::history::{self, Action, Audit};
 use super::sqlite::codec::NOW;
 use super::{Store, StoreError, Ts, decode_row};
+use crate::entry::history::{field_change, row_change};
 
 /// One row of the entries table, as stored.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -124,9 +129,18 @@ pub async fn version(store: &Store) -> Result<Option<i64>, StoreError> {
 }
 
 /// Inserts a row (or replaces one with `replace`). False if the name
-/// exists and `replace` is not set.
+/// exists and `replace` is not set. Records no history: the CLI uses
+/// [`save`].
 pub async fn insert(store: &Store, row: &EntryRow, replace: bool) -> Result<bool, StoreError> {
-    let conflict = if replace {
+    let n = match store {
+        Store::Postgres(s) => insert_pg(&mut *s.pool().acquire().await?, row, replace).await?,
+        Store::Sqlite(s) => insert_lite(&mut *s.pool().acquire().await?, row, replace).await?,
+    };
+    Ok(n > 0)
+}
+
+fn conflict(replace: bool) -> &'static str {
+    if replace {
         "ON CONFLICT (name) DO UPDATE SET task = excluded.task, cron = excluded.cron, crontab = excluded.crontab, every = excluded.every,
            timezone = excluded.timezone, args = excluded.args, kwargs = excluded.kwargs, queue = excluded.queue, priority = excluded.priority,
            headers = excluded.headers, expires = excluded.expires, enabled = excluded.enabled, start_at = excluded.start_at, end_at = excluded.end_at,
@@ -134,107 +148,251 @@ pub async fn insert(store: &Store, row: &EntryRow, replace: bool) -> Result<bool
            updated_at = excluded.updated_at"
     } else {
         "ON CONFLICT (name) DO NOTHING"
-    };
-    let done = match store {
-        Store::Postgres(s) => {
-            let sql = format!(
-                "INSERT INTO entries ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, now()) {conflict}"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&row.name)
-                .bind(&row.task)
-                .bind(&row.cron)
-                .bind(&row.crontab)
-                .bind(&row.every)
-                .bind(&row.timezone)
-                .bind(&row.args)
-                .bind(&row.kwargs)
-                .bind(&row.queue)
-                .bind(row.priority.map(|p| p as i32))
-                .bind(&row.headers)
-                .bind(&row.expires)
-                .bind(row.enabled)
-                .bind(row.start_at)
-                .bind(row.end_at)
-                .bind(&row.catch_up)
-                .bind(&row.grace)
-                .bind(&row.jitter)
-                .bind(row.anchor)
-                .bind(&row.group_id)
-                .execute(s.pool())
-                .await?
-                .rows_affected()
-        }
-        Store::Sqlite(s) => {
-            let sql = format!(
-                "INSERT INTO entries ({COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, {NOW}) {conflict}"
-            );
-            let ts = |t: Option<DateTime<Utc>>| t.map(Ts);
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&row.name)
-                .bind(&row.task)
-                .bind(&row.cron)
-                .bind(&row.crontab)
-                .bind(&row.every)
-                .bind(&row.timezone)
-                .bind(&row.args)
-                .bind(&row.kwargs)
-                .bind(&row.queue)
-                .bind(row.priority)
-                .bind(&row.headers)
-                .bind(&row.expires)
-                .bind(row.enabled)
-                .bind(ts(row.start_at))
-                .bind(ts(row.end_at))
-                .bind(&row.catch_up)
-                .bind(&row.grace)
-                .bind(&row.jitter)
-                .bind(ts(row.anchor))
-                .bind(&row.group_id)
-                .execute(s.pool())
-                .await?
-                .rows_affected()
-        }
-    };
-    Ok(done > 0)
+    }
 }
 
-/// Enables or disables an entry; false if there is no such entry.
-pub async fn set_enabled(store: &Store, name: &str, enabled: bool) -> Result<bool, StoreError> {
-    let n = match store {
+async fn insert_pg(
+    conn: &mut PgConnection,
+    row: &EntryRow,
+    replace: bool,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "INSERT INTO entries ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, now()) {}",
+        conflict(replace)
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&row.name)
+        .bind(&row.task)
+        .bind(&row.cron)
+        .bind(&row.crontab)
+        .bind(&row.every)
+        .bind(&row.timezone)
+        .bind(&row.args)
+        .bind(&row.kwargs)
+        .bind(&row.queue)
+        .bind(row.priority.map(|p| p as i32))
+        .bind(&row.headers)
+        .bind(&row.expires)
+        .bind(row.enabled)
+        .bind(row.start_at)
+        .bind(row.end_at)
+        .bind(&row.catch_up)
+        .bind(&row.grace)
+        .bind(&row.jitter)
+        .bind(row.anchor)
+        .bind(&row.group_id)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+async fn insert_lite(
+    conn: &mut SqliteConnection,
+    row: &EntryRow,
+    replace: bool,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "INSERT INTO entries ({COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, {NOW}) {}",
+        conflict(replace)
+    );
+    let ts = |t: Option<DateTime<Utc>>| t.map(Ts);
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&row.name)
+        .bind(&row.task)
+        .bind(&row.cron)
+        .bind(&row.crontab)
+        .bind(&row.every)
+        .bind(&row.timezone)
+        .bind(&row.args)
+        .bind(&row.kwargs)
+        .bind(&row.queue)
+        .bind(row.priority)
+        .bind(&row.headers)
+        .bind(&row.expires)
+        .bind(row.enabled)
+        .bind(ts(row.start_at))
+        .bind(ts(row.end_at))
+        .bind(&row.catch_up)
+        .bind(&row.grace)
+        .bind(&row.jitter)
+        .bind(ts(row.anchor))
+        .bind(&row.group_id)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// The row named `name` as it stands, read inside the caller's
+/// transaction; `Some(Err)` when it cannot be read.
+async fn current_pg(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<Result<EntryRow, StoreError>>, StoreError> {
+    let sql = format!("SELECT name AS row_key, {COLUMNS} FROM entries WHERE name = $1 FOR UPDATE");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| decode_row::<_, Record>("entries", &r).map(EntryRow::from)))
+}
+
+async fn current_lite(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<Result<EntryRow, StoreError>>, StoreError> {
+    let sql = format!("SELECT name AS row_key, {COLUMNS} FROM entries WHERE name = ?1");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| decode_row::<_, Record>("entries", &r).map(EntryRow::from)))
+}
+
+/// What [`save`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Saved {
+    Added,
+    /// Replaced the row (what changed is in the history).
+    Replaced,
+    /// The name exists and `replace` was not set: nothing written.
+    Exists,
+}
+
+/// The history of a save: `add` with every field, or `replace` with the
+/// fields that changed.
+fn save_event(before: Option<&Option<EntryRow>>, row: &EntryRow) -> (Action, serde_json::Value) {
+    match before {
+        None => (Action::Add, row_change(None, Some(row))),
+        Some(Some(b)) => (Action::Replace, row_change(Some(b), Some(row))),
+        Some(None) => (
+            Action::Replace,
+            json!({"before": "the old row could not be read", "after": row_change(None, Some(row))["after"]}),
+        ),
+    }
+}
+
+/// [`insert`], and its history (`add`, or `replace` with the fields that
+/// changed), in one transaction.
+pub async fn save(
+    store: &Store,
+    row: &EntryRow,
+    replace: bool,
+    audit: &Audit,
+) -> Result<Saved, StoreError> {
+    match store {
         Store::Postgres(s) => {
+            let mut tx = s.pool().begin().await?;
+            let before = current_pg(&mut tx, &row.name).await?.map(Result::ok);
+            if before.is_some() && !replace {
+                return Ok(Saved::Exists);
+            }
+            insert_pg(&mut tx, row, replace).await?;
+            let (action, detail) = save_event(before.as_ref(), row);
+            history::insert_pg(&mut tx, &row.name, action, audit, &detail).await?;
+            tx.commit().await?;
+            Ok(before.map_or(Saved::Added, |_| Saved::Replaced))
+        }
+        Store::Sqlite(s) => {
+            let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let before = current_lite(&mut tx, &row.name).await?.map(Result::ok);
+            if before.is_some() && !replace {
+                return Ok(Saved::Exists);
+            }
+            insert_lite(&mut tx, row, replace).await?;
+            let (action, detail) = save_event(before.as_ref(), row);
+            history::insert_lite(&mut tx, &row.name, action, audit, &detail).await?;
+            tx.commit().await?;
+            Ok(before.map_or(Saved::Added, |_| Saved::Replaced))
+        }
+    }
+}
+
+/// Enables or disables an entry, and records it; false if there is no
+/// such entry.
+pub async fn set_enabled(
+    store: &Store,
+    name: &str,
+    enabled: bool,
+    audit: &Audit,
+) -> Result<bool, StoreError> {
+    let action = if enabled {
+        Action::Enable
+    } else {
+        Action::Disable
+    };
+    match store {
+        Store::Postgres(s) => {
+            let mut tx = s.pool().begin().await?;
+            let was: Option<bool> =
+                sqlx::query_scalar("SELECT enabled FROM entries WHERE name = $1 FOR UPDATE")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(was) = was else { return Ok(false) };
             sqlx::query("UPDATE entries SET enabled = $2, updated_at = now() WHERE name = $1")
                 .bind(name)
                 .bind(enabled)
-                .execute(s.pool())
-                .await?
-                .rows_affected()
+                .execute(&mut *tx)
+                .await?;
+            let detail = field_change("enabled", was.into(), enabled.into());
+            history::insert_pg(&mut tx, name, action, audit, &detail).await?;
+            tx.commit().await?;
         }
-        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE entries SET enabled = ?2, updated_at = {NOW} WHERE name = ?1"
-        )))
-        .bind(name)
-        .bind(enabled)
-        .execute(s.pool())
-        .await?
-        .rows_affected(),
-    };
-    Ok(n > 0)
+        Store::Sqlite(s) => {
+            let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let was: Option<bool> =
+                sqlx::query_scalar("SELECT enabled FROM entries WHERE name = ?1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(was) = was else { return Ok(false) };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE entries SET enabled = ?2, updated_at = {NOW} WHERE name = ?1"
+            )))
+            .bind(name)
+            .bind(enabled)
+            .execute(&mut *tx)
+            .await?;
+            let detail = field_change("enabled", was.into(), enabled.into());
+            history::insert_lite(&mut tx, name, action, audit, &detail).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(true)
 }
 
-/// Deletes an entry; false if there is no such entry. Its ledger history stays.
-pub async fn remove(store: &Store, name: &str) -> Result<bool, StoreError> {
-    let n = match store {
-        Store::Postgres(s) => sqlx::query("DELETE FROM entries WHERE name = $1")
-            .bind(name)
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-        Store::Sqlite(s) => sqlx::query("DELETE FROM entries WHERE name = ?1")
-            .bind(name)
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
+/// Deletes an entry, and records it with the row it removed; false if
+/// there is no such entry. Its ledger history stays.
+pub async fn remove(store: &Store, name: &str, audit: &Audit) -> Result<bool, StoreError> {
+    let detail = |before: Result<EntryRow, StoreError>| match before {
+        Ok(b) => row_change(Some(&b), None),
+        Err(e) => json!({"before": format!("the row could not be read: {e}")}),
     };
-    Ok(n > 0)
+    match store {
+        Store::Postgres(s) => {
+            let mut tx = s.pool().begin().await?;
+            let Some(before) = current_pg(&mut tx, name).await? else {
+                return Ok(false);
+            };
+            sqlx::query("DELETE FROM entries WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            history::insert_pg(&mut tx, name, Action::Remove, audit, &detail(before)).await?;
+            tx.commit().await?;
+        }
+        Store::Sqlite(s) => {
+            let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let Some(before) = current_lite(&mut tx, name).await? else {
+                return Ok(false);
+            };
+            sqlx::query("DELETE FROM entries WHERE name = ?1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            history::insert_lite(&mut tx, name, Action::Remove, audit, &detail(before)).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(true)
 }

@@ -438,6 +438,122 @@ pub async fn cancel(store: &Store, id: Uuid) -> Result<Cancelled, StoreError> {
     })
 }
 
+/// What [`reschedule`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rescheduled {
+    Done,
+    /// A releaser is handing it to SQS now: its instant cannot change.
+    BeingReleased,
+    NotPending(JobStatus),
+    Missing,
+}
+
+/// Moves a pending job to `due_at`, keeping its id; a pending retry's
+/// backoff is dropped (the job is due anew). Only a `pending` row changes:
+/// one being released is on its way to SQS.
+pub async fn reschedule(
+    store: &Store,
+    id: Uuid,
+    due_at: DateTime<Utc>,
+) -> Result<Rescheduled, StoreError> {
+    let (n, status): (u64, Option<JobStatus>) = match store {
+        Store::Postgres(pg) => {
+            let n = sqlx::query(
+                "UPDATE jobs SET due_at = $2, retry_at = NULL WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .bind(due_at)
+            .execute(pg.pool())
+            .await?
+            .rows_affected();
+            let status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pg.pool())
+                .await?;
+            (n, status)
+        }
+        Store::Sqlite(l) => {
+            let n = sqlx::query(
+                "UPDATE jobs SET due_at = ?2, retry_at = NULL WHERE id = ?1 AND status = 'pending'",
+            )
+            .bind(Id(id))
+            .bind(Ts(due_at))
+            .execute(l.pool())
+            .await?
+            .rows_affected();
+            let status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+                .bind(Id(id))
+                .fetch_optional(l.pool())
+                .await?;
+            (n, status)
+        }
+    };
+    Ok(match (n, status) {
+        (1, _) => Rescheduled::Done,
+        (_, Some(JobStatus::Releasing)) => Rescheduled::BeingReleased,
+        (_, Some(s)) => Rescheduled::NotPending(s),
+        (_, None) => Rescheduled::Missing,
+    })
+}
+
+/// Which pending jobs a bulk cancel takes: one task, optionally one queue
+/// and a due range (`due_after` inclusive, `due_before` exclusive, as
+/// `sqsbeat pending` reads them).
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    pub task: String,
+    pub queue: Option<String>,
+    pub due_after: Option<DateTime<Utc>>,
+    pub due_before: Option<DateTime<Utc>>,
+}
+
+/// Cancels every pending job matching `m` in one statement, or with
+/// `dry_run` counts them; returns how many. Jobs being released are not
+/// pending and are left alone.
+pub async fn cancel_matching(store: &Store, m: &Match, dry_run: bool) -> Result<u64, StoreError> {
+    let verb = if dry_run {
+        "SELECT count(*) FROM jobs"
+    } else {
+        "UPDATE jobs SET status = 'cancelled'"
+    };
+    Ok(match store {
+        Store::Postgres(pg) => {
+            let sql = format!(
+                "{verb} WHERE status = 'pending' AND task = $1 AND ($2::text IS NULL OR queue = $2)
+                   AND ($3::timestamptz IS NULL OR due_at >= $3) AND ($4::timestamptz IS NULL OR due_at < $4)"
+            );
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&m.task)
+                .bind(&m.queue)
+                .bind(m.due_after)
+                .bind(m.due_before);
+            if dry_run {
+                let n: i64 = q.fetch_one(pg.pool()).await?.try_get(0)?;
+                u64::try_from(n).unwrap_or(0)
+            } else {
+                q.execute(pg.pool()).await?.rows_affected()
+            }
+        }
+        Store::Sqlite(l) => {
+            let sql = format!(
+                "{verb} WHERE status = 'pending' AND task = ?1 AND (?2 IS NULL OR queue = ?2)
+                   AND (?3 IS NULL OR due_at >= ?3) AND (?4 IS NULL OR due_at < ?4)"
+            );
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&m.task)
+                .bind(&m.queue)
+                .bind(m.due_after.map(Ts))
+                .bind(m.due_before.map(Ts));
+            if dry_run {
+                let n: i64 = q.fetch_one(l.pool()).await?.try_get(0)?;
+                u64::try_from(n).unwrap_or(0)
+            } else {
+                q.execute(l.pool()).await?.rows_affected()
+            }
+        }
+    })
+}
+
 /// The earliest instant a release pass may find work: a window opening
 /// or a retry instant among pending jobs, or the end of a lease (a
 /// releaser that died mid-send). A FIFO queue's window opens when its job

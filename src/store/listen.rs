@@ -1,5 +1,6 @@
 //! Change notifications from PostgreSQL (`LISTEN`), one implementation for
-//! every watcher: the releaser's (jobs) and the reload's (entries). The
+//! every watcher: the releaser's (jobs), the reload's (entries) and the
+//! pauses'. The
 //! triggers send this schema's name as the payload, so deployments in
 //! several schemas of one database only hear their own changes.
 //!
@@ -20,6 +21,8 @@ pub enum Channel {
     Jobs,
     /// Any change to the entries table.
     Entries,
+    /// Any change to the entry_pauses table.
+    Pauses,
 }
 
 impl Channel {
@@ -27,6 +30,7 @@ impl Channel {
         match self {
             Channel::Jobs => "sqsbeat_jobs",
             Channel::Entries => "sqsbeat_entries",
+            Channel::Pauses => "sqsbeat_pauses",
         }
     }
 }

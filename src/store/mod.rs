@@ -3,25 +3,32 @@
 //! server).
 //!
 //! One file per table, each holding both backends' SQL side by side:
-//! [`ledger`] (fires claimed, sent, missed; per-entry cursors), [`jobs`]
+//! [`ledger`] (fires claimed, sent, missed; per-entry cursors) and
+//! [`backfill`] (the ledger as `sqsbeat backfill` claims it), [`jobs`]
 //! (and [`intake`]: jobs read from the intake queue), [`entries`],
-//! [`replicas`], [`leader`] (the epoch, the heartbeat, the advisory lock);
-//! [`django`] reads and writes back django-celery-beat's tables in the
-//! application's schema. [`postgres`] and [`sqlite`] open the database and
-//! run the migrations; [`listen`] turns NOTIFY (or SQLite's change counter) into
+//! [`pauses`], [`history`] (every change made through the CLI to an
+//! entry), [`manual`] (manual runs), [`replicas`], [`leader`] (the epoch,
+//! the heartbeat, the advisory lock); [`django`] reads and writes back
+//! django-celery-beat's tables in the application's schema. [`postgres`]
+//! and [`sqlite`] open the database and run the migrations; [`listen`]
+//! turns NOTIFY (or SQLite's change counter) into
 //! wake-ups. Only this module looks at which backend a [`Store`] is.
 //!
 //! Rows anyone can write (entries, jobs) are decoded one at a time: a row
 //! that cannot be read is a [`StoreError::Decode`] naming its table, column
 //! and key, never a panic and never the whole batch.
 
+pub mod backfill;
 pub mod django;
 pub mod entries;
+pub mod history;
 pub mod intake;
 pub mod jobs;
 pub mod leader;
 pub mod ledger;
 pub mod listen;
+pub mod manual;
+pub mod pauses;
 pub mod postgres;
 pub mod replicas;
 pub mod sqlite;

@@ -53,6 +53,9 @@ pub struct TaskMessage<'a> {
     pub scheduled_at: DateTime<Utc>,
     /// Set for periodic fires: the entry name (`periodic_task_name`).
     pub periodic_entry: Option<&'a str>,
+    /// What sent it out of turn, as the `sqsbeat_trigger` header
+    /// (`"manual"` for `sqsbeat entries run`); `None` on scheduled fires.
+    pub trigger: Option<&'a str>,
     pub origin: &'a str,
     /// What the caller passed as args, which Celery's `argsrepr` shows.
     pub args_shape: ArgsShape,
@@ -140,6 +143,9 @@ impl TaskMessage<'_> {
                 .to_rfc3339_opts(SecondsFormat::AutoSi, true)
                 .into(),
         );
+        if let Some(trigger) = self.trigger {
+            headers.insert("sqsbeat_trigger".into(), trigger.into());
+        }
 
         let mut props = Map::new();
         props.insert("correlation_id".into(), self.id.into());

@@ -38,6 +38,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     // Marks a message diverted to the intake queue (python/INTAKE.md): a
     // task carrying it would be taken for one.
     "sqsbeat_intake",
+    "sqsbeat_trigger",
 ];
 
 /// Longest FIFO `MessageGroupId` / `MessageDeduplicationId` SQS accepts.

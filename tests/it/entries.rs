@@ -128,7 +128,7 @@ fn entries_cli_adds_validates_lists_toggles_and_removes() {
     let (_, out, _) = cli(d, None, &["entries", "list"]);
     assert_eq!(
         out,
-        "NAME     TASK              SCHEDULE   QUEUE   ENABLED\nnightly  app.tasks.report  0 3 * * *  celery  yes\n"
+        "NAME     TASK              SCHEDULE   QUEUE   ENABLED  PAUSED\nnightly  app.tasks.report  0 3 * * *  celery  yes      no\n"
     );
     let (code, _, _) = cli(d, None, &["entries", "disable", "nightly"]);
     assert_eq!(code, 0);

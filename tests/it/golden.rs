@@ -85,6 +85,7 @@ fn ours(c: &Case<'_>) -> Value {
         expires: c.expires_in.map(|d| now() + d),
         scheduled_at: now(),
         periodic_entry: c.beat.then_some("golden-entry"),
+        trigger: None,
         origin: "sqsbeat@test",
         args_shape: c.args_shape,
     };
@@ -247,6 +248,7 @@ fn sqs_body_is_base64_of_the_envelope_json_or_raw_json() {
         expires: None,
         scheduled_at: now(),
         periodic_entry: None,
+        trigger: None,
         origin: "o",
         args_shape: ArgsShape::Tuple,
     };
