@@ -22,6 +22,7 @@ mod intake;
 mod intake_e2e;
 mod intake_golden;
 mod jobs;
+mod ops;
 mod outage;
 mod pg;
 mod releaser;
