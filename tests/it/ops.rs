@@ -985,7 +985,8 @@ fn executed(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<Val
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_worker_runs_manual_and_backfilled_sends_and_a_pause_holds_run_until_its_end() {
+async fn a_real_worker_runs_manual_backfilled_and_rescheduled_sends_and_a_pause_holds_run_until_its_end()
+ {
     use std::time::Duration as Std;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -1067,7 +1068,27 @@ every = "10s"
     assert_eq!(second["sent"], json!([]), "a second backfill sends nothing");
     assert_eq!(second["already_sent"].as_array().unwrap().len(), 6);
 
+    // A job two days out, rescheduled into the release window: released at
+    // once, under the id it had.
+    let args = [
+        "schedule",
+        "examples.tasks.send_report",
+        "--in",
+        "2d",
+        "--queue",
+        "ops",
+        "--output",
+        "json",
+    ];
+    let (code, out, err) = sqsbeat(&args);
+    assert_eq!(code, 0, "{err}");
+    let job = json_out(&out)["id"].as_str().unwrap().to_string();
+    let (code, out, err) = sqsbeat(&["reschedule", &job, "--in", "3s", "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_out(&out)["status"], "released", "{out}");
+
     let mut expected: std::collections::BTreeSet<String> = want.iter().cloned().collect();
+    expected.insert(job.clone());
     expected.extend(
         manual
             .iter()
@@ -1094,6 +1115,11 @@ every = "10s"
         assert_eq!(r["headers"]["periodic_task_name"], "report");
         assert_eq!(r["headers"]["sqsbeat_scheduled_at"], m["scheduled_at"]);
     }
+    assert_eq!(
+        ran[&job].len(),
+        1,
+        "the rescheduled job ran once, with its id"
+    );
     for (slot, id) in slots.iter().zip(&want) {
         let r = &ran[id];
         assert_eq!(r.len(), 1, "executed once: {r:?}");
