@@ -16,9 +16,13 @@ Environment:
   AWS_REGION     default us-east-1
   QUEUE_PREFIX   kombu queue_name_prefix (default empty)
   TASK_NAMES     extra task names to accept, comma separated
+  FAIL_TASKS     task names that raise after recording (comma separated)
   RECORD_FILE    JSON-lines file of outcomes (optional)
   SQSBEAT_DIVERT_AFTER  seconds beyond which an ETA goes to the intake queue
                  (default 900, SQS's own limit; the local stack's demo lowers it)
+  SENTRY_DSN     report to Sentry, with Sentry Crons check-ins for the
+                 fires of entries with `sentry_monitor = true` (needs
+                 sentry-sdk; what a worker has under celery beat)
 """
 import json
 import os
@@ -27,6 +31,17 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from celery import Celery, signals
+
+if os.environ.get("SENTRY_DSN"):
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    # monitor_beat_tasks makes the worker close each fire's check-in (ok,
+    # or error when the task raises), reading the headers sqsbeat adds.
+    sentry_sdk.init(
+        dsn=os.environ["SENTRY_DSN"],
+        integrations=[CeleryIntegration(monitor_beat_tasks=True)],
+    )
 
 endpoint = os.environ.get("SQS_ENDPOINT", "http://127.0.0.1:9324")
 transport = {
@@ -103,10 +118,15 @@ def _report(task, args, kwargs):
     })
 
 
+FAIL = {n.strip() for n in os.environ.get("FAIL_TASKS", "").split(",") if n.strip()}
+
+
 def _make_task(name):
     @app.task(bind=True, name=name)
     def task(self, *args, **kwargs):
         _report(self, args, kwargs)
+        if name in FAIL:
+            raise RuntimeError(f"{name} fails on purpose")
     return task
 
 
@@ -120,6 +140,7 @@ NAMES = [
     "examples.tasks.send_report",
 ]
 NAMES += [n.strip() for n in os.environ.get("TASK_NAMES", "").split(",") if n.strip()]
+NAMES += sorted(FAIL - set(NAMES))
 for _name in NAMES:
     _make_task(_name)
 

@@ -333,6 +333,9 @@ pub struct EntryArgs {
     pub anchor: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(long)]
     pub group_id: Option<String>,
+    /// Fires carry Sentry Crons' headers (as celery beat's Sentry integration adds).
+    #[arg(long)]
+    pub sentry_monitor: bool,
     /// Replace an existing entry of the same name.
     #[arg(long)]
     pub replace: bool,

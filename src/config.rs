@@ -164,6 +164,27 @@ pub const SETTINGS: &[Setting] = &[
         default: "(none)",
         help: "logical queue to read Celery tasks diverted by sqsbeat_celery.install(app) from, each kept as a one-off job (python/INTAKE.md); [sqs] queue_name_prefix applies",
     },
+    Setting {
+        section: "metrics",
+        key: "per_entry_limit",
+        kind: Kind::Int,
+        default: "1000",
+        help: "most entries with series of their own on /metrics (by name); the rest count under entry=\"_other\"",
+    },
+    Setting {
+        section: "sentry",
+        key: "dsn",
+        kind: Kind::Secret,
+        default: "(none)",
+        help: "Sentry DSN: the leader sends the in_progress check-in of each fire of a sentry_monitor entry, as celery beat's Sentry integration does",
+    },
+    Setting {
+        section: "sentry",
+        key: "environment",
+        kind: Kind::Text,
+        default: "\"production\"",
+        help: "Sentry environment of those check-ins: the workers' (sentry-sdk's `environment`)",
+    },
 ];
 
 /// The configuration file, as written.
@@ -184,6 +205,10 @@ struct RawConfig {
     django_celery_beat: RawDjangoCeleryBeat,
     #[serde(default)]
     intake: RawIntake,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    sentry: RawSentry,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,8 +261,21 @@ struct RawDjangoCeleryBeat {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMetrics {
+    per_entry_limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawIntake {
     queue: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentry {
+    dsn: Option<String>,
+    environment: Option<String>,
 }
 
 /// A value that must never reach a log line, `Debug` output included.
@@ -285,6 +323,9 @@ pub struct Config {
     /// `[django_celery_beat] enabled`: django-celery-beat's tables as a
     /// source of entries, in the database of `database_url`.
     pub django_celery_beat: Option<DjangoCeleryBeat>,
+    /// Most entries with per-entry metric series.
+    pub metrics_per_entry_limit: usize,
+    pub sentry: SentryConfig,
 }
 
 /// Where django-celery-beat's tables are read from.
@@ -294,6 +335,18 @@ pub struct DjangoCeleryBeat {
     /// connection sets another `search_path`).
     pub schema: String,
 }
+
+/// Where the leader sends Sentry Crons check-ins, if anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct SentryConfig {
+    pub dsn: Option<Secret>,
+    pub environment: String,
+}
+
+/// Default of `[metrics] per_entry_limit`: 4 series per entry (sent,
+/// failed, last sent, next fire) stay near 4 000, well inside what one
+/// Prometheus target is expected to expose.
+pub const DEFAULT_PER_ENTRY_LIMIT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -417,18 +470,7 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             .parse()
             .map_err(|_| invalid(format!("[schedules] timezone: unknown timezone {z:?}")))?,
     };
-    let release_window = match raw.releaser.window.as_deref() {
-        None => Duration::minutes(15),
-        Some(w) => {
-            let d = parse_duration(w).map_err(|e| invalid(format!("[releaser] window: {e}")))?;
-            if d > Duration::minutes(15) || d < Duration::zero() {
-                return Err(invalid(format!(
-                    "[releaser] window = {w:?}: must be between 0s and 15m (SQS DelaySeconds stops at 900)"
-                )));
-            }
-            d
-        }
-    };
+    let release_window = release_window(&raw.releaser).map_err(invalid)?;
     let ledger_retention = match raw.database.ledger_retention.as_deref() {
         None => Duration::days(30),
         Some(r) => match parse_duration(r) {
@@ -460,6 +502,8 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         crate::wire::limits::check_queue_name(q)
             .map_err(|e| invalid(format!("[intake] queue: {e}")))?;
     }
+    let metrics_per_entry_limit = per_entry_limit(&raw.metrics).map_err(invalid)?;
+    let sentry = sentry_config(raw.sentry).map_err(invalid)?;
     for (name, url) in &raw.sqs.queues {
         if name.ends_with(".fifo") != url.ends_with(".fifo") {
             return Err(invalid(format!(
@@ -503,6 +547,47 @@ fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         release_window,
         django_celery_beat,
         intake_queue,
+        metrics_per_entry_limit,
+        sentry,
+    })
+}
+
+fn release_window(raw: &RawReleaser) -> Result<Duration, String> {
+    let Some(w) = raw.window.as_deref() else {
+        return Ok(Duration::minutes(15));
+    };
+    let d = parse_duration(w).map_err(|e| format!("[releaser] window: {e}"))?;
+    if d > Duration::minutes(15) || d < Duration::zero() {
+        return Err(format!(
+            "[releaser] window = {w:?}: must be between 0s and 15m (SQS DelaySeconds stops at 900)"
+        ));
+    }
+    Ok(d)
+}
+
+fn per_entry_limit(raw: &RawMetrics) -> Result<usize, String> {
+    match raw.per_entry_limit {
+        None => Ok(DEFAULT_PER_ENTRY_LIMIT),
+        Some(n) if (0..=1_000_000).contains(&n) => Ok(n as usize),
+        Some(n) => Err(format!(
+            "[metrics] per_entry_limit = {n}: must be 0..=1000000 (0: totals only)"
+        )),
+    }
+}
+
+/// `[sentry]`: a DSN that does not parse is refused here, at start-up,
+/// not at the first check-in.
+fn sentry_config(raw: RawSentry) -> Result<SentryConfig, String> {
+    let dsn = raw.dsn.filter(|d| !d.trim().is_empty());
+    if let Some(d) = &dsn {
+        crate::wire::sentry::Dsn::parse(d).map_err(|e| format!("[sentry] dsn: {e}"))?;
+    }
+    Ok(SentryConfig {
+        dsn: dsn.map(Secret),
+        environment: raw
+            .environment
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "production".into()),
     })
 }
 
@@ -661,6 +746,9 @@ mod tests {
                 ("SQSBEAT_DJANGO_CELERY_BEAT_ENABLED", "true"),
                 ("SQSBEAT_DJANGO_CELERY_BEAT_SCHEMA", "app"),
                 ("SQSBEAT_INTAKE_QUEUE", "sqsbeat-intake"),
+                ("SQSBEAT_METRICS_PER_ENTRY_LIMIT", "50"),
+                ("SQSBEAT_SENTRY_DSN", "https://key@o1.ingest.sentry.io/42"),
+                ("SQSBEAT_SENTRY_ENVIRONMENT", "staging"),
             ]),
         )
         .unwrap();
@@ -688,8 +776,11 @@ mod tests {
             })
         );
         assert_eq!(c.intake_queue.as_deref(), Some("sqsbeat-intake"));
+        assert_eq!(c.metrics_per_entry_limit, 50);
+        assert!(c.sentry.dsn.is_some());
+        assert_eq!(c.sentry.environment, "staging");
         // Every setting but the file-only table has a variable tested above.
-        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 17);
+        assert_eq!(SETTINGS.iter().filter(|s| s.key != "queues").count(), 20);
     }
 
     #[test]
@@ -742,5 +833,26 @@ mod tests {
         .unwrap();
         assert!(c.database_url.is_some());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn sentry_dsn_is_checked_and_redacted() {
+        let c = parse(
+            "x",
+            Some("[sentry]\ndsn = \"https://pubkey@o1.ingest.sentry.io/42\"\n"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("pubkey"));
+        assert_eq!(c.sentry.environment, "production");
+        let e = parse("f.toml", Some("[sentry]\ndsn = \"not a dsn\"\n"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("[sentry] dsn"), "{e}");
+        let e = parse(
+            "f.toml",
+            Some("[metrics]\nper_entry_limit = -1\n"),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("per_entry_limit"), "{e}");
     }
 }

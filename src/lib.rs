@@ -26,9 +26,11 @@
 //! | [`wire::saferepr`](mod@wire::saferepr) | Celery's `saferepr`: the `argsrepr` / `kwargsrepr` headers |
 //! | [`wire::queue`] | logical Celery queue → SQS queue name (kombu's mangling) |
 //! | [`wire::intake`] | the intake contract: a diverted Celery task → its job, or why it is malformed; its release bytes |
-//! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up; the pause rule |
+//! | [`beat::tick`] | beat state + now → fires due, fires missed, next wake-up; the pause rule; which entries are overdue |
+//! | [`beat::freshness`] | the dead-man's switch: when an entry is overdue |
 //! | [`beat::backfill`] | which slots `sqsbeat backfill` sends: the range, the ledger, the beat's bound |
 //! | [`entry::history`] | what a change did to an entry, for its history |
+//! | [`wire::sentry`] | Sentry Crons: a monitored entry's headers and check-ins, as sentry-sdk's beat integration makes them |
 //! | [`jobs`] | one-off jobs: validation, message, release plan (DelaySeconds, eta) |
 //!
 //! Effectful, kept thin:
@@ -61,7 +63,9 @@
 //! | [`runtime::leader`] | the PostgreSQL advisory-lock campaign and heartbeat loop |
 //! | [`runtime::reload`] | schedule reloads and what triggers them (files, SIGHUP, tables, django-celery-beat's `last_update`) |
 //! | [`runtime::pauses`] | pauses reach the running beat within a second |
-//! | [`runtime::http`], [`runtime::metrics`] | `/healthz`, `/readyz`, `/metrics` |
+//! | [`runtime::http`], [`runtime::metrics`] | `/healthz`, `/readyz`, `/metrics`, the status page; per-entry series within a limit |
+//! | [`runtime::status`] | what `status`, the status page and `/api/status` show, bounded at any size |
+//! | [`runtime::sentry`] | the leader's `in_progress` check-ins to Sentry, off the fire's path |
 //! | [`cli`], [`cmd`] | clap definitions; one thin module per command |
 //!
 //! # Our names and Celery's

@@ -443,6 +443,7 @@ fn row_from_args(a: &EntryArgs) -> Result<EntryRow, String> {
         jitter: a.jitter.clone(),
         anchor: a.anchor,
         group_id: a.group_id.clone(),
+        sentry_monitor: a.sentry_monitor.then_some(true),
     })
 }
 

@@ -49,6 +49,7 @@ impl EntryRow {
             jitter: self.jitter.clone(),
             anchor: instant(&self.anchor),
             group_id: self.group_id.clone(),
+            sentry_monitor: self.sentry_monitor,
         })
     }
 }
@@ -251,6 +252,7 @@ mod tests {
             jitter: None,
             anchor: None,
             group_id: None,
+            sentry_monitor: None,
         })
     }
 

@@ -79,6 +79,8 @@ pub struct Entry {
     pub jitter: Option<Duration>,
     /// FIFO queues only: the `MessageGroupId` (default: the entry name).
     pub group_id: Option<String>,
+    /// `sentry_monitor = true` on a schedule Sentry Crons can describe.
+    pub sentry_monitor: Option<crate::wire::sentry::Monitor>,
     pub origin: Origin,
     /// An instant every message of the entry expires at, besides
     /// `expires` (django-celery-beat's `expires`, which is both the end of
@@ -142,6 +144,12 @@ impl Entry {
     /// `now` (the entry's `expires` after the send, and never past an
     /// absolute expiry it has): an old slot sent now by request would
     /// otherwise arrive already expired, and the worker would drop it.
+    ///
+    /// Never Sentry Crons' headers, even on a monitored entry: Sentry's
+    /// beat integration checks in scheduled runs only, and a check-in for
+    /// a run out of turn would close (or open) a slot of the monitor that
+    /// the schedule did not produce, so the monitor would report the wrong
+    /// runs as on time, late or missed.
     pub fn message_sent_at<'a>(
         &'a self,
         id: &'a str,
@@ -153,10 +161,14 @@ impl Entry {
         let mut m = self.message(id, scheduled_at, origin);
         m.expires = self.expiry(now);
         m.trigger = trigger;
+        m.sentry = None;
         m
     }
 
-    /// The message this entry sends for the fire at `nominal`.
+    /// The message this entry sends for the fire at `nominal`: with
+    /// Sentry Crons' headers on a monitored entry, so every scheduled fire
+    /// carries them, whoever builds its SQS message
+    /// ([`crate::beat::ops::outgoing`] only wraps this body).
     pub fn message<'a>(
         &'a self,
         id: &'a str,
@@ -178,6 +190,7 @@ impl Entry {
             trigger: None,
             origin,
             args_shape: ArgsShape::List,
+            sentry: self.sentry_monitor.as_ref(),
         }
     }
 }

@@ -53,14 +53,40 @@ impl RawInstant {
 
 /// The keys an entry table may hold (unknown keys are reported by name).
 pub const ENTRY_KEYS: &[&str] = &[
-    "task", "cron", "crontab", "every", "timezone", "args", "kwargs", "queue", "priority",
-    "headers", "expires", "enabled", "start_at", "end_at", "catch_up", "grace", "jitter", "anchor",
+    "task",
+    "cron",
+    "crontab",
+    "every",
+    "timezone",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "headers",
+    "expires",
+    "enabled",
+    "start_at",
+    "end_at",
+    "catch_up",
+    "grace",
+    "jitter",
+    "anchor",
     "group_id",
+    "sentry_monitor",
 ];
 
 /// The keys `[defaults]` may hold: what makes sense to share across entries.
 pub const DEFAULT_KEYS: &[&str] = &[
-    "timezone", "queue", "priority", "headers", "expires", "enabled", "catch_up", "grace", "jitter",
+    "timezone",
+    "queue",
+    "priority",
+    "headers",
+    "expires",
+    "enabled",
+    "catch_up",
+    "grace",
+    "jitter",
+    "sentry_monitor",
 ];
 
 /// One entry table as written.
@@ -85,6 +111,8 @@ pub struct RawEntry {
     pub jitter: Option<String>,
     pub anchor: Option<RawInstant>,
     pub group_id: Option<String>,
+    /// Fires carry Sentry Crons' headers (see [`crate::wire::sentry`]).
+    pub sentry_monitor: Option<bool>,
 }
 
 impl RawEntry {
@@ -94,7 +122,16 @@ impl RawEntry {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = d.$f.clone(); } )* };
         }
         inherit!(
-            timezone, queue, priority, headers, expires, enabled, catch_up, grace, jitter
+            timezone,
+            queue,
+            priority,
+            headers,
+            expires,
+            enabled,
+            catch_up,
+            grace,
+            jitter,
+            sentry_monitor
         );
         self
     }

@@ -13,6 +13,7 @@ use crate::schedule::duration::{format_duration, parse_duration, parse_instant};
 use crate::schedule::{CronSchedule, CrontabFields, IntervalSchedule, Schedule};
 use crate::wire::limits;
 use crate::wire::queue::is_fifo;
+use crate::wire::sentry::{self, Monitor, MonitorSchedule};
 
 /// Validates one raw entry. Returns the entry when there are no errors
 /// (warnings may still be present), and every problem found.
@@ -53,6 +54,13 @@ pub fn validate(
     if let (Some(queue), Some(None)) = (&queue, &group_id) {
         p.check(name_as_group_id(name, queue));
     }
+    let sentry_monitor = match (raw.sentry_monitor, tz) {
+        (Some(true), Some(tz)) => {
+            p.check(sentry_headers_free(headers.as_ref()));
+            sentry_monitor(name, &raw, tz).map_err(|w| p.0.push(w)).ok()
+        }
+        _ => None,
+    };
     let fields = Fields {
         task,
         schedule,
@@ -68,6 +76,7 @@ pub fn validate(
         start_at,
         end_at,
         group_id,
+        sentry_monitor,
     };
     // A cross-field error leaves every field parsed: it must still stop
     // the entry.
@@ -119,6 +128,7 @@ struct Fields {
     start_at: Option<Option<DateTime<Utc>>>,
     end_at: Option<Option<DateTime<Utc>>>,
     group_id: Option<Option<String>>,
+    sentry_monitor: Option<Monitor>,
 }
 
 impl Fields {
@@ -141,12 +151,68 @@ impl Fields {
             grace: self.grace?.unwrap_or(DEFAULT_GRACE),
             jitter: self.jitter?,
             group_id: self.group_id?,
+            sentry_monitor: self.sentry_monitor,
             origin,
             expires_at: None,
             resume_from: None,
             django: None,
         })
     }
+}
+
+/// The Sentry Crons monitor of a `sentry_monitor` entry. A schedule Sentry
+/// cannot describe is a warning, not an error: celery beat's integration
+/// leaves such an entry unmonitored too, and `[defaults] sentry_monitor`
+/// must not stop a schedule with a per-second entry.
+fn sentry_monitor(name: &str, raw: &RawEntry, tz: Tz) -> Result<Monitor, Problem> {
+    let warn = |e: String| Problem::warning("sentry_monitor", format!("sentry_monitor: {e}"));
+    let result = match (&raw.cron, &raw.crontab, &raw.every) {
+        (Some(expr), None, None) => {
+            let pattern = crate::schedule::expand_macro(expr).map_err(|e| warn(e.0))?;
+            Monitor::new(name, MonitorSchedule::Cron(&pattern), tz)
+        }
+        (None, Some(ct), None) => {
+            let f = crontab_fields(ct);
+            Monitor::new(
+                name,
+                MonitorSchedule::Crontab {
+                    minute: &f.minute,
+                    hour: &f.hour,
+                    day_of_week: &f.day_of_week,
+                    day_of_month: &f.day_of_month,
+                    month_of_year: &f.month_of_year,
+                },
+                tz,
+            )
+        }
+        (None, None, Some(every)) => match parse_duration(every) {
+            Ok(d) => Monitor::new(name, MonitorSchedule::Every(d), tz),
+            // The schedule's own problem is reported.
+            Err(e) => return Err(warn(e.to_string())),
+        },
+        _ => return Err(warn("no schedule".into())),
+    };
+    result.map_err(|e| warn(e.to_string()))
+}
+
+/// A monitored entry's own headers may not shadow Sentry's.
+fn sentry_headers_free(headers: Option<&Map<String, Value>>) -> Result<(), Problem> {
+    let taken: Vec<&str> = headers
+        .into_iter()
+        .flat_map(|h| h.keys())
+        .map(String::as_str)
+        .filter(|k| sentry::is_own_header(k))
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    Err(Problem::error(
+        "headers",
+        format!(
+            "headers {} are set by sentry_monitor; rename or remove them, or turn sentry_monitor off",
+            taken.join(", ")
+        ),
+    ))
 }
 
 fn entry_name(name: &str) -> Result<(), Problem> {
@@ -734,5 +800,36 @@ mod tests {
             assert_eq!(f.timestamp_subsec_nanos() % 1_000, 0, "{f:?}");
             t = f;
         }
+    }
+
+    #[test]
+    fn sentry_monitor_warns_on_schedules_sentry_cannot_describe_and_refuses_its_headers() {
+        let raw = |every: &str, headers: Option<Value>| RawEntry {
+            task: Some("a.b".into()),
+            every: Some(every.into()),
+            headers,
+            sentry_monitor: Some(true),
+            ..Default::default()
+        };
+        let (e, p) = validate("fast", raw("1s", None), origin(), &Context::default());
+        let e = e.expect("a warning does not stop the entry");
+        assert!(e.sentry_monitor.is_none());
+        assert!(p.iter().all(|p| p.warning) && p.len() == 1, "{p:?}");
+        let (e, p) = validate("hourly", raw("1h", None), origin(), &Context::default());
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(e.unwrap().sentry_monitor.unwrap().slug, "hourly");
+        let taken = serde_json::json!({"sentry-monitor-slug": "x", "headers": {}});
+        let (e, p) = validate(
+            "clash",
+            raw("1h", Some(taken)),
+            origin(),
+            &Context::default(),
+        );
+        assert!(e.is_none());
+        assert!(
+            p.iter()
+                .any(|p| !p.warning && p.message.contains("sentry-monitor-slug, headers")),
+            "{p:?}"
+        );
     }
 }

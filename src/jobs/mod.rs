@@ -61,6 +61,7 @@ impl JobSpec {
             trigger: None,
             origin,
             args_shape: ArgsShape::Tuple,
+            sentry: None,
         }
     }
 

@@ -48,7 +48,15 @@ pub async fn report_alive(
     loop {
         let r = *role.borrow();
         let sent = clock.now();
-        match crate::store::replicas::heartbeat(&store, &holder, r, started, sent).await {
+        // What this replica's beat last found, while it leads.
+        let found = r
+            .epoch()
+            .and_then(|_| crate::runtime::metrics::get().overdue());
+        let overdue = found.as_ref().map(|o| crate::store::replicas::Overdue {
+            count: i64::try_from(o.count).unwrap_or(i64::MAX),
+            names: &o.names,
+        });
+        match crate::store::replicas::heartbeat(&store, &holder, r, started, sent, overdue).await {
             Ok(Some(database_now)) => publish_trust(&trust, sent, clock.now(), database_now),
             Ok(None) => {}
             Err(e) => warn!(error = %e, "cannot record this replica's heartbeat"),

@@ -1,7 +1,19 @@
 //! Prometheus metrics (prometheus-client): one registry, filled by the
 //! beat, the sink and the releaser, rendered by `/metrics`.
+//!
+//! Series per entry are bounded: only the first `[metrics] per_entry_limit`
+//! entries by name have series of their own (fires sent and failed, last
+//! sent, next fire); the fires of the others are counted under
+//! `entry="_other"`. That keeps `sum(sqsbeat_fires_sent_total)` the total
+//! of every fire, which is what a Prometheus user sums (a label-less total
+//! beside the per-entry series would be counted twice by the same `sum`),
+//! and it is how OpenTelemetry's cardinality limit folds overflow into one
+//! series. 100 000 entries made 200 000 series; a scrape that size is what
+//! Prometheus' `sample_limit` exists to refuse.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,7 +55,8 @@ pub struct DueBucket {
     pub due: String,
 }
 
-/// What became of an intake message: `stored`, `duplicate`, `malformed`.
+/// What became of something: an intake message (`stored`, `duplicate`,
+/// `malformed`), a Sentry check-in (`sent`, `failed`, `dropped`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     pub outcome: String,
@@ -53,6 +66,44 @@ pub struct Outcome {
 pub struct Build {
     pub version: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabel {
+    pub entry: String,
+}
+
+/// The `entry` label of the fires of entries beyond the per-entry limit.
+pub const OTHER: &str = "_other";
+
+/// Which entries have series of their own, and the fire counters' label
+/// sets created so far (prometheus-client cannot list them).
+#[derive(Debug, Default)]
+struct PerEntry {
+    limit: usize,
+    tracked: HashSet<String>,
+    fire_labels: HashSet<EntryQueue>,
+}
+
+/// An entry's instants, for its gauges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryTimes {
+    pub entry: String,
+    pub last_sent: Option<chrono::DateTime<chrono::Utc>>,
+    pub next_fire: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What the leader last found overdue: the count and the first names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overdue {
+    pub count: usize,
+    /// At most [`OVERDUE_NAMES`], by name.
+    pub names: Vec<String>,
+}
+
+/// Most overdue entries named in the heartbeat and on the status page.
+pub const OVERDUE_NAMES: usize = 50;
+
+type F64Gauge = Gauge<f64, AtomicU64>;
 
 /// Every metric sqsbeat exports.
 pub struct Metrics {
@@ -77,6 +128,13 @@ pub struct Metrics {
     pub clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub intake_messages: Family<Outcome, Counter>,
     pub intake_delete_failures: Counter,
+    pub entries: Gauge,
+    pub entries_overdue: Gauge,
+    pub entry_last_sent: Family<EntryLabel, F64Gauge>,
+    pub entry_next_fire: Family<EntryLabel, F64Gauge>,
+    pub sentry_check_ins: Family<Outcome, Counter>,
+    per_entry: RwLock<PerEntry>,
+    overdue: Mutex<Option<Overdue>>,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -214,6 +272,36 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "sqsbeat's version", build);
+        let entries = Gauge::default();
+        r.register(
+            "entries",
+            "Entries in the schedule this replica's beat runs (leader)",
+            entries.clone(),
+        );
+        let entries_overdue = Gauge::default();
+        r.register(
+            "entries_overdue",
+            "Enabled entries with a slot due more than its grace ago that was neither sent nor recorded missed (leader; 0 on standbys)",
+            entries_overdue.clone(),
+        );
+        let entry_last_sent = Family::<EntryLabel, F64Gauge>::default();
+        r.register(
+            "entry_last_sent_timestamp_seconds",
+            "Slot of the entry's last fire SQS accepted, Unix time (leader; entries within [metrics] per_entry_limit)",
+            entry_last_sent.clone(),
+        );
+        let entry_next_fire = Family::<EntryLabel, F64Gauge>::default();
+        r.register(
+            "entry_next_fire_timestamp_seconds",
+            "When the entry's next slot is sent, Unix time (leader; entries within [metrics] per_entry_limit)",
+            entry_next_fire.clone(),
+        );
+        let sentry_check_ins = Family::<Outcome, Counter>::default();
+        r.register(
+            "sentry_check_ins",
+            "Sentry Crons in_progress check-ins: sent, failed, or dropped (queue full)",
+            sentry_check_ins.clone(),
+        );
         Metrics {
             registry: r,
             fires_sent,
@@ -236,6 +324,16 @@ impl Metrics {
             clock_skew,
             intake_messages,
             intake_delete_failures,
+            entries,
+            entries_overdue,
+            entry_last_sent,
+            entry_next_fire,
+            sentry_check_ins,
+            per_entry: RwLock::new(PerEntry {
+                limit: crate::config::DEFAULT_PER_ENTRY_LIMIT,
+                ..PerEntry::default()
+            }),
+            overdue: Mutex::new(None),
         }
     }
 
@@ -248,8 +346,245 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// `[metrics] per_entry_limit`, set once at start-up.
+    pub fn set_per_entry_limit(&self, limit: usize) {
+        if let Ok(mut p) = self.per_entry.write() {
+            p.limit = limit;
+        }
+    }
+
+    /// Gives series of their own to the first entries by name, up to the
+    /// limit, and drops the series of entries no longer in the schedule,
+    /// no longer within the limit, or sending to another queue. Returns
+    /// the names tracked.
+    pub fn track_entries(&self, entries: &[crate::entry::Entry]) -> HashSet<String> {
+        self.entries
+            .set(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+        let Ok(mut p) = self.per_entry.write() else {
+            return HashSet::new();
+        };
+        let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        if names.len() > p.limit {
+            // Only the first `limit` need ordering.
+            names.select_nth_unstable(p.limit);
+            names.truncate(p.limit);
+        }
+        let tracked: HashSet<String> = names.into_iter().map(str::to_string).collect();
+        let current: HashSet<EntryQueue> = entries
+            .iter()
+            .map(|e| EntryQueue {
+                entry: if tracked.contains(&e.name) {
+                    e.name.clone()
+                } else {
+                    OTHER.to_string()
+                },
+                queue: e.queue.clone(),
+            })
+            .collect();
+        let (sent, failed) = (&self.fires_sent, &self.fires_failed);
+        p.fire_labels.retain(|l| {
+            let keep = current.contains(l);
+            if !keep {
+                sent.remove(l);
+                failed.remove(l);
+            }
+            keep
+        });
+        for gone in p.tracked.difference(&tracked) {
+            let l = EntryLabel {
+                entry: gone.clone(),
+            };
+            self.entry_last_sent.remove(&l);
+            self.entry_next_fire.remove(&l);
+        }
+        p.tracked = tracked.clone();
+        tracked
+    }
+
+    /// The fire counters' label set for an entry's fire.
+    fn fire_label(&self, entry: &str, queue: &str) -> EntryQueue {
+        let (label, known) = match self.per_entry.read() {
+            Ok(p) => {
+                let own = p.tracked.contains(entry);
+                let label = EntryQueue {
+                    entry: if own { entry } else { OTHER }.to_string(),
+                    queue: queue.to_string(),
+                };
+                let known = p.fire_labels.contains(&label);
+                (label, known)
+            }
+            Err(_) => (
+                EntryQueue {
+                    entry: OTHER.to_string(),
+                    queue: queue.to_string(),
+                },
+                true,
+            ),
+        };
+        if !known && let Ok(mut p) = self.per_entry.write() {
+            p.fire_labels.insert(label.clone());
+        }
+        label
+    }
+
+    /// A fire of `entry` SQS accepted.
+    pub fn fire_sent(&self, entry: &str, queue: &str) {
+        self.fires_sent
+            .get_or_create(&self.fire_label(entry, queue))
+            .inc();
+    }
+
+    /// A failed attempt to send a fire of `entry`.
+    pub fn fire_failed(&self, entry: &str, queue: &str) {
+        self.fires_failed
+            .get_or_create(&self.fire_label(entry, queue))
+            .inc();
+    }
+
+    /// The leader's freshness check: the overdue gauge, and the instants
+    /// of the tracked entries (an entry without an instant loses its
+    /// series).
+    pub fn export_freshness(&self, overdue: Overdue, times: &[EntryTimes]) {
+        self.entries_overdue
+            .set(i64::try_from(overdue.count).unwrap_or(i64::MAX));
+        let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+        for t in times {
+            let l = EntryLabel {
+                entry: t.entry.clone(),
+            };
+            for (family, at) in [
+                (&self.entry_last_sent, t.last_sent),
+                (&self.entry_next_fire, t.next_fire),
+            ] {
+                match at {
+                    Some(at) => {
+                        family.get_or_create(&l).set(secs(at));
+                    }
+                    None => {
+                        family.remove(&l);
+                    }
+                }
+            }
+        }
+        if let Ok(mut o) = self.overdue.lock() {
+            *o = Some(overdue);
+        }
+    }
+
+    /// This replica stopped leading: what it computed is no longer true.
+    pub fn clear_freshness(&self) {
+        self.entries_overdue.set(0);
+        self.entry_last_sent.clear();
+        self.entry_next_fire.clear();
+        if let Ok(mut o) = self.overdue.lock() {
+            *o = None;
+        }
+    }
+
+    /// The leader's last freshness check; `None` on a standby.
+    pub fn overdue(&self) -> Option<Overdue> {
+        self.overdue.lock().ok().and_then(|o| o.clone())
+    }
+}
+
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(names: &[(&str, &str)]) -> Vec<crate::entry::Entry> {
+        let toml: String = names
+            .iter()
+            .map(|(n, q)| {
+                format!("[entries.{n}]\ntask = \"t.t\"\nevery = \"1m\"\nqueue = \"{q}\"\n")
+            })
+            .collect();
+        let loaded =
+            crate::entry::file::parse_str("t.toml", &toml, &crate::entry::Context::default());
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        loaded.entries
+    }
+
+    fn series(m: &Metrics, metric: &str) -> Vec<String> {
+        let mut out: Vec<String> = m
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(metric))
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn entries_beyond_the_limit_count_under_other_and_removed_ones_lose_their_series() {
+        let m = Metrics::new();
+        m.set_per_entry_limit(2);
+        let all = entries(&[("c", "q"), ("a", "q"), ("b", "q")]);
+        let tracked = m.track_entries(&all);
+        assert_eq!(tracked, HashSet::from(["a".to_string(), "b".to_string()]));
+        for e in ["a", "b", "c", "c"] {
+            m.fire_sent(e, "q");
+        }
+        m.fire_failed("c", "q");
+        assert_eq!(
+            series(&m, "sqsbeat_fires_sent_total"),
+            [
+                "sqsbeat_fires_sent_total{entry=\"_other\",queue=\"q\"} 2",
+                "sqsbeat_fires_sent_total{entry=\"a\",queue=\"q\"} 1",
+                "sqsbeat_fires_sent_total{entry=\"b\",queue=\"q\"} 1",
+            ]
+        );
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        m.export_freshness(
+            Overdue {
+                count: 1,
+                names: vec!["b".into()],
+            },
+            &[
+                EntryTimes {
+                    entry: "a".into(),
+                    last_sent: Some(t("2026-11-21T10:00:00Z")),
+                    next_fire: Some(t("2026-11-21T10:01:00.5Z")),
+                },
+                EntryTimes {
+                    entry: "b".into(),
+                    last_sent: None,
+                    next_fire: Some(t("2026-11-21T10:01:00Z")),
+                },
+            ],
+        );
+        assert_eq!(
+            series(&m, "sqsbeat_entries_overdue"),
+            ["sqsbeat_entries_overdue 1"]
+        );
+        assert_eq!(
+            series(&m, "sqsbeat_entry_last_sent_timestamp_seconds"),
+            ["sqsbeat_entry_last_sent_timestamp_seconds{entry=\"a\"} 1795255200.0"]
+        );
+        assert_eq!(
+            series(&m, "sqsbeat_entry_next_fire_timestamp_seconds").len(),
+            2
+        );
+        // b is removed and c moves queue: their series go, a's stay.
+        m.track_entries(&entries(&[("a", "q"), ("c", "other")]));
+        assert_eq!(
+            series(&m, "sqsbeat_fires_sent_total"),
+            ["sqsbeat_fires_sent_total{entry=\"a\",queue=\"q\"} 1"]
+        );
+        assert!(series(&m, "sqsbeat_fires_failed_total").is_empty());
+        assert_eq!(
+            series(&m, "sqsbeat_entry_next_fire_timestamp_seconds"),
+            ["sqsbeat_entry_next_fire_timestamp_seconds{entry=\"a\"} 1795255260.5"]
+        );
+        m.clear_freshness();
+        assert!(m.overdue().is_none());
+        assert!(series(&m, "sqsbeat_entry_next_fire_timestamp_seconds").is_empty());
+    }
 }

@@ -19,6 +19,8 @@ pub mod leader;
 pub mod metrics;
 pub mod pauses;
 pub mod reload;
+pub mod sentry;
+pub mod status;
 pub mod tasks;
 
 use std::collections::BTreeSet;
@@ -181,6 +183,8 @@ pub async fn serve<S: Sink, Q: Source>(
         role_tx,
         &leader_stop,
     );
+    metrics::get().set_per_entry_limit(shared.config.metrics_per_entry_limit);
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     if let Some(listener) = http {
         let (store, role, stop) = (store.clone(), shared.role.clone(), shutdown.clone());
         tasks.spawn("http", async move {
@@ -189,17 +193,18 @@ pub async fn serve<S: Sink, Q: Source>(
         });
     }
     spawn_housekeeping(&mut tasks, &shared, &holder);
-    let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     spawn_reload(&mut tasks, &shared, &paths, entries_tx, hangup);
     let opts = MessageOptions::from_config(&shared.config);
     spawn_releaser(&mut tasks, &shared, &sink, &opts);
     spawn_intake(&mut tasks, &shared, source);
+    let check_ins = spawn_check_ins(&mut tasks, &shared)?;
     let driver = Driver {
         trust: shared.trust.clone(),
         store,
         sink,
         opts,
         clock: shared.clock.clone(),
+        check_ins,
     };
     let (beat_role, stop, lock_guard) = (
         shared.role.clone(),
@@ -213,6 +218,20 @@ pub async fn serve<S: Sink, Q: Source>(
         Ok(())
     });
     tasks.supervise(DRAIN).await.map_err(anyhow::Error::from)
+}
+
+/// The Sentry check-in poster, when `[sentry] dsn` is set; the handle the
+/// beat queues check-ins on either way.
+fn spawn_check_ins(tasks: &mut Tasks, sh: &Shared) -> anyhow::Result<sentry::CheckIns> {
+    let (check_ins, poster) =
+        sentry::start(&sh.config.sentry, sh.clock.clone(), sh.shutdown.clone())?;
+    if let Some(poster) = poster {
+        tasks.spawn("sentry check-ins", async move {
+            poster.await;
+            Ok(())
+        });
+    }
+    Ok(check_ins)
 }
 
 /// Leadership: a campaign for the PostgreSQL lock, or, with SQLite, the

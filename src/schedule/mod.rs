@@ -219,24 +219,30 @@ fn ever_fires(cron: &Cron) -> bool {
     false
 }
 
+/// A cron string with its `@` macro, if any, spelled out as five fields.
+pub fn expand_macro(expr: &str) -> Result<String, CronParseError> {
+    let trimmed = expr.trim();
+    Ok(match trimmed.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
+        "@monthly" => "0 0 1 * *".to_string(),
+        "@weekly" => "0 0 * * 0".to_string(),
+        "@daily" | "@midnight" => "0 0 * * *".to_string(),
+        "@hourly" => "0 * * * *".to_string(),
+        m if m.starts_with('@') => {
+            return Err(CronParseError(format!(
+                "unknown macro {trimmed:?}; use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly"
+            )));
+        }
+        _ => trimmed.to_string(),
+    })
+}
+
 impl CronSchedule {
     /// Parses a cron string with Vixie semantics: 5 fields, or 6 with a
     /// leading seconds field, or an `@` macro.
     pub fn parse_cron(expr: &str, tz: Tz) -> Result<Arc<Self>, CronParseError> {
         let trimmed = expr.trim();
-        let pattern = match trimmed.to_ascii_lowercase().as_str() {
-            "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
-            "@monthly" => "0 0 1 * *".to_string(),
-            "@weekly" => "0 0 * * 0".to_string(),
-            "@daily" | "@midnight" => "0 0 * * *".to_string(),
-            "@hourly" => "0 * * * *".to_string(),
-            m if m.starts_with('@') => {
-                return Err(CronParseError(format!(
-                    "unknown macro {trimmed:?}; use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly"
-                )));
-            }
-            _ => trimmed.to_string(),
-        };
+        let pattern = expand_macro(trimmed)?;
         let fields: Vec<&str> = pattern.split_whitespace().collect();
         let (minute, hour, dom, dow) = match fields.len() {
             5 => (fields[0], fields[1], fields[2], fields[4]),

@@ -36,9 +36,10 @@ pub struct EntryRow {
     pub jitter: Option<String>,
     pub anchor: Option<DateTime<Utc>>,
     pub group_id: Option<String>,
+    pub sentry_monitor: Option<bool>,
 }
 
-const COLUMNS: &str = "name, task, cron, crontab, every, timezone, args, kwargs, queue, priority, headers, expires, enabled, start_at, end_at, catch_up, grace, jitter, anchor, group_id";
+const COLUMNS: &str = "name, task, cron, crontab, every, timezone, args, kwargs, queue, priority, headers, expires, enabled, start_at, end_at, catch_up, grace, jitter, anchor, group_id, sentry_monitor";
 
 /// An entries row as both backends decode it (see [`super::sqlite::codec`]).
 #[derive(sqlx::FromRow)]
@@ -63,6 +64,7 @@ struct Record {
     jitter: Option<String>,
     anchor: Option<Ts>,
     group_id: Option<String>,
+    sentry_monitor: Option<bool>,
 }
 
 impl From<Record> for EntryRow {
@@ -89,6 +91,7 @@ impl From<Record> for EntryRow {
             jitter: r.jitter,
             anchor: r.anchor.map(|t| t.0),
             group_id: r.group_id,
+            sentry_monitor: r.sentry_monitor,
         }
     }
 }
@@ -145,7 +148,7 @@ fn conflict(replace: bool) -> &'static str {
            timezone = excluded.timezone, args = excluded.args, kwargs = excluded.kwargs, queue = excluded.queue, priority = excluded.priority,
            headers = excluded.headers, expires = excluded.expires, enabled = excluded.enabled, start_at = excluded.start_at, end_at = excluded.end_at,
            catch_up = excluded.catch_up, grace = excluded.grace, jitter = excluded.jitter, anchor = excluded.anchor, group_id = excluded.group_id,
-           updated_at = excluded.updated_at"
+           sentry_monitor = excluded.sentry_monitor, updated_at = excluded.updated_at"
     } else {
         "ON CONFLICT (name) DO NOTHING"
     }
@@ -157,7 +160,7 @@ async fn insert_pg(
     replace: bool,
 ) -> Result<u64, StoreError> {
     let sql = format!(
-        "INSERT INTO entries ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, now()) {}",
+        "INSERT INTO entries ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, now()) {}",
         conflict(replace)
     );
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -181,6 +184,7 @@ async fn insert_pg(
         .bind(&row.jitter)
         .bind(row.anchor)
         .bind(&row.group_id)
+        .bind(row.sentry_monitor)
         .execute(conn)
         .await?
         .rows_affected())
@@ -192,7 +196,7 @@ async fn insert_lite(
     replace: bool,
 ) -> Result<u64, StoreError> {
     let sql = format!(
-        "INSERT INTO entries ({COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, {NOW}) {}",
+        "INSERT INTO entries ({COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, {NOW}) {}",
         conflict(replace)
     );
     let ts = |t: Option<DateTime<Utc>>| t.map(Ts);
@@ -217,6 +221,7 @@ async fn insert_lite(
         .bind(&row.jitter)
         .bind(ts(row.anchor))
         .bind(&row.group_id)
+        .bind(row.sentry_monitor)
         .execute(conn)
         .await?
         .rows_affected())

@@ -130,12 +130,20 @@ impl JobRow {
     pub fn spec(&self) -> Result<JobSpec, String> {
         let args = match &self.args {
             Value::Array(a) => a.clone(),
-            other => return Err(format!("args must be a JSON array, found {other}")),
+            other => {
+                return Err(format!(
+                    "args must be a JSON array, found {}",
+                    json_kind(other)
+                ));
+            }
         };
         let obj = |name: &str, v: &Value| -> Result<Map<String, Value>, String> {
             match v {
                 Value::Object(m) => Ok(m.clone()),
-                other => Err(format!("{name} must be a JSON object, found {other}")),
+                other => Err(format!(
+                    "{name} must be a JSON object, found {}",
+                    json_kind(other)
+                )),
             }
         };
         Ok(JobSpec {
@@ -162,6 +170,19 @@ impl JobRow {
             && self.expires_at == s.expires_at
             && self.priority == i64::from(s.priority)
             && self.headers == Value::Object(s.headers.clone())
+    }
+}
+
+/// What a JSON value is, never what it holds: job errors are shown on the
+/// status page, and a payload may hold secrets.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -275,24 +275,110 @@ struct LastRow {
     last: Ts,
 }
 
-/// The last sent slot of each entry.
-pub async fn last_sent(store: &Store) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-    const SQL: &str = "SELECT entry AS row_key, entry, max(slot) AS last FROM ledger WHERE outcome = 'sent' GROUP BY entry";
+/// Per entry of `entries`: the slot `pick` selects, given the SQL
+/// expression naming the entry.
+async fn per_entry_slot(
+    store: &Store,
+    entries: &[String],
+    pick: fn(&str) -> String,
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    if entries.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // One index probe per entry on the primary key (entry, slot): a GROUP
+    // BY over the ledger read every row of the retention period.
     let rows: Vec<LastRow> = match store {
-        Store::Postgres(s) => sqlx::query(SQL)
+        Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT u.e AS row_key, u.e AS entry, l.slot AS last
+               FROM UNNEST($1::text[]) AS u(e)
+               CROSS JOIN LATERAL ({}) AS l",
+            pick("u.e")
+        )))
+        .bind(entries)
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("ledger", r))
+        .collect::<Result<_, _>>()?,
+        Store::Sqlite(s) => {
+            let names = serde_json::Value::from(entries.to_vec()).to_string();
+            let pick = pick("j.value");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT row_key, entry, last FROM (
+                   SELECT j.value AS row_key, j.value AS entry, ({pick}) AS last FROM json_each(?1) AS j
+                 ) WHERE last IS NOT NULL"
+            )))
+            .bind(names)
             .fetch_all(s.pool())
             .await?
             .iter()
             .map(|r| decode_row("ledger", r))
-            .collect::<Result<_, _>>()?,
-        Store::Sqlite(s) => sqlx::query(SQL)
-            .fetch_all(s.pool())
-            .await?
-            .iter()
-            .map(|r| decode_row("ledger", r))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<_, _>>()?
+        }
     };
     Ok(rows.into_iter().map(|r| (r.entry, r.last.0)).collect())
+}
+
+/// The last sent slot of each of `entries` that has one.
+pub async fn last_sent(
+    store: &Store,
+    entries: &[String],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    per_entry_slot(
+        store,
+        entries,
+        |e| format!("SELECT slot FROM ledger WHERE entry = {e} AND outcome = 'sent' ORDER BY slot DESC LIMIT 1"),
+    )
+    .await
+}
+
+/// The oldest slot of each of `entries` claimed but not (yet) sent: a
+/// fire failing to send, or one whose leader died before confirming it.
+pub async fn oldest_unsent(
+    store: &Store,
+    entries: &[String],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    per_entry_slot(
+        store,
+        entries,
+        |e| format!("SELECT slot FROM ledger WHERE entry = {e} AND outcome = 'claimed' ORDER BY slot LIMIT 1"),
+    )
+    .await
+}
+
+/// The stored cursors of `entries` (see [`load_cursors`]).
+pub async fn cursors_of(
+    store: &Store,
+    entries: &[String],
+) -> Result<HashMap<String, (DateTime<Utc>, bool)>, StoreError> {
+    if entries.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<CursorRow> = match store {
+        Store::Postgres(s) => sqlx::query(
+            "SELECT entry AS row_key, entry, cursor, enabled FROM entry_state WHERE entry = ANY($1)",
+        )
+        .bind(entries)
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("entry_state", r))
+        .collect::<Result<_, _>>()?,
+        Store::Sqlite(s) => sqlx::query(
+            "SELECT entry AS row_key, entry, cursor, enabled FROM entry_state
+              WHERE entry IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::Value::from(entries.to_vec()).to_string())
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row("entry_state", r))
+        .collect::<Result<_, _>>()?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.entry, (r.cursor.0, r.enabled)))
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]

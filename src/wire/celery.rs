@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::wire::limits::RESERVED_HEADERS;
 use crate::wire::saferepr::{kwargs_repr, saferepr_items, saferepr_tuple};
+use crate::wire::sentry::Monitor;
 
 /// Namespace of the deterministic ids of periodic fires.
 pub const FIRE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_7b3a_9d2f_4e61_8a0b_c4d5_e6f7_0812);
@@ -59,6 +60,8 @@ pub struct TaskMessage<'a> {
     pub origin: &'a str,
     /// What the caller passed as args, which Celery's `argsrepr` shows.
     pub args_shape: ArgsShape,
+    /// Sentry Crons' headers, for a fire of a monitored entry.
+    pub sentry: Option<&'a Monitor>,
 }
 
 /// Whether a Celery sender passed args as a list or a tuple: the message
@@ -103,7 +106,8 @@ impl TaskMessage<'_> {
     }
 
     /// The kombu envelope as a JSON value, keys in Celery's order.
-    /// `now` is the send instant, used only for the AMQP `expiration`.
+    /// `now` is the send instant, used only for the AMQP `expiration` and
+    /// Sentry's start timestamp.
     pub fn envelope(&self, now: DateTime<Utc>) -> Value {
         let mut headers = Map::new();
         headers.insert("lang".into(), "py".into());
@@ -131,6 +135,9 @@ impl TaskMessage<'_> {
             if !RESERVED_HEADERS.contains(&k.as_str()) {
                 headers.insert(k.clone(), v.clone());
             }
+        }
+        if let Some(monitor) = self.sentry {
+            headers.extend(monitor.headers(self.id, now));
         }
         if let Some(entry) = self.periodic_entry {
             // What celery beat and django-celery-beat add.

@@ -1,14 +1,16 @@
 //! What goes on the wire: Celery's message and kombu's envelope
 //! ([`celery`]), what Celery and SQS accept ([`limits`]), kombu's queue
-//! names ([`queue`]), Celery's `argsrepr` ([`saferepr`](mod@saferepr)), the seam the drivers send through ([`sink`]),
-//! the intake contract ([`intake`]) and the seam intake messages come
-//! through ([`source`]), and SQS itself ([`sqs`]).
+//! names ([`queue`]), Celery's `argsrepr` ([`saferepr`](mod@saferepr)), Sentry
+//! Crons' headers and check-ins ([`sentry`]), the seam the drivers send
+//! through ([`sink`]), the intake contract ([`intake`]) and the seam intake
+//! messages come through ([`source`]), and SQS itself ([`sqs`]).
 
 pub mod celery;
 pub mod intake;
 pub mod limits;
 pub mod queue;
 pub mod saferepr;
+pub mod sentry;
 pub mod sink;
 pub mod source;
 pub mod sqs;

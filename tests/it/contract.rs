@@ -97,6 +97,12 @@ where
         [(key("a", c.slot), 0)],
         "instants round-trip exactly"
     );
+    let names = ["a".to_string(), "none".to_string()];
+    assert_eq!(
+        ledger::oldest_unsent(store, &names).await.unwrap(),
+        [("a".to_string(), c.slot)].into(),
+        "the oldest claim not sent, per entry"
+    );
     assert_eq!(
         ledger::record_decision(store, e2, std::slice::from_ref(&c), &[], &[])
             .await
@@ -129,9 +135,15 @@ where
         .unwrap();
     assert_eq!(outcome(store, "a").await, "sent", "a sent row stays sent");
     assert_eq!(
-        ledger::last_sent(store).await.unwrap()["a"],
-        c.slot,
+        ledger::last_sent(store, &names).await.unwrap(),
+        [("a".to_string(), c.slot)].into(),
         "the last sent slot per entry"
+    );
+    assert!(
+        ledger::oldest_unsent(store, &names)
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     let cur = |t: &str, enabled: bool| Cursor {
@@ -149,6 +161,11 @@ where
         ledger::load_cursors(store).await.unwrap()["a"],
         (at("2026-11-21T10:05:00Z"), false),
         "cursors never move back"
+    );
+    assert_eq!(
+        ledger::cursors_of(store, &names).await.unwrap(),
+        [("a".to_string(), (at("2026-11-21T10:05:00Z"), false))].into(),
+        "the cursors of the entries asked for"
     );
 
     let miss = Miss {
@@ -172,6 +189,33 @@ where
             .unwrap(),
         1
     );
+}
+
+/// A leader's heartbeat carries what its beat found overdue; a standby's
+/// carries nothing, and clears what it published while leading.
+async fn replicas_publish_the_leaders_overdue_entries(store: &Store) {
+    use sqsbeat::runtime::leader::Role;
+    use sqsbeat::store::replicas::{self, Overdue};
+    let t = at("2026-11-21T10:00:00Z");
+    let names = ["late-a".to_string(), "late-b".to_string()];
+    let leader = Role::Leader { epoch: 3, since: t };
+    let found = Overdue {
+        count: 7,
+        names: &names,
+    };
+    replicas::heartbeat(store, "r1", leader, t, t, Some(found))
+        .await
+        .unwrap();
+    let r = replicas::replicas(store).await.unwrap();
+    assert_eq!(
+        (r[0].overdue, r[0].overdue_entries.clone()),
+        (Some(7), names.to_vec())
+    );
+    replicas::heartbeat(store, "r1", Role::Standby, t, t, None)
+        .await
+        .unwrap();
+    let r = replicas::replicas(store).await.unwrap();
+    assert_eq!((r[0].overdue, r[0].overdue_entries.len()), (None, 0));
 }
 
 /// Regression: a miss for a slot still claimed (its retries ran past
@@ -487,6 +531,7 @@ async fn postgres_store_keeps_the_contract() {
     };
     ledger_contract(&store, new_epoch).await;
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
+    replicas_publish_the_leaders_overdue_entries(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();
@@ -523,6 +568,7 @@ async fn sqlite_store_keeps_the_contract() {
     };
     ledger_contract(&store, new_epoch.clone()).await;
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
+    replicas_publish_the_leaders_overdue_entries(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();

@@ -88,6 +88,7 @@ fn ours(c: &Case<'_>) -> Value {
         trigger: None,
         origin: "sqsbeat@test",
         args_shape: c.args_shape,
+        sentry: None,
     };
     let mut env = msg.envelope(now());
     // What sqsbeat adds on purpose; checked separately below.
@@ -251,6 +252,7 @@ fn sqs_body_is_base64_of_the_envelope_json_or_raw_json() {
         trigger: None,
         origin: "o",
         args_shape: ArgsShape::Tuple,
+        sentry: None,
     };
     let b64 = msg.sqs_body(now(), BodyEncoding::Base64);
     let decoded = String::from_utf8(B64.decode(&b64).unwrap()).unwrap();

@@ -118,6 +118,7 @@ impl Harness {
             sink: self.sink.clone(),
             opts: self.opts.clone(),
             clock: self.clock.clone(),
+            check_ins: sqsbeat::runtime::sentry::CheckIns::off(),
         }
     }
 

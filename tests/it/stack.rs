@@ -102,6 +102,17 @@ pub fn moto(dir: &Path) -> (Proc, String) {
 
 /// A Celery worker consuming `queues`, recording outcomes to `dir/record.jsonl`.
 pub fn worker(dir: &Path, endpoint: &str, queues: &str, task_names: &str) -> Proc {
+    worker_with(dir, endpoint, queues, task_names, &[])
+}
+
+/// [`worker`] with more environment (`SENTRY_DSN`, `FAIL_TASKS`).
+pub fn worker_with(
+    dir: &Path,
+    endpoint: &str,
+    queues: &str,
+    task_names: &str,
+    env: &[(&str, &str)],
+) -> Proc {
     let log_path = dir.join("worker.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(python())
@@ -121,6 +132,7 @@ pub fn worker(dir: &Path, endpoint: &str, queues: &str, task_names: &str) -> Pro
         .env("RECORD_FILE", dir.join("record.jsonl"))
         .env("TASK_NAMES", task_names)
         .env("AWS_REGION", "us-east-1")
+        .envs(env.iter().copied())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

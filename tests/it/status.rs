@@ -18,7 +18,7 @@ fn status_shows_leader_standby_entries_jobs_and_failures() {
     // `lost` targets a queue that does not exist: its fires keep failing.
     std::fs::write(
         d.join("schedules/s.toml"),
-        "[entries.tick]\ntask = \"s.tick\"\nevery = \"1s\"\nqueue = \"ok-q\"\n\n[entries.lost]\ntask = \"s.lost\"\nevery = \"1s\"\nqueue = \"missing-q\"\n",
+        "[entries.tick]\ntask = \"s.tick\"\nevery = \"1s\"\nqueue = \"ok-q\"\n\n[entries.lost]\ntask = \"s.lost\"\nevery = \"1s\"\ngrace = \"1s\"\ncatch_up = \"all\"\nqueue = \"missing-q\"\n",
     )
     .unwrap();
     let schedules = d.join("schedules");
@@ -53,7 +53,27 @@ fn status_shows_leader_standby_entries_jobs_and_failures() {
             .unwrap()
             .iter()
             .any(|e| e["name"] == "tick" && e["last_fire"].is_string());
-        if roles.contains(&"leader") && roles.contains(&"standby") && failing && fired {
+        // `lost` keeps failing, and catches up on all (no newer slot
+        // supersedes a failing one): overdue once its oldest unsent slot
+        // is past its grace, as the CLI reads the store and as the leader
+        // publishes it.
+        let overdue = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "lost" && e["overdue"] == true);
+        let published = v["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["role"] == "leader" && r["overdue"] == 1);
+        if roles.contains(&"leader")
+            && roles.contains(&"standby")
+            && failing
+            && fired
+            && overdue
+            && published
+        {
             break v;
         }
         assert!(Instant::now() < deadline, "status never complete: {v}");
@@ -79,6 +99,8 @@ fn status_shows_leader_standby_entries_jobs_and_failures() {
         .find(|e| e["name"] == "tick")
         .unwrap();
     assert!(tick["next_fire"].as_str().unwrap() > tick["last_fire"].as_str().unwrap());
+    assert_eq!(tick["overdue"], false, "{tick}");
+    assert_eq!(status["overdue"], 1);
     assert_eq!(status["pending_jobs"]["7d"], 0);
     assert_eq!(
         status["pending_jobs"]["later"], 1,
@@ -99,7 +121,13 @@ fn status_shows_leader_standby_entries_jobs_and_failures() {
 
     let (code, out, _) = cli(d, Some(&db.url), None, &["status"]);
     assert_eq!(code, 0);
-    for section in ["REPLICAS", "ENTRIES", "PENDING JOBS  1", "RECENT FAILURES"] {
+    for section in [
+        "REPLICAS",
+        "ENTRIES  2, 1 overdue",
+        "OVERDUE",
+        "PENDING JOBS  1",
+        "RECENT FAILURES",
+    ] {
         assert!(out.contains(section), "{section}: {out}");
     }
 }
