@@ -1,9 +1,15 @@
-//! `/healthz`, `/readyz` and `/metrics`, on loopback by default.
+//! `/healthz`, `/readyz`, `/metrics` and the status page, on loopback by
+//! default.
 //!
 //! - `/healthz`: the process is alive and serving (always 200).
 //! - `/readyz`: 200 when the database answers and the role is known (leader
 //!   or standby, with epoch and since when), 503 otherwise, JSON either way.
 //! - `/metrics`: Prometheus text format.
+//! - `/`: the status page, read-only, served from the binary; its script
+//!   fetches `/api/status` (the same data as JSON, see
+//!   [`crate::runtime::status`]) every few seconds.
+//!
+//! GET only: anything else is 405. The page has no actions.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +29,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
+use crate::entry::Entry;
 use crate::runtime::leader::Role;
+use crate::runtime::status::{self, Page};
 use crate::store::Store;
 
 /// Binds the address; a taken port is an error that says what to do.
@@ -50,16 +59,91 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// No connection lives longer than this, whatever it does.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an `/api/status` answer is reused: however many pages are
+/// open, the store is read at most this often per query.
+const STATUS_CACHE: Duration = Duration::from_secs(2);
+
+/// What the status page shows beside the store: this replica's schedule
+/// (as its reload loop keeps it) and name.
+#[derive(Clone)]
+pub struct StatusSource {
+    entries: watch::Receiver<Arc<Vec<Entry>>>,
+    clock: Clock,
+    holder: String,
+    cache: Arc<tokio::sync::Mutex<Option<(String, tokio::time::Instant, Bytes)>>>,
+}
+
+impl StatusSource {
+    pub fn new(entries: watch::Receiver<Arc<Vec<Entry>>>, clock: Clock, holder: &str) -> Self {
+        StatusSource {
+            entries,
+            clock,
+            holder: holder.to_string(),
+            cache: Arc::default(),
+        }
+    }
+
+    /// The JSON of `/api/status?{query}`, from the cache when fresh. The
+    /// lock is held while the answer is built, so concurrent requests
+    /// wait for one read of the store instead of each making their own.
+    async fn answer(
+        &self,
+        query: Option<&str>,
+        role: Role,
+        store: &Store,
+    ) -> Result<Bytes, String> {
+        let key = query.unwrap_or_default().to_string();
+        let mut cache = self.cache.lock().await;
+        if let Some((k, at, body)) = cache.as_ref()
+            && *k == key
+            && at.elapsed() < STATUS_CACHE
+        {
+            return Ok(body.clone());
+        }
+        let entries = self.entries.borrow().clone();
+        let page = Page::from_query(query);
+        let m = crate::runtime::metrics::get();
+        let buckets = ["overdue", "15m", "1h", "1d", "7d", "later"]
+            .into_iter()
+            .map(|due| {
+                let n = m
+                    .pending_jobs
+                    .get_or_create(&crate::runtime::metrics::DueBucket {
+                        due: due.to_string(),
+                    })
+                    .get();
+                (due, n)
+            })
+            .collect();
+        let served_by = json!({"holder": self.holder, "role": if role.epoch().is_some() { "leader" } else { "standby" }});
+        let now = self.clock.now();
+        let built = tokio::time::timeout(
+            Duration::from_secs(5),
+            status::snapshot(store, &entries, &page, buckets, served_by, now),
+        )
+        .await;
+        let value = match built {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("the database did not answer within 5 s".into()),
+        };
+        let body = Bytes::from(format!("{value}\n"));
+        *cache = Some((key, tokio::time::Instant::now(), body.clone()));
+        Ok(body)
+    }
+}
+
 /// Serves until shutdown. One request per connection: probes and scrapes
 /// do not need keep-alive, and it bounds how long a connection holds a slot.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     role: watch::Receiver<Role>,
+    page: StatusSource,
     shutdown: CancellationToken,
 ) {
     if let Ok(a) = listener.local_addr() {
-        info!(addr = %a, "http: /healthz /readyz /metrics");
+        info!(addr = %a, "http: / (status page) /api/status /healthz /readyz /metrics");
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
@@ -86,10 +170,11 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
-        let (store, role) = (store.clone(), role.clone());
+        let (store, role, page) = (store.clone(), role.clone(), page.clone());
         connections.spawn(async move {
             let _slot = slot;
-            let service = service_fn(move |req| handle(req, store.clone(), role.clone()));
+            let service =
+                service_fn(move |req| handle(req, store.clone(), role.clone(), page.clone()));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -100,56 +185,97 @@ pub async fn serve(
     }
 }
 
+/// The page and its assets, served from the binary: no build step.
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/status.js");
+const PAGE_CSS: &str = include_str!("page/status.css");
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(hyper::header::CONTENT_TYPE, v);
+    }
+    // The page runs its own script only, fetches from its own origin, and
+    // is framed by no one; entry names are text, never markup.
+    for (k, v) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        if let Ok(v) = v.parse() {
+            h.insert(k, v);
+        }
+    }
+    r
+}
+
 async fn handle(
     req: Request<hyper::body::Incoming>,
     store: Store,
     role: watch::Receiver<Role>,
+    page: StatusSource,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        if let Ok(v) = content_type.parse() {
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
-        Ok(r)
-    };
     if req.method() != Method::GET {
-        return reply(
+        let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".into(),
+            "GET only: this endpoint has no actions\n",
         );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+        return Ok(r);
     }
-    match req.uri().path() {
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+    let current = *role.borrow();
+    Ok(match req.uri().path() {
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE_HTML),
+        "/status.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", PAGE_JS),
+        "/status.css" => reply(StatusCode::OK, "text/css; charset=utf-8", PAGE_CSS),
+        "/api/status" => match page.answer(req.uri().query(), current, &store).await {
+            Ok(body) => reply(StatusCode::OK, "application/json", body),
+            Err(e) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                format!("{}\n", json!({"error": e})),
+            ),
+        },
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             crate::runtime::metrics::get().render(),
         ),
-        "/readyz" => {
-            let db = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
-            let db_ok = matches!(db, Ok(Ok(())));
-            let current = *role.borrow();
-            let body = match current {
-                Role::Leader { epoch, since } => {
-                    json!({"ready": db_ok, "database": if db_ok { "ok" } else { "unreachable" }, "role": "leader", "epoch": epoch, "since": since.to_rfc3339()})
-                }
-                Role::Standby => {
-                    json!({"ready": db_ok, "database": if db_ok { "ok" } else { "unreachable" }, "role": "standby"})
-                }
-            };
-            let status = if db_ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            reply(status, "application/json", format!("{body}\n"))
-        }
+        "/readyz" => ready(&store, current).await,
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz, /readyz, /metrics\n".into(),
+            "not found: try /, /api/status, /healthz, /readyz, /metrics\n",
         ),
-    }
+    })
+}
+
+async fn ready(store: &Store, role: Role) -> Response<Full<Bytes>> {
+    let db = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
+    let db_ok = matches!(db, Ok(Ok(())));
+    let body = match role {
+        Role::Leader { epoch, since } => {
+            json!({"ready": db_ok, "database": if db_ok { "ok" } else { "unreachable" }, "role": "leader", "epoch": epoch, "since": since.to_rfc3339()})
+        }
+        Role::Standby => {
+            json!({"ready": db_ok, "database": if db_ok { "ok" } else { "unreachable" }, "role": "standby"})
+        }
+    };
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(status, "application/json", format!("{body}\n"))
 }

@@ -186,9 +186,10 @@ pub async fn serve<S: Sink, Q: Source>(
     metrics::get().set_per_entry_limit(shared.config.metrics_per_entry_limit);
     let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
     if let Some(listener) = http {
+        let page = http::StatusSource::new(entries_rx.clone(), shared.clock.clone(), &holder);
         let (store, role, stop) = (store.clone(), shared.role.clone(), shutdown.clone());
         tasks.spawn("http", async move {
-            http::serve(listener, store, role, stop).await;
+            http::serve(listener, store, role, page, stop).await;
             Ok(())
         });
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::pg::TestDb;
 use crate::stack::{self, json_lines};
 
-fn get(port: u16, path: &str) -> (u16, String) {
+pub fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -209,6 +209,13 @@ fn secrets_never_reach_the_logs_even_at_debug() {
 
 /// The HTTP server in-process on a free port, with a SQLite store.
 async fn serve_in_process() -> (u16, tokio_util::sync::CancellationToken, tempfile::TempDir) {
+    serve_entries(Vec::new()).await
+}
+
+/// [`serve_in_process`] with a schedule for the status page.
+async fn serve_entries(
+    entries: Vec<sqsbeat::entry::Entry>,
+) -> (u16, tokio_util::sync::CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = sqsbeat::store::Store::Sqlite(
         sqsbeat::store::SqliteStore::open(&dir.path().join("t.db"))
@@ -218,15 +225,23 @@ async fn serve_in_process() -> (u16, tokio_util::sync::CancellationToken, tempfi
     let listener = sqsbeat::runtime::http::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_tx, role) = tokio::sync::watch::channel(sqsbeat::runtime::leader::Role::Standby);
+    let (_entries_tx, entries) = tokio::sync::watch::channel(std::sync::Arc::new(entries));
+    let page =
+        sqsbeat::runtime::http::StatusSource::new(entries, sqsbeat::clock::Clock::System, "test");
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(sqsbeat::runtime::http::serve(
         listener,
         store,
         role,
+        page,
         stop.clone(),
     ));
     (port, stop, dir)
 }
+
+/// The in-process server tests one at a time: one counts the process's
+/// open descriptors, which another's connections would add to.
+static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -260,6 +275,7 @@ async fn an_idle_connection_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
+    let _one = IN_PROCESS.lock().await;
     let (port, stop, _dir) = serve_in_process().await;
     let before = open_fds();
     let mut clients = Vec::new();
@@ -279,5 +295,51 @@ async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
         server_side <= sqsbeat::runtime::http::MAX_CONNECTIONS + 2,
         "{server_side} server sockets for 200 idle clients"
     );
+    stop.cancel();
+}
+
+/// At 100 000 entries `/api/status` is one page of them (100 by default,
+/// 500 at most) with the total, not megabytes, and `/` is the page.
+#[tokio::test]
+async fn the_status_json_of_100_000_entries_is_one_bounded_page() {
+    let _one = IN_PROCESS.lock().await;
+    let one = crate::harness::entries(
+        "[entries.x]\ntask = \"t.t\"\nevery = \"1m\"\nkwargs = { token = \"kw-secret\" }\n",
+    )
+    .remove(0);
+    let many = (0..100_000)
+        .map(|i| {
+            let mut e = one.clone();
+            e.name = format!("e{:06}", 99_999 - i);
+            e
+        })
+        .collect();
+    let (port, stop, _dir) = serve_entries(many).await;
+    let (code, body) = tokio::task::spawn_blocking(move || get(port, "/api/status?offset=200"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.len() < 100_000, "{} bytes", body.len());
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["entries"]["total"], 100_000);
+    let items = v["entries"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[0]["name"], "e000200", "by name, from the offset");
+    assert!(!body.contains("kw-secret"));
+    let (code, body) = tokio::task::spawn_blocking(move || get(port, "/api/status?limit=100000"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["entries"]["items"].as_array().unwrap().len(),
+        500,
+        "capped"
+    );
+    let (code, page) = tokio::task::spawn_blocking(move || get(port, "/"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("<script src=\"/status.js\""), "{page}");
     stop.cancel();
 }

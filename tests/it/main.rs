@@ -25,6 +25,7 @@ mod intake_golden;
 mod jobs;
 mod ops;
 mod outage;
+mod page;
 mod pg;
 mod releaser;
 mod reload;
