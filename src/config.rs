@@ -134,7 +134,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "addr",
         kind: Kind::Text,
         default: "\"127.0.0.1:9405\"",
-        help: "address of /healthz, /readyz and /metrics",
+        help: "address of the status page (/), /api/status, /healthz, /readyz and /metrics",
     },
     Setting {
         section: "releaser",
