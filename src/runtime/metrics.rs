@@ -281,7 +281,7 @@ impl Metrics {
         let entries_overdue = Gauge::default();
         r.register(
             "entries_overdue",
-            "Enabled entries with a slot due more than its grace ago that was neither sent nor recorded missed (leader; 0 on standbys)",
+            "Enabled entries, not paused, with a slot due more than its grace ago that was neither sent nor recorded missed (leader; 0 on standbys)",
             entries_overdue.clone(),
         );
         let entry_last_sent = Family::<EntryLabel, F64Gauge>::default();

@@ -8,7 +8,8 @@
 //! instants only.
 //!
 //! Bounded at any size: a page of entries (at most [`MAX_PAGE`]) and the
-//! store facts of those entries only (one index probe each), the next
+//! store facts of those entries only (one index probe each, their pauses
+//! and latest manual runs included), the next
 //! [`NEXT_JOBS`] jobs and the [`FAILURES`] most recent failures; the
 //! overdue count and names come from the leader's heartbeat row, where
 //! its beat published them. At 100 000 entries the JSON of a page of 100
@@ -124,27 +125,27 @@ struct Facts {
     cursors: HashMap<String, (DateTime<Utc>, bool)>,
     last: HashMap<String, DateTime<Utc>>,
     unsent: HashMap<String, DateTime<Utc>>,
-    /// The pauses in force at `now`.
-    paused: HashMap<String, PauseRow>,
+    /// Every pause row, in force or ended (an ended pause still took its
+    /// slots).
+    pauses: HashMap<String, PauseRow>,
     manual: HashMap<String, ManualRun>,
 }
 
 /// The status of `entries` at `now`, from the store's facts about them
-/// alone (cursors, last sent, oldest unsent claim: three statements, one
-/// index probe per entry each) and the pauses and latest manual runs.
+/// alone (cursors, last sent, oldest unsent claim, pause, latest manual
+/// run: five statements, one index probe per entry each).
 pub async fn entry_statuses(
     store: &Store,
     entries: &[&Entry],
     now: DateTime<Utc>,
 ) -> Result<Vec<EntryStatus>, StoreError> {
     let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-    let mut paused = HashMap::new();
-    for row in pauses::list(store).await? {
+    let mut by_entry = HashMap::new();
+    for row in pauses::of(store, &names).await? {
         match row {
-            Ok(p) if p.active(now) => {
-                paused.insert(p.entry.clone(), p);
+            Ok(p) => {
+                by_entry.insert(p.entry.clone(), p);
             }
-            Ok(_) => {}
             Err(e) => warn!("{e}; that pause is not honoured"),
         }
     }
@@ -152,8 +153,8 @@ pub async fn entry_statuses(
         cursors: ledger::cursors_of(store, &names).await?,
         last: ledger::last_sent(store, &names).await?,
         unsent: ledger::oldest_unsent(store, &names).await?,
-        paused,
-        manual: manual::latest(store).await?,
+        pauses: by_entry,
+        manual: manual::latest_of(store, &names).await?,
     };
     Ok(entries
         .iter()
@@ -169,7 +170,8 @@ fn entry_status(e: &Entry, facts: &Facts, now: DateTime<Utc>) -> EntryStatus {
         .get(&e.name)
         .filter(|(_, enabled)| *enabled)
         .map(|(at, _)| *at);
-    let pause = facts.paused.get(&e.name);
+    let row = facts.pauses.get(&e.name);
+    let pause = row.filter(|p| p.active(now));
     let mut from = cursor.map_or(now, |c| c.max(now));
     // Paused: the next fire is the first slot at or after the end of the
     // pause; none while it has no end.
@@ -183,7 +185,9 @@ fn entry_status(e: &Entry, facts: &Facts, now: DateTime<Utc>) -> EntryStatus {
         .then(|| e.next_after(from))
         .flatten()
         .map(|f| iso(e.send_at(f.at)));
-    let overdue = freshness::overdue_slot(e, cursor, facts.unsent.get(&e.name).copied(), now);
+    let unsent = facts.unsent.get(&e.name).copied();
+    let interval = row.map(PauseRow::pause);
+    let overdue = freshness::overdue_slot(e, cursor, unsent, interval.as_ref(), now);
     EntryStatus {
         name: e.name.clone(),
         task: e.task.clone(),

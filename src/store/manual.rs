@@ -153,3 +153,46 @@ pub async fn latest(store: &Store) -> Result<HashMap<String, ManualRun>, StoreEr
     };
     Ok(runs.into_iter().map(|r| (r.entry.clone(), r)).collect())
 }
+
+/// The latest manual run of each of `entries` that has one: one probe of
+/// the (entry, requested_at) index each, for a page of the status. Rows
+/// that cannot be read are left out.
+pub async fn latest_of(
+    store: &Store,
+    entries: &[String],
+) -> Result<HashMap<String, ManualRun>, StoreError> {
+    if entries.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let runs: Vec<ManualRun> = match store {
+        Store::Postgres(s) => sqlx::query(
+            "SELECT m.task_id::text AS row_key, m.task_id, m.entry, m.requested_at, m.queue, m.actor, m.outcome, m.error
+               FROM UNNEST($1::text[]) AS u(e)
+               CROSS JOIN LATERAL (
+                 SELECT * FROM manual_runs WHERE entry = u.e ORDER BY requested_at DESC LIMIT 1
+               ) AS m",
+        )
+        .bind(entries)
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .filter_map(|r| decode_row::<_, Record>("manual_runs", r).ok())
+        .map(ManualRun::from)
+        .collect(),
+        Store::Sqlite(s) => sqlx::query(
+            "SELECT CAST(m.task_id AS TEXT) AS row_key, m.task_id, m.entry, m.requested_at, m.queue, m.actor, m.outcome, m.error
+               FROM json_each(?1) AS j
+               JOIN manual_runs AS m ON m.task_id = (
+                 SELECT task_id FROM manual_runs WHERE entry = j.value ORDER BY requested_at DESC LIMIT 1
+               )",
+        )
+        .bind(serde_json::Value::from(entries.to_vec()).to_string())
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .filter_map(|r| decode_row::<_, Record>("manual_runs", r).ok())
+        .map(ManualRun::from)
+        .collect(),
+    };
+    Ok(runs.into_iter().map(|r| (r.entry.clone(), r)).collect())
+}

@@ -96,6 +96,37 @@ pub async fn list(store: &Store) -> Result<Vec<Result<PauseRow, StoreError>>, St
     })
 }
 
+/// The pause rows of `entries` (one index probe each, for a page of the
+/// status); one that cannot be read is an error in its place.
+pub async fn of(
+    store: &Store,
+    entries: &[String],
+) -> Result<Vec<Result<PauseRow, StoreError>>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(match store {
+        Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM entry_pauses WHERE entry = ANY($1)"
+        )))
+        .bind(entries)
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row::<_, Record>("entry_pauses", r).map(PauseRow::from))
+        .collect(),
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM entry_pauses WHERE entry IN (SELECT value FROM json_each(?1))"
+        )))
+        .bind(Value::from(entries.to_vec()).to_string())
+        .fetch_all(s.pool())
+        .await?
+        .iter()
+        .map(|r| decode_row::<_, Record>("entry_pauses", r).map(PauseRow::from))
+        .collect(),
+    })
+}
+
 /// The pauses as the beat takes them, by entry name, and the rows that
 /// cannot be read (for the caller to report; they pause nothing).
 pub async fn intervals(

@@ -1,8 +1,8 @@
 //! The status page in a real headless browser: Debian's Chromium loads `/`
 //! from a running `sqsbeat run` (SQLite, moto), runs the page's script,
 //! which fetches `/api/status`, and the rendered DOM is checked: replicas
-//! and roles, entries with their marks, pending jobs by bucket, and no
-//! payload anywhere.
+//! and roles, entries with their marks (a pause and its reason, the last
+//! manual run), pending jobs by bucket, and no payload anywhere.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -83,7 +83,7 @@ fn the_status_page_renders_in_chromium_without_payloads_or_actions() {
     let port = stack::free_port();
     std::fs::write(
         d.join("sqsbeat.toml"),
-        format!("[http]\naddr = \"127.0.0.1:{port}\"\n"),
+        format!("[http]\naddr = \"127.0.0.1:{port}\"\n\n[schedules]\npaths = [\"s.toml\"]\n"),
     )
     .unwrap();
     let schedule = d.join("s.toml");
@@ -137,6 +137,20 @@ enabled = false
         );
         assert_eq!(code, 0, "{err}");
     }
+    let pause = [
+        "entries",
+        "pause",
+        "nightly-report",
+        "--until",
+        "2h",
+        "--reason",
+        "deploy freeze",
+    ];
+    let run_now = ["entries", "run", "retired", "--by", "alice"];
+    for args in [&pause[..], &run_now[..]] {
+        let (code, _, err) = cli(d, None, Some(&endpoint), args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
     let mut cmd = stack::sqsbeat_command(d, &endpoint, &schedule);
     cmd.env_remove("SQSBEAT_HTTP_ADDR");
     let mut run = stack::Proc {
@@ -183,6 +197,10 @@ enabled = false
         "<span class=\"tag leader\">leader</span>",
         "<span class=\"tag overdue\">overdue</span>",
         "<span class=\"tag disabled\">disabled</span>",
+        "<span class=\"tag paused\">paused</span>",
+        ": deploy freeze</div>",
+        "manual run ",
+        " by alice (sent)",
         "1 entry is overdue",
         "1–4 of 4",
         "within 1d",
@@ -207,6 +225,26 @@ enabled = false
         assert!(!json.contains(secret), "{secret} in /api/status");
     }
     assert!(json.contains("nightly-report"), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let item = |name: &str| {
+        v["entries"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let nightly = item("nightly-report");
+    assert_eq!(
+        (&nightly["paused"]["reason"], &nightly["overdue"]),
+        (
+            &serde_json::json!("deploy freeze"),
+            &serde_json::json!(false)
+        )
+    );
+    assert!(nightly["paused"]["until"].is_string(), "{nightly}");
+    assert_eq!(item("retired")["last_manual_run"]["by"], "alice");
     for (code, allow) in methods {
         assert_eq!((code, allow.as_deref()), (405, Some("GET")), "no actions");
     }

@@ -71,11 +71,28 @@ function overdue(s) {
       o.entries.join(", ") + (o.count > o.entries.length ? ", …" : "")));
 }
 
+// A paused entry is never overdue: its pause says until when, and why.
 function state(e) {
-  if (e.paused) return tag("paused");
-  if (!e.enabled) return tag("disabled");
-  if (e.overdue) return tag("overdue");
-  return tag("enabled");
+  if (!e.paused) return tag(!e.enabled ? "disabled" : e.overdue ? "overdue" : "enabled");
+  const td = tag("paused");
+  const p = e.paused;
+  const until = el("div", (p.until ? "until " + p.until : "until resumed") +
+    (p.reason ? ": " + p.reason : ""), "muted pause");
+  until.title = "paused since " + p.since + " by " + p.by;
+  td.appendChild(until);
+  return td;
+}
+
+// The last fire, and under it the last `sqsbeat entries run`, if any.
+function lastFire(e, now) {
+  const td = when(e.last_fire, now);
+  const m = e.last_manual_run;
+  if (m) {
+    const run = el("div", "manual run " + ago(m.at, now) + " by " + m.by + " (" + m.outcome + ")", "muted manual");
+    run.title = m.at + ", task " + m.task_id;
+    td.appendChild(run);
+  }
+  return td;
 }
 
 function link(text, params) {
@@ -99,7 +116,7 @@ function entries(s) {
   fill("entries", page.items.map(e => {
     const tr = row([
       el("td", e.name, "mono"), el("td", e.schedule, "mono wrap"), el("td", e.task, "mono"),
-      el("td", e.queue, "mono"), state(e), when(e.last_fire, s.now), when(e.next_fire, s.now),
+      el("td", e.queue, "mono"), state(e), lastFire(e, s.now), when(e.next_fire, s.now),
     ]);
     if (e.overdue) tr.className = "overdue";
     return tr;
