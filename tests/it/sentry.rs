@@ -154,3 +154,77 @@ sentry_monitor = false
         "sentry_monitor = false sends nothing"
     );
 }
+
+/// The kombu headers of an accepted message.
+fn kombu_headers(body: &str) -> Value {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    serde_json::from_slice::<Value>(&raw).unwrap()["headers"].clone()
+}
+
+/// Sentry's beat integration checks in scheduled runs only: a fire of a
+/// monitored entry carries the monitor's headers, while a manual run and
+/// a backfilled slot carry none, or the worker would report check-ins the
+/// schedule never opened and the monitor would judge the wrong runs.
+#[tokio::test]
+async fn only_scheduled_fires_carry_the_sentry_monitor_headers() {
+    use std::sync::Arc;
+
+    use crate::harness::{Harness, at, entries};
+    use sqsbeat::beat::ops::{self, BackfillRequest};
+    use sqsbeat::store::history::Audit;
+
+    let h = Harness::sqlite(at("2026-11-21T10:00:30Z")).await;
+    let set = Arc::new(entries(
+        "[entries.m]\ntask = \"t.m\"\ncron = \"* * * * *\"\nsentry_monitor = true\n",
+    ));
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(set.clone(), epoch).await.unwrap();
+    term.turn(h.at("2026-11-21T10:01:00Z")).await.unwrap();
+    term.drain().await;
+    drop(term);
+    let audit = Audit {
+        at: at("2026-11-21T10:01:30Z"),
+        actor: "ops@test".into(),
+    };
+    let run = ops::run_now(&h.store, &h.sink, &h.opts, &set[0], &audit)
+        .await
+        .unwrap();
+    assert!(run.outcome.is_ok());
+    // 10:00, before the beat's first slot, is backfill's to send.
+    let req = BackfillRequest {
+        from: at("2026-11-21T10:00:00Z"),
+        to: at("2026-11-21T10:00:00Z"),
+        limit: 10,
+        earliest: at("2026-11-01T00:00:00Z"),
+        dry_run: false,
+    };
+    let filled = ops::backfill(&h.store, &h.sink, &h.opts, &set[0], &req, &audit)
+        .await
+        .unwrap();
+    assert_eq!(filled.sent, [at("2026-11-21T10:00:00Z")]);
+
+    let headers: Vec<Value> = h
+        .sink
+        .accepted()
+        .iter()
+        .map(|a| kombu_headers(&a.message.body))
+        .collect();
+    assert_eq!(headers.len(), 3);
+    let fire = &headers[0];
+    assert_eq!(fire["sentry-monitor-slug"], "m");
+    assert_eq!(fire["headers"]["sentry-monitor-slug"], "m");
+    assert_eq!(fire["sqsbeat_trigger"], Value::Null);
+    for (h, trigger) in headers[1..].iter().zip(["manual", "backfill"]) {
+        assert_eq!(h["sqsbeat_trigger"], trigger);
+        let keys: Vec<&String> = h.as_object().unwrap().keys().collect();
+        assert!(
+            keys.iter()
+                .all(|k| !k.starts_with("sentry-monitor-") && k.as_str() != "headers"),
+            "{trigger}: {keys:?}"
+        );
+    }
+}
