@@ -243,29 +243,6 @@ fn config_file_and_environment_choose_the_schedule_paths() {
 }
 
 #[test]
-fn every_schedule_example_in_the_readme_is_valid() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
-    let blocks: Vec<&str> = readme
-        .split("```toml\n")
-        .skip(1)
-        .filter_map(|rest| rest.split("```").next())
-        .filter(|b| b.contains("[entries."))
-        .collect();
-    assert!(blocks.len() >= 2, "the README shows schedule examples");
-    for (i, block) in blocks.iter().enumerate() {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "example.toml", block);
-        let out = sqsbeat(dir.path(), &["check", "example.toml"]);
-        assert!(
-            out.status.success(),
-            "README example {i} is not valid:\n{block}\n{}",
-            text(&out.stderr)
-        );
-    }
-}
-
-#[test]
 fn a_command_without_an_aws_region_says_so_in_one_line_without_the_sdk_probes() {
     // A laptop: no region anywhere, instance metadata not disabled.
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use sqsbeat::wire::celery::fire_task_id;
 use crate::stack::{self, json_lines};
 
 /// libfaketime's preload library (Debian: package `faketime`).
-fn libfaketime() -> PathBuf {
+pub(crate) fn libfaketime() -> PathBuf {
     let candidates = std::env::var("SQSBEAT_LIBFAKETIME")
         .into_iter()
         .map(PathBuf::from)

@@ -27,6 +27,7 @@ mod ops;
 mod outage;
 mod page;
 mod pg;
+mod readme;
 mod releaser;
 mod reload;
 mod restart;
