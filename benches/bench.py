@@ -36,7 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("VENV", ROOT / ".venv"))
 SQSBEAT = Path(os.environ.get("SQSBEAT_BIN", ROOT / "target/release/sqsbeat"))
-SINK = ROOT / "target/release/examples/sqs_sink"
+# CI's smoke run points both at the debug build it already has, so that it
+# does not compile the whole dependency tree a second time in release.
+SINK = Path(os.environ.get("SQSBEAT_SINK", ROOT / "target/release/examples/sqs_sink"))
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
