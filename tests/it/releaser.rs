@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 use sqsbeat::jobs::JobSpec;
 use sqsbeat::jobs::releaser::Releaser;
-use sqsbeat::store::jobs;
+use sqsbeat::store::{Store, jobs};
 use sqsbeat::wire::sink::{Gate, MemorySink, Plan, SendError};
 use uuid::Uuid;
 
@@ -35,6 +35,25 @@ fn releaser(h: &Harness) -> Releaser<MemorySink> {
         clock: h.clock.clone(),
         renew_every: sqsbeat::jobs::releaser::RENEW_EVERY,
         trust: h.trust.subscribe(),
+    }
+}
+
+/// The end of a job's lease, as stored.
+async fn lease_until(h: &Harness, id: Uuid) -> DateTime<Utc> {
+    match &h.store {
+        Store::Postgres(s) => sqlx::query_scalar("SELECT lease_until FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(s.pool())
+            .await
+            .unwrap(),
+        Store::Sqlite(s) => {
+            let t: String = sqlx::query_scalar("SELECT lease_until FROM jobs WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            at(&t)
+        }
     }
 }
 
@@ -214,8 +233,12 @@ async fn a_slow_send_renews_its_lease_so_no_other_replica_sends_it_again() {
             tokio::task::yield_now().await;
         }
         let later = h.at("2026-12-05T09:01:00Z");
-        // Let a renewal happen at the new time (the renewal reads the clock).
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Until a renewal has happened at the new time (the renewal reads
+        // the clock): the lease then ends a lease after it.
+        let renewed = later + sqsbeat::jobs::releaser::LEASE;
+        while lease_until(&h, job(1, now).id).await < renewed {
+            tokio::task::yield_now().await;
+        }
         let p = other.pass(later, None).await.unwrap();
         gate.open();
         p
