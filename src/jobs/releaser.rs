@@ -399,6 +399,9 @@ impl<S: Sink> Releaser<S> {
             failed: settle.failed.len() + claimed.failed.len(),
         };
         let settled = jobs::settle(&self.store, token, &settle, self.clock.now()).await?;
+        for (id, e) in &settled.refused {
+            error!(job = %id, error = %e, "the database refused to record the job's outcome; it is marked failed if the database took that, else sent again when its lease ends: fix or delete that row");
+        }
         if settled.lost > 0 {
             warn!(
                 jobs = settled.lost,

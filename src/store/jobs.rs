@@ -229,7 +229,8 @@ impl From<Record> for JobRow {
             status: r.status,
             created_at: r.created_at.0,
             released_at: r.released_at.map(|t| t.0),
-            attempts: i64::from(r.attempts),
+            // A count written by hand below zero means none.
+            attempts: i64::from(r.attempts.max(0)),
             last_error: r.last_error,
             scheduled_by: r.scheduled_by,
             retries: i64::from(r.retries),
@@ -887,17 +888,24 @@ impl Settlement {
 }
 
 /// What a settle wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SettleOutcome {
     pub settled: u64,
     /// Rows no longer under this token (the lease ended and another pass
     /// claimed them, or someone changed them by hand): left as they are.
     pub lost: u64,
+    /// Rows whose outcome the database refused to record, and its answer:
+    /// marked failed instead where it took that, else left `releasing`
+    /// until their lease ends. The other rows of the pass are settled.
+    pub refused: Vec<(Uuid, String)>,
 }
 
 /// Records the outcomes of the pass `token` at `now`, in one short
 /// transaction, on the rows still under its lease. An empty settlement
-/// writes nothing.
+/// writes nothing. Should the database refuse the transaction (a value
+/// in one row it cannot write), each row is settled on its own: one row
+/// must not leave the whole pass `releasing`, to be sent again when its
+/// lease ends.
 pub async fn settle(
     store: &Store,
     token: Uuid,
@@ -908,14 +916,110 @@ pub async fn settle(
     if wanted == 0 {
         return Ok(SettleOutcome::default());
     }
-    let settled = match store {
-        Store::Postgres(pg) => settle_pg(pg, token, s, now).await?,
-        Store::Sqlite(l) => settle_lite(l, token, s, now).await?,
+    let (settled, refused) = match settle_once(store, token, s, now).await {
+        Ok(n) => (n, Vec::new()),
+        Err(e) if refused_for_a_value(&e) => settle_each(store, token, s, now).await?,
+        Err(e) => return Err(e),
     };
     Ok(SettleOutcome {
         settled,
-        lost: wanted.saturating_sub(settled),
+        lost: wanted.saturating_sub(settled + refused.len() as u64),
+        refused,
     })
+}
+
+async fn settle_once(
+    store: &Store,
+    token: Uuid,
+    s: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    match store {
+        Store::Postgres(pg) => settle_pg(pg, token, s, now).await,
+        Store::Sqlite(l) => settle_lite(l, token, s, now).await,
+    }
+}
+
+/// [`settle`] one row at a time. A row whose outcome the database still
+/// refuses is marked failed with its answer where it takes that, so it is
+/// not sent again and again; such rows are returned, not counted settled.
+async fn settle_each(
+    store: &Store,
+    token: Uuid,
+    s: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<(u64, Vec<(Uuid, String)>), StoreError> {
+    let mut rows: Vec<(Uuid, &str, Settlement)> = Vec::with_capacity(s.len());
+    for id in &s.released {
+        let mut one = Settlement::default();
+        one.released.push(*id);
+        rows.push((*id, "it was sent to SQS", one));
+    }
+    for r in &s.retry {
+        let mut one = Settlement::default();
+        one.retry.push(r.clone());
+        rows.push((r.0, "its send failed", one));
+    }
+    for f in &s.failed {
+        let mut one = Settlement::default();
+        one.failed.push(f.clone());
+        rows.push((f.0, "it cannot be sent", one));
+    }
+    for id in &s.unclaimed {
+        let mut one = Settlement::default();
+        one.unclaimed.push(*id);
+        rows.push((*id, "it was not sent", one));
+    }
+    let (mut settled, mut refused) = (0, Vec::new());
+    for (id, what, row) in rows {
+        let e = match settle_once(store, token, &row, now).await {
+            Ok(n) => {
+                settled += n;
+                continue;
+            }
+            Err(e) if refused_for_a_value(&e) => e.to_string(),
+            Err(e) => return Err(e),
+        };
+        let why =
+            format!("{what}, but the database refused to record that: {e}; fix or delete this row");
+        let failed = Settlement {
+            failed: vec![(id, why)],
+            ..Settlement::default()
+        };
+        match settle_once(store, token, &failed, now).await {
+            Ok(_) => {}
+            Err(e) if refused_for_a_value(&e) => {}
+            Err(e) => return Err(e),
+        }
+        refused.push((id, e));
+    }
+    Ok((settled, refused))
+}
+
+/// Whether the database refused a statement for what a row holds (a
+/// value out of range, a constraint, a trigger's exception) rather than
+/// for the moment (a lock, a conflict, a shutdown: the pass fails and its
+/// rows are settled by a later one). Only the former is worth settling
+/// row by row, and only it may mark a row failed.
+fn refused_for_a_value(e: &StoreError) -> bool {
+    let StoreError::Db(sqlx::Error::Database(db)) = e else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // Primary codes: SQLITE_TOOBIG, SQLITE_CONSTRAINT (RAISE in a
+        // trigger too), SQLITE_MISMATCH.
+        return code
+            .parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, 18..=20));
+    }
+    // SQLSTATE classes: data exception, integrity constraint violation,
+    // an exception raised in PL/pgSQL.
+    ["22", "23", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// Each UPDATE only touches rows still under `token`'s lease.
@@ -929,7 +1033,7 @@ async fn settle_pg(
     let mut n = 0;
     if !s.released.is_empty() {
         n += sqlx::query(
-            "UPDATE jobs SET status = 'released', released_at = $3, attempts = attempts + 1, last_error = NULL,
+            "UPDATE jobs SET status = 'released', released_at = $3, attempts = least(attempts, 2147483646) + 1, last_error = NULL,
                     retry_at = NULL, lease = NULL, lease_until = NULL
               WHERE id = ANY($1) AND status = 'releasing' AND lease = $2",
         )
@@ -945,7 +1049,7 @@ async fn settle_pg(
         let why: Vec<&str> = s.retry.iter().map(|r| r.1.as_str()).collect();
         let at: Vec<DateTime<Utc>> = s.retry.iter().map(|r| r.2).collect();
         n += sqlx::query(
-            "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = u.why, retry_at = u.at,
+            "UPDATE jobs SET status = 'pending', attempts = least(jobs.attempts, 2147483646) + 1, last_error = u.why, retry_at = u.at,
                     lease = NULL, lease_until = NULL
                FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS u(id, why, at)
               WHERE jobs.id = u.id AND jobs.status = 'releasing' AND jobs.lease = $4",
@@ -999,7 +1103,7 @@ async fn settle_lite(
     if !s.released.is_empty() {
         let ids: Vec<String> = s.released.iter().map(Uuid::to_string).collect();
         n += sqlx::query(
-            "UPDATE jobs SET status = 'released', released_at = ?3, attempts = attempts + 1, last_error = NULL,
+            "UPDATE jobs SET status = 'released', released_at = ?3, attempts = min(attempts, 2147483646) + 1, last_error = NULL,
                     retry_at = NULL, lease = NULL, lease_until = NULL
               WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'releasing' AND lease = ?2",
         )
@@ -1019,7 +1123,7 @@ async fn settle_lite(
             })
             .collect();
         n += sqlx::query(
-            "UPDATE jobs SET status = 'pending', attempts = jobs.attempts + 1, last_error = j.value ->> 1,
+            "UPDATE jobs SET status = 'pending', attempts = min(jobs.attempts, 2147483646) + 1, last_error = j.value ->> 1,
                     retry_at = j.value ->> 2, lease = NULL, lease_until = NULL
                FROM json_each(?1) AS j
               WHERE jobs.id = j.value ->> 0 AND jobs.status = 'releasing' AND jobs.lease = ?2",

@@ -38,6 +38,21 @@ fn releaser(h: &Harness) -> Releaser<MemorySink> {
     }
 }
 
+/// Runs SQL written for each backend (a row written by hand).
+async fn raw(h: &Harness, pg: &str, lite: &str) {
+    match &h.store {
+        Store::Postgres(s) => sqlx::raw_sql(sqlx::AssertSqlSafe(pg.to_string()))
+            .execute(s.pool())
+            .await
+            .map(|_| ()),
+        Store::Sqlite(s) => sqlx::raw_sql(sqlx::AssertSqlSafe(lite.to_string()))
+            .execute(s.pool())
+            .await
+            .map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{pg} / {lite}: {e}"));
+}
+
 /// The end of a job's lease, as stored.
 async fn lease_until(h: &Harness, id: Uuid) -> DateTime<Utc> {
     match &h.store {
@@ -288,3 +303,123 @@ async fn no_job_is_released_while_the_host_clock_disagrees_with_the_database() {
     run.await.unwrap();
     assert_eq!(h.accepted_ids(), [job(1, now).id]);
 }
+
+/// Regression: on PostgreSQL `attempts = attempts + 1` on a row at
+/// integer's maximum failed the settle transaction ("integer out of
+/// range"): every job of the pass stayed `releasing` and was sent again
+/// each time the lease ended, forever. On SQLite the count went past what
+/// the row can be read back as. The count now stops at its maximum.
+async fn a_job_at_the_attempts_limit_does_not_make_its_pass_send_the_batch_again(h: Harness) {
+    let now = h.at("2026-12-05T09:00:00Z");
+    for n in 1..=3 {
+        jobs::insert(&h.store, &job(n, now), "t").await.unwrap();
+    }
+    let worn = job(2, now).id;
+    raw(
+        &h,
+        &format!("UPDATE jobs SET attempts = 2147483647 WHERE id = '{worn}'"),
+        &format!("UPDATE jobs SET attempts = 2147483647 WHERE id = '{worn}'"),
+    )
+    .await;
+    let r = releaser(&h);
+    // A failed send first (the retry's count), then sends that succeed.
+    h.sink.then(Plan::fail_all(SendError::Request(
+        "connection reset".into(),
+    )));
+    let first = r.pass(now, None).await.unwrap();
+    assert_eq!(first.retrying, 3);
+    for i in 1..=4 {
+        let t = now + Duration::seconds(91 * i);
+        h.clock.set(t);
+        r.pass(t, None).await.unwrap();
+    }
+    let mut sent = h.accepted_ids();
+    sent.sort();
+    let each: Vec<Uuid> = (1..=3).map(|n| job(n, now).id).collect();
+    assert_eq!(sent, each, "each job sent once");
+    for n in 1..=3 {
+        let row = jobs::get(&h.store, job(n, now).id).await.unwrap().unwrap();
+        assert_eq!(row.status.to_string(), "released");
+        let want = if n == 2 { i64::from(i32::MAX) } else { 2 };
+        assert_eq!(row.attempts, want, "job {n}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_at_the_attempts_limit_does_not_make_its_pass_send_the_batch_again_sqlite() {
+    a_job_at_the_attempts_limit_does_not_make_its_pass_send_the_batch_again(
+        Harness::sqlite(at("2026-12-05T09:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_at_the_attempts_limit_does_not_make_its_pass_send_the_batch_again_postgres() {
+    a_job_at_the_attempts_limit_does_not_make_its_pass_send_the_batch_again(
+        Harness::postgres(at("2026-12-05T09:00:00Z")).await,
+    )
+    .await;
+}
+
+/// A settle the database refuses for one row (here a trigger an operator
+/// added) settles the pass's other rows: only that row is left out of
+/// the transaction, and it is marked failed where the database takes
+/// that, so nothing is sent again when the lease ends.
+async fn a_row_the_database_will_not_settle_leaves_the_rest_of_the_pass_settled(h: Harness) {
+    let now = h.at("2026-12-05T09:00:00Z");
+    for n in 1..=3 {
+        jobs::insert(&h.store, &job(n, now), "t").await.unwrap();
+    }
+    let odd = job(2, now).id;
+    raw(
+        &h,
+        &format!(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused by policy'; END; $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse BEFORE UPDATE ON jobs FOR EACH ROW
+                 WHEN (NEW.status = 'released' AND NEW.id = '{odd}') EXECUTE FUNCTION refuse();"
+        ),
+        &format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON jobs
+                 WHEN NEW.status = 'released' AND NEW.id = '{odd}'
+             BEGIN SELECT RAISE(ABORT, 'refused by policy'); END;"
+        ),
+    )
+    .await;
+    let r = releaser(&h);
+    assert_eq!(r.pass(now, None).await.unwrap().claimed, 3);
+    for i in 1..=3 {
+        let t = now + Duration::seconds(31 * i);
+        h.clock.set(t);
+        assert_eq!(
+            r.pass(t, None).await.unwrap().claimed,
+            0,
+            "nothing left to claim"
+        );
+    }
+    assert_eq!(h.accepted_ids().len(), 3, "each job sent once");
+    for n in [1, 3] {
+        let row = jobs::get(&h.store, job(n, now).id).await.unwrap().unwrap();
+        assert_eq!(row.status.to_string(), "released", "job {n}");
+    }
+    let row = jobs::get(&h.store, odd).await.unwrap().unwrap();
+    assert_eq!(row.status.to_string(), "failed");
+    let why = row.last_error.unwrap_or_default();
+    assert!(why.contains("refused by policy"), "{why}");
+}
+
+#[tokio::test]
+async fn a_row_the_database_will_not_settle_leaves_the_rest_of_the_pass_settled_sqlite() {
+    a_row_the_database_will_not_settle_leaves_the_rest_of_the_pass_settled(
+        Harness::sqlite(at("2026-12-05T09:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_row_the_database_will_not_settle_leaves_the_rest_of_the_pass_settled_postgres() {
+    a_row_the_database_will_not_settle_leaves_the_rest_of_the_pass_settled(
+        Harness::postgres(at("2026-12-05T09:00:00Z")).await,
+    )
+    .await;
+}
+
