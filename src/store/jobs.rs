@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::sqlite::codec::NOW;
+use super::sqlite::codec as text_form;
+use super::sqlite::codec::{GLOB, NOW};
 use super::{Failure, Id, Store, StoreError, Ts, decode_row};
 use crate::jobs::{JobSpec, MAX_DELAY_SECONDS};
 
@@ -99,6 +100,9 @@ pub struct JobRow {
     pub released_at: Option<DateTime<Utc>>,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// After a failed send: not tried again before this instant.
+    #[serde(skip)]
+    pub retry_at: Option<DateTime<Utc>>,
     pub scheduled_by: String,
     /// The Celery message's `retries` (0 for jobs not read from the intake).
     pub retries: i64,
@@ -203,6 +207,7 @@ struct Record {
     released_at: Option<Ts>,
     attempts: i32,
     last_error: Option<String>,
+    retry_at: Option<Ts>,
     scheduled_by: String,
     retries: i32,
     envelope: Option<String>,
@@ -232,6 +237,7 @@ impl From<Record> for JobRow {
             // A count written by hand below zero means none.
             attempts: i64::from(r.attempts.max(0)),
             last_error: r.last_error,
+            retry_at: r.retry_at.map(|t| t.0),
             scheduled_by: r.scheduled_by,
             retries: i64::from(r.retries),
             intake: r.envelope.map(|envelope| IntakeMessage {
@@ -250,8 +256,8 @@ impl From<Record> for JobRow {
 /// The columns of [`Record`], after each backend's `row_key`: the id as
 /// text, even where it was written as something else, so the row can be
 /// named.
-pub(super) const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, scheduled_by,
-     retries, envelope, body_base64, sqs_queue, queue_url, message_attributes, group_id, dedup_id";
+pub(super) const COLS: &str = "id, task, args, kwargs, queue, due_at, expires_at, priority, headers, status, created_at, released_at, attempts, last_error, retry_at,
+     scheduled_by, retries, envelope, body_base64, sqs_queue, queue_url, message_attributes, group_id, dedup_id";
 
 fn decode<R>(row: &R) -> Result<JobRow, StoreError>
 where
@@ -419,14 +425,18 @@ pub async fn list(
     })
 }
 
+/// A row no pass holds: pending, or `releasing` without a lease token
+/// (set by hand; no pass can settle it, so no send of it is under way).
+const UNHELD: &str = "(status = 'pending' OR (status = 'releasing' AND lease IS NULL))";
+
 /// Cancels a pending job. A job being released is not cancelled (it may
 /// be in SQS already); a released one is in SQS.
 pub async fn cancel(store: &Store, id: Uuid) -> Result<Cancelled, StoreError> {
     let (n, status): (u64, Option<JobStatus>) = match store {
         Store::Postgres(pg) => {
-            let n = sqlx::query(
-                "UPDATE jobs SET status = 'cancelled' WHERE id = $1 AND status = 'pending'",
-            )
+            let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET status = 'cancelled', lease_until = NULL WHERE id = $1 AND {UNHELD}"
+            )))
             .bind(id)
             .execute(pg.pool())
             .await?
@@ -438,9 +448,9 @@ pub async fn cancel(store: &Store, id: Uuid) -> Result<Cancelled, StoreError> {
             (n, status)
         }
         Store::Sqlite(l) => {
-            let n = sqlx::query(
-                "UPDATE jobs SET status = 'cancelled' WHERE id = ?1 AND status = 'pending'",
-            )
+            let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET status = 'cancelled', lease_until = NULL WHERE id = ?1 AND {UNHELD}"
+            )))
             .bind(Id(id))
             .execute(l.pool())
             .await?
@@ -600,13 +610,17 @@ pub async fn next_wake(
                     .await?;
                 Ok::<_, StoreError>(head_of(&rows))
             };
-            let lease =
-                sqlx::query("SELECT min(lease_until) AS t FROM jobs WHERE status = 'releasing'")
-                    .fetch_one(pg.pool())
-                    .await?
-                    .try_get::<Option<Ts>, _>("t")
-                    .ok()
-                    .flatten();
+            // A lease without an end that can be read is over.
+            let lease = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT min(CASE WHEN lease_until IS NULL OR lease_until > {PG_LATEST} THEN 'epoch'
+                                 ELSE lease_until END) AS t
+                   FROM jobs WHERE status = 'releasing'"
+            )))
+            .fetch_one(pg.pool())
+            .await?
+            .try_get::<Option<Ts>, _>("t")
+            .ok()
+            .flatten();
             (head("<>").await?, head("=").await?, lease)
         }
         Store::Sqlite(l) => {
@@ -621,13 +635,16 @@ pub async fn next_wake(
                     .await?;
                 Ok::<_, StoreError>(head_of(&rows))
             };
-            let lease =
-                sqlx::query("SELECT min(lease_until) AS t FROM jobs WHERE status = 'releasing'")
-                    .fetch_one(l.pool())
-                    .await?
-                    .try_get::<Option<Ts>, _>("t")
-                    .ok()
-                    .flatten();
+            let lease = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT min(CASE WHEN lease_until IS NULL OR lease_until NOT GLOB {GLOB}
+                                 THEN '1970-01-01T00:00:00.000000Z' ELSE lease_until END) AS t
+                   FROM jobs WHERE status = 'releasing'"
+            )))
+            .fetch_one(l.pool())
+            .await?
+            .try_get::<Option<Ts>, _>("t")
+            .ok()
+            .flatten();
             (head("<>").await?, head("=").await?, lease)
         }
     };
@@ -640,6 +657,13 @@ pub async fn next_wake(
     .flatten()
     .min())
 }
+
+/// The latest instant sqsbeat can read (chrono's), as a PostgreSQL
+/// literal. Later ones (`infinity`, the year 270000) are valid
+/// `timestamptz` values no job can be released at: the claim takes such
+/// rows to mark them failed. A literal, not a parameter, so the planner
+/// sees how few rows lie beyond it and reads the index.
+const PG_LATEST: &str = "'262142-12-31 23:59:59.999999+00'";
 
 /// Rows read from the head of a pending index.
 const HEAD: i64 = 100;
@@ -744,20 +768,25 @@ async fn claim_pg(
         "WITH delayed AS (
             SELECT id, due_at AS rank FROM jobs
              WHERE status = 'pending' AND right(queue, 5) <> '.fifo' AND due_at <= $2
-               AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
+               AND (retry_at IS NULL OR retry_at <= $1 OR retry_at > {PG_LATEST}) AND ($5::uuid IS NULL OR id = $5)
              ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
          fifo AS (
             SELECT id, due_at AS rank FROM jobs
              WHERE status = 'pending' AND right(queue, 5) = '.fifo' AND due_at <= $1
-               AND (retry_at IS NULL OR retry_at <= $1) AND ($5::uuid IS NULL OR id = $5)
+               AND (retry_at IS NULL OR retry_at <= $1 OR retry_at > {PG_LATEST}) AND ($5::uuid IS NULL OR id = $5)
+             ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
+         never AS (
+            SELECT id, due_at AS rank FROM jobs
+             WHERE status = 'pending' AND due_at > {PG_LATEST} AND ($5::uuid IS NULL OR id = $5)
              ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED),
          stale AS (
             SELECT id, lease_until AS rank FROM jobs
-             WHERE status = 'releasing' AND lease_until <= $1 AND ($5::uuid IS NULL OR id = $5)
+             WHERE status = 'releasing' AND (lease_until <= $1 OR lease_until IS NULL OR lease_until > {PG_LATEST})
+               AND ($5::uuid IS NULL OR id = $5)
              ORDER BY lease_until LIMIT $6 FOR UPDATE SKIP LOCKED)
          UPDATE jobs SET status = 'releasing', lease = $3, lease_until = $4
           WHERE id IN (SELECT id FROM (SELECT * FROM delayed UNION ALL SELECT * FROM fifo
-                                       UNION ALL SELECT * FROM stale) AS c
+                                       UNION ALL SELECT * FROM never UNION ALL SELECT * FROM stale) AS c
                         ORDER BY rank LIMIT $6)
          RETURNING id::text AS row_key, {COLS}"
     )))
@@ -801,6 +830,7 @@ async fn claim_lite(
     // IMMEDIATE: the write lock from the start, so two processes
     // (a running releaser, `sqsbeat schedule`) cannot both lease a row.
     let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let unordered = order_lite(&mut tx, r.limit).await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET status = 'releasing', lease = ?3, lease_until = ?4
           WHERE id IN (
@@ -814,7 +844,8 @@ async fn claim_lite(
                  AND (retry_at IS NULL OR retry_at <= ?1) AND (?5 IS NULL OR id = ?5)
               UNION ALL
               SELECT id, lease_until FROM jobs
-               WHERE status = 'releasing' AND lease_until <= ?1 AND (?5 IS NULL OR id = ?5))
+               WHERE status = 'releasing' AND (lease_until <= ?1 OR lease_until IS NULL OR lease_until NOT GLOB {GLOB})
+                 AND (?5 IS NULL OR id = ?5))
             ORDER BY rank LIMIT ?6)
          RETURNING CAST(id AS TEXT) AS row_key, {COLS}"
     )))
@@ -845,7 +876,76 @@ async fn claim_lite(
     tx.commit().await?;
     // RETURNING gives no order on SQLite.
     claimed.rows.sort_by_key(|j| j.due_at);
+    claimed.failed.extend(unordered);
     Ok(claimed)
+}
+
+/// Pending SQLite rows whose `due_at` or `retry_at` is not in
+/// [`text_form::text`]'s form (written by hand: an offset, no fraction,
+/// `infinity`). SQLite compares instants as text, which is time order only
+/// in that form, so such a row would be claimed hours early or late, or
+/// never. Each is rewritten in that form here, in the claim's transaction,
+/// or marked failed with the reason when it holds no instant that form
+/// can order; the failed ones are returned as [`Claimed::failed`] lists
+/// them.
+async fn order_lite(
+    tx: &mut sqlx::SqliteConnection,
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT rowid, CAST(id AS TEXT) AS row_key, due_at, retry_at FROM jobs
+          WHERE status = 'pending' AND (due_at NOT GLOB {GLOB} OR retry_at NOT GLOB {GLOB}) LIMIT ?1"
+    )))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut failed = Vec::new();
+    for row in &rows {
+        let rowid: i64 = row.try_get("rowid")?;
+        match in_order(row, "due_at").and_then(|due| Ok((due, in_order(row, "retry_at")?))) {
+            Ok((due, retry)) => {
+                sqlx::query(
+                    "UPDATE jobs SET due_at = coalesce(?2, due_at), retry_at = ?3 WHERE rowid = ?1",
+                )
+                .bind(rowid)
+                .bind(due)
+                .bind(retry)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Err(why) => {
+                sqlx::query("UPDATE jobs SET status = 'failed', last_error = ?2 WHERE rowid = ?1")
+                    .bind(rowid)
+                    .bind(&why)
+                    .execute(&mut *tx)
+                    .await?;
+                let key = row
+                    .try_get("row_key")
+                    .unwrap_or_else(|_| format!("rowid {rowid}"));
+                failed.push((key, why));
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// A column's instant in [`text_form::text`]'s form, or why it has none.
+fn in_order(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Option<String>, String> {
+    let why = |reason: String| format!("cannot read column {column}: {reason}");
+    let Some(s) = row
+        .try_get::<Option<String>, _>(column)
+        .map_err(|e| why(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let t = text_form::text(text_form::parse(&s).map_err(why)?);
+    if text_form::is_canonical(&t) {
+        Ok(Some(t))
+    } else {
+        Err(why(format!(
+            "{s:?} is outside the years 0 to 9999, which SQLite's text instants cannot order"
+        )))
+    }
 }
 
 /// Splits decoded rows into those leased and those to mark failed.

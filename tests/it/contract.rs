@@ -511,6 +511,84 @@ where
     assert_eq!(pending.iter().sum::<i64>(), 599, "{pending:?}");
 }
 
+/// Regression (issue 14 #3): a pending job whose `due_at` or `retry_at`
+/// no release can ever reach (`infinity`, a year beyond chrono's range,
+/// text that is no instant) stayed pending forever; it is now marked
+/// failed with the reason by the next claim. And a row set to `releasing`
+/// by hand, with no lease, was never claimed nor cancellable: a lease
+/// without an end is over, and a row no pass holds can be cancelled.
+async fn a_job_no_release_can_reach_is_failed_and_a_lease_without_an_end_is_over(store: &Store) {
+    let now = at("2031-03-01T12:00:00Z");
+    let id = |n: u8| Uuid::from_bytes([n; 16]);
+    let lite_now = "'2031-03-01T12:00:00.000000Z'";
+    let rows = |due_never: &str, far_year: &str, when: &str| {
+        format!(
+            "INSERT INTO jobs (id, task, due_at, created_at) VALUES ('{}', 'a.t', {due_never}, {when});
+             INSERT INTO jobs (id, task, due_at, created_at) VALUES ('{}', 'a.t', {far_year}, {when});
+             INSERT INTO jobs (id, task, due_at, created_at, retry_at) VALUES ('{}', 'a.t', {when}, {when}, {due_never});
+             INSERT INTO jobs (id, task, due_at, created_at, status) VALUES ('{}', 'a.t', {when}, {when}, 'releasing');
+             INSERT INTO jobs (id, task, due_at, created_at, status) VALUES ('{}', 'a.t', {when}, {when}, 'releasing');
+             INSERT INTO jobs (id, task, due_at, created_at) VALUES ('{}', 'a.t', {when}, {when});",
+            id(1), id(2), id(3), id(4), id(5), id(6)
+        )
+    };
+    raw(
+        store,
+        &rows("'infinity'", "'270000-01-01'", lite_now),
+        &rows("'infinity'", "'+270000-01-01T00:00:00Z'", lite_now),
+    )
+    .await;
+    let wake = jobs::next_wake(store, Duration::minutes(15)).await.unwrap();
+    assert!(
+        wake.is_some_and(|t| t <= now),
+        "a lease without an end is a wake-up now: {wake:?}"
+    );
+    assert_eq!(jobs::cancel(store, id(5)).await.unwrap(), Cancelled::Done);
+    let c = jobs::claim(store, &request(now, Uuid::new_v4()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&c),
+        [id(4), id(6)],
+        "the lease without an end, and the good one"
+    );
+    let mut failed: Vec<(String, String)> = c.failed.clone();
+    failed.sort();
+    let column = |f: &(String, String)| f.1.split(':').next().unwrap().to_string();
+    assert_eq!(
+        failed
+            .iter()
+            .map(|f| (f.0.clone(), column(f)))
+            .collect::<Vec<_>>(),
+        [
+            (id(1).to_string(), "cannot read column due_at".to_string()),
+            (id(2).to_string(), "cannot read column due_at".to_string()),
+            (id(3).to_string(), "cannot read column retry_at".to_string()),
+        ]
+    );
+    let listed = jobs::list(
+        store,
+        &Filter {
+            status: Some(JobStatus::Failed),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(status(store, id(5)).await, JobStatus::Cancelled);
+    assert!(
+        jobs::claim(store, &request(now + Duration::days(1), Uuid::new_v4()))
+            .await
+            .unwrap()
+            .failed
+            .is_empty(),
+        "failed once, not again"
+    );
+    raw(store, "DELETE FROM jobs", "DELETE FROM jobs").await;
+}
+
 #[tokio::test]
 async fn postgres_store_keeps_the_contract() {
     let db = TestDb::new().await;
@@ -532,6 +610,7 @@ async fn postgres_store_keeps_the_contract() {
     ledger_contract(&store, new_epoch).await;
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
     replicas_publish_the_leaders_overdue_entries(&store).await;
+    a_job_no_release_can_reach_is_failed_and_a_lease_without_an_end_is_over(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();
@@ -569,6 +648,7 @@ async fn sqlite_store_keeps_the_contract() {
     ledger_contract(&store, new_epoch.clone()).await;
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
     replicas_publish_the_leaders_overdue_entries(&store).await;
+    a_job_no_release_can_reach_is_failed_and_a_lease_without_an_end_is_over(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();

@@ -423,3 +423,62 @@ async fn a_row_the_database_will_not_settle_leaves_the_rest_of_the_pass_settled_
     .await;
 }
 
+/// Regression (SQLite): a `due_at` written by hand with a UTC offset was
+/// compared as text by the claim, so a job due at 10:00Z written as
+/// 12:00+02:00 went out two hours late, while the next wake-up, which
+/// reads the instant properly, had the releaser run a pass every 100 ms
+/// meanwhile. Such a row is now put in sqsbeat's own form by the claim
+/// and released on time; one that holds no instant is marked failed.
+#[tokio::test]
+async fn a_due_at_written_with_an_offset_is_released_on_time_sqlite() {
+    let h = Harness::sqlite(at("2026-11-28T09:50:00Z")).await;
+    let (on_time, garbled) = (Uuid::from_bytes([1; 16]), Uuid::from_bytes([2; 16]));
+    raw(
+        &h,
+        "",
+        &format!(
+            "INSERT INTO jobs (id, task, due_at, created_at) VALUES
+                 ('{on_time}', 'a.b', '2026-11-28T12:00:00+02:00', '2026-11-28T09:00:00.000000Z'),
+                 ('{garbled}', 'a.b', 'tomorrow', '2026-11-28T09:00:00.000000Z')"
+        ),
+    )
+    .await;
+    let now = h.at("2026-11-28T09:50:00Z");
+    let pass = releaser(&h).pass(now, None).await.unwrap();
+    assert_eq!((pass.released, pass.failed), (1, 1), "{pass:?}");
+    let sent = h.sink.accepted();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.task_id, on_time);
+    assert_eq!(sent[0].message.delay_seconds, 600, "visible at 10:00Z");
+    let row = jobs::get(&h.store, on_time).await.unwrap().unwrap();
+    assert_eq!(row.due_at, at("2026-11-28T10:00:00Z"));
+    assert_eq!(row.status.to_string(), "released");
+    let bad = jobs::list(
+        &h.store,
+        &jobs::Filter {
+            status: Some(jobs::JobStatus::Failed),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    match &bad[0] {
+        Err(sqsbeat::store::StoreError::Decode { column, row, .. }) => {
+            assert_eq!(
+                (column.as_str(), row.as_str()),
+                ("due_at", garbled.to_string().as_str())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        jobs::next_wake(&h.store, Duration::minutes(15))
+            .await
+            .unwrap(),
+        None,
+        "nothing left to wake for"
+    );
+}
+

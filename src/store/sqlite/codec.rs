@@ -35,6 +35,27 @@ pub fn text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// [`text`]'s form as an SQLite GLOB pattern, with which the SQL finds
+/// instants written by hand in another form: their text order is not
+/// their time order (see `store::jobs`).
+pub const GLOB: &str = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'";
+
+/// The shape [`GLOB`] matches, a digit for each `0`.
+const SHAPE: &str = "0000-00-00T00:00:00.000000Z";
+
+/// Whether `s` has [`text`]'s form (what [`GLOB`] matches): years 0 to
+/// 9999 only; others are written with a sign and sort out of time order.
+pub fn is_canonical(s: &str) -> bool {
+    s.len() == SHAPE.len()
+        && s.bytes().zip(SHAPE.bytes()).all(|(c, t)| {
+            if t == b'0' {
+                c.is_ascii_digit()
+            } else {
+                c == t
+            }
+        })
+}
+
 /// The database's own clock, in [`Ts`]'s text form, for bookkeeping columns
 /// (`claimed_at`, `sent_at`, `updated_at`, ...): what PostgreSQL's `now()`
 /// is to its SQL. `%f` is seconds with milliseconds; the padding keeps the
@@ -122,5 +143,39 @@ mod tests {
         assert_eq!(parse(&text(b)), Ok(b));
         assert_eq!(parse("2026-11-28T12:00:00+02:00"), Ok(a));
         assert!(parse("soon").is_err());
+    }
+
+    #[test]
+    fn the_glob_pattern_matches_the_text_form_and_only_it() {
+        let glob: String = SHAPE
+            .chars()
+            .map(|c| {
+                if c == '0' {
+                    "[0-9]".into()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        assert_eq!(GLOB, format!("'{glob}'"));
+        let t = DateTime::parse_from_rfc3339("2026-11-28T10:00:00.25Z")
+            .unwrap()
+            .to_utc();
+        assert!(is_canonical(&text(t)));
+        for odd in [
+            "2026-11-28T12:00:00+02:00",
+            "2026-11-28T10:00:00Z",
+            "2026-11-28 10:00:00.000000Z",
+            "infinity",
+        ] {
+            assert!(!is_canonical(odd), "{odd}");
+        }
+        let far = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::days(1);
+        assert!(!is_canonical(&text(far)), "{}", text(far));
+        let migration = include_str!("../../../migrations/sqlite/0009_unordered_instants.sql");
+        assert!(migration.contains(GLOB), "the index's pattern is this one");
     }
 }
