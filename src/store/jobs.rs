@@ -481,51 +481,80 @@ pub enum Rescheduled {
 }
 
 /// Moves a pending job to `due_at`, keeping its id; a pending retry's
-/// backoff is dropped (the job is due anew). Only a `pending` row changes:
-/// one being released is on its way to SQS.
+/// backoff is dropped (the job is due anew). Only a row no pass holds
+/// changes: one being released is on its way to SQS. A task diverted to
+/// the intake queue is released as its stored envelope, whose
+/// `headers.eta` the worker waits for: it is rewritten to the new instant
+/// in the same transaction, or the worker would hold the message until
+/// the old one.
 pub async fn reschedule(
     store: &Store,
     id: Uuid,
     due_at: DateTime<Utc>,
 ) -> Result<Rescheduled, StoreError> {
-    let (n, status): (u64, Option<JobStatus>) = match store {
+    const READ: &str = "SELECT status, lease IS NULL AS unheld, envelope FROM jobs WHERE id = ";
+    match store {
         Store::Postgres(pg) => {
-            let n = sqlx::query(
-                "UPDATE jobs SET due_at = $2, retry_at = NULL WHERE id = $1 AND status = 'pending'",
-            )
-            .bind(id)
-            .bind(due_at)
-            .execute(pg.pool())
-            .await?
-            .rows_affected();
-            let status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            let mut tx = pg.pool().begin().await?;
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{READ} $1 FOR UPDATE")))
                 .bind(id)
-                .fetch_optional(pg.pool())
+                .fetch_optional(&mut *tx)
                 .await?;
-            (n, status)
+            let (verdict, envelope) = rescheduling(row, due_at);
+            if verdict == Rescheduled::Done {
+                sqlx::query(
+                    "UPDATE jobs SET due_at = $2, retry_at = NULL, status = 'pending', lease_until = NULL,
+                            envelope = coalesce($3, envelope) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(due_at)
+                .bind(envelope)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(verdict)
         }
         Store::Sqlite(l) => {
-            let n = sqlx::query(
-                "UPDATE jobs SET due_at = ?2, retry_at = NULL WHERE id = ?1 AND status = 'pending'",
-            )
-            .bind(Id(id))
-            .bind(Ts(due_at))
-            .execute(l.pool())
-            .await?
-            .rows_affected();
-            let status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+            let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(format!("{READ} ?1")))
                 .bind(Id(id))
-                .fetch_optional(l.pool())
+                .fetch_optional(&mut *tx)
                 .await?;
-            (n, status)
+            let (verdict, envelope) = rescheduling(row, due_at);
+            if verdict == Rescheduled::Done {
+                sqlx::query(
+                    "UPDATE jobs SET due_at = ?2, retry_at = NULL, status = 'pending', lease_until = NULL,
+                            envelope = coalesce(?3, envelope) WHERE id = ?1",
+                )
+                .bind(Id(id))
+                .bind(Ts(due_at))
+                .bind(envelope)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(verdict)
         }
-    };
-    Ok(match (n, status) {
-        (1, _) => Rescheduled::Done,
-        (_, Some(JobStatus::Releasing)) => Rescheduled::BeingReleased,
-        (_, Some(s)) => Rescheduled::NotPending(s),
-        (_, None) => Rescheduled::Missing,
-    })
+    }
+}
+
+/// Whether a row (status, unheld, envelope) can be rescheduled to
+/// `due_at`, and its envelope with the new `headers.eta` (`None`: keep it
+/// as stored, when there is none or it has no eta to move).
+fn rescheduling(
+    row: Option<(JobStatus, bool, Option<String>)>,
+    due_at: DateTime<Utc>,
+) -> (Rescheduled, Option<String>) {
+    match row {
+        None => (Rescheduled::Missing, None),
+        Some((JobStatus::Pending, _, env)) | Some((JobStatus::Releasing, true, env)) => (
+            Rescheduled::Done,
+            env.and_then(|e| crate::wire::intake::with_eta(&e, due_at)),
+        ),
+        Some((JobStatus::Releasing, false, _)) => (Rescheduled::BeingReleased, None),
+        Some((s, _, _)) => (Rescheduled::NotPending(s), None),
+    }
 }
 
 /// Which pending jobs a bulk cancel takes: one task, optionally one queue

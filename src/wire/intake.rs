@@ -610,6 +610,22 @@ pub fn release_body(envelope: &str, base64: bool) -> String {
     }
 }
 
+/// A stored release envelope with `headers.eta` set to `eta`, as Celery
+/// writes it (`isoformat()`), every other byte as `json.dumps` wrote it:
+/// what a job rescheduled from the intake is released as. `None` when the
+/// envelope has no `headers.eta` to move (not JSON, or none there): it is
+/// then released as stored, and checked like any other when it is.
+pub fn with_eta(envelope: &str, eta: DateTime<Utc>) -> Option<String> {
+    let mut env: Value = serde_json::from_str(envelope).ok()?;
+    let slot = env
+        .get_mut("headers")
+        .and_then(Value::as_object_mut)?
+        .get_mut("eta")
+        .filter(|v| !v.is_null())?;
+    *slot = Value::String(crate::wire::celery::python_isoformat(eta));
+    Some(python_json(&env))
+}
+
 /// `DelaySeconds` for a standard queue: the seconds left until `due_at`,
 /// rounded up and at most 900, so the worker receives the message at its
 /// ETA, never before (it would hold it), and runs it at once.

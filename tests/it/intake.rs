@@ -500,3 +500,56 @@ async fn an_endpoint_that_does_not_long_poll_is_polled_once_a_second() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Regression: a diverted job rescheduled earlier kept Celery's original
+/// `headers.eta` in its stored envelope; the worker then held the
+/// message until that old ETA. The release carries the new instant, every
+/// other byte as Celery wrote them.
+async fn a_diverted_job_rescheduled_earlier_runs_at_the_new_instant(h: Harness) {
+    let c = case("apply_async_countdown");
+    let source = MemorySource::new();
+    source.push(c.file("intake/sqs_body.raw"));
+    let con = consumer(&h, &source);
+    assert_eq!(turn(&con).await.unwrap().stored, 1);
+    let id = task_id(&c);
+    let stored = c.file("direct/envelope.raw.json");
+    let old_eta = r#""eta": "2030-01-15T13:00:00+00:00""#;
+    assert_eq!(stored.matches(old_eta).count(), 1, "{stored}");
+    assert_eq!(
+        jobs::reschedule(&h.store, id, at("2030-01-15T12:10:00Z"))
+            .await
+            .unwrap(),
+        jobs::Rescheduled::Done
+    );
+    let sink = MemorySink::new();
+    let now = h.at("2030-01-15T12:00:00Z");
+    assert_eq!(
+        releaser(&h, &sink).pass(now, None).await.unwrap().released,
+        1
+    );
+    let sent = sink.accepted();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.delay_seconds, 600);
+    let body = String::from_utf8(B64.decode(&sent[0].message.body).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        stored.replace(old_eta, r#""eta": "2030-01-15T12:10:00+00:00""#),
+        "the new eta, and nothing else changed"
+    );
+}
+
+#[tokio::test]
+async fn a_diverted_job_rescheduled_earlier_runs_at_the_new_instant_sqlite() {
+    a_diverted_job_rescheduled_earlier_runs_at_the_new_instant(
+        Harness::sqlite(at("2030-01-15T11:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_diverted_job_rescheduled_earlier_runs_at_the_new_instant_postgres() {
+    a_diverted_job_rescheduled_earlier_runs_at_the_new_instant(
+        Harness::postgres(at("2030-01-15T11:00:00Z")).await,
+    )
+    .await;
+}

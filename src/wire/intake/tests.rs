@@ -390,3 +390,29 @@ fn stored_envelopes_are_checked_before_release() {
     );
     assert!(check_stored("{", d.id).unwrap_err().contains("not JSON"));
 }
+
+#[test]
+fn a_moved_eta_changes_only_the_eta_and_needs_one_to_move() {
+    let stored = read(
+        &B64.encode(python_json(&envelope())),
+        &intake_queue(),
+        1 << 20,
+    )
+    .unwrap()
+    .envelope;
+    let moved = with_eta(&stored, at("2030-01-15T12:10:00.5Z")).unwrap();
+    assert_eq!(
+        moved,
+        stored.replace(
+            r#""eta": "2030-01-15T13:00:00+00:00""#,
+            r#""eta": "2030-01-15T12:10:00.500000+00:00""#
+        )
+    );
+    assert!(
+        moved.contains(r#""x-custom": "\u00e9""#),
+        "json.dumps escapes kept"
+    );
+    assert_eq!(with_eta("not json", at("2030-01-15T12:10:00Z")), None);
+    let no_eta = stored.replace(r#""eta": "2030-01-15T13:00:00+00:00""#, r#""eta": null"#);
+    assert_eq!(with_eta(&no_eta, at("2030-01-15T12:10:00Z")), None);
+}
