@@ -37,6 +37,10 @@ pub const BATCH: i64 = 500;
 /// where jobs scheduled by another process are seen by looking.
 const MAX_SLEEP_PG: StdDuration = StdDuration::from_secs(30);
 const MAX_SLEEP_SQLITE: StdDuration = StdDuration::from_secs(1);
+// Only a job due within 16 minutes NOTIFYs (migrations/postgres/0009): a
+// later one's window (at most 15 minutes) opens after a releaser has
+// looked by itself.
+const _: () = assert!(MAX_SLEEP_PG.as_secs() + crate::jobs::MAX_DELAY_SECONDS as u64 <= 16 * 60);
 /// How long a pass's claimed jobs stay its own. A pass whose sends take
 /// longer (slow SQS: the client gives up on an operation after 30 s, and a
 /// pass may make several) renews its lease every [`RENEW_EVERY`], so only

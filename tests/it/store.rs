@@ -340,7 +340,8 @@ async fn idle_releaser_sends_no_notify_on_an_empty_pass() {
         .execute(s.pool())
         .await
         .unwrap();
-    assert_eq!(next(&mut listener).await, "sqsbeat");
+    sentinel("after a job due tomorrow").await;
+    assert_eq!(next(&mut listener).await, "after a job due tomorrow");
     sqlx::query("UPDATE jobs SET due_at = now() WHERE id = $1")
         .bind(moved)
         .execute(s.pool())
@@ -350,6 +351,48 @@ async fn idle_releaser_sends_no_notify_on_an_empty_pass() {
         next(&mut listener).await,
         "sqsbeat",
         "moving a job notifies"
+    );
+}
+
+/// Regression: every committed pending job NOTIFYed every replica, which
+/// then ran a full pass, even for a job due in 14 days: an application
+/// scheduling steadily kept every releaser busy. Only a job that may open
+/// its window before a releaser looks again by itself (due within 16
+/// minutes) notifies now; notifications arrive in commit order, so a
+/// sentinel sent after the far ones must come first.
+#[tokio::test]
+async fn a_job_far_from_its_release_window_wakes_no_releaser() {
+    let db = TestDb::new().await;
+    let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("sqsbeat_jobs").await.unwrap();
+    let run = |sql: &'static str| {
+        let pool = s.pool().clone();
+        async move {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        }
+    };
+    async fn next(l: &mut sqlx::postgres::PgListener) -> String {
+        tokio::time::timeout(Duration::from_secs(10), l.recv())
+            .await
+            .expect("a notification")
+            .unwrap()
+            .payload()
+            .to_string()
+    }
+    run("INSERT INTO jobs (id, task, due_at) VALUES ('00000000-0000-4000-8000-000000000001', 'a.b', now() + interval '14 days')").await;
+    run("SELECT schedule_job('a.b', now() + interval '20 minutes')").await;
+    run("UPDATE jobs SET due_at = now() + interval '15 days' WHERE id = '00000000-0000-4000-8000-000000000001'").await;
+    run("SELECT pg_notify('sqsbeat_jobs', 'after the far ones')").await;
+    assert_eq!(next(&mut listener).await, "after the far ones");
+    // Inside the window, inserted or moved there: a wake-up.
+    run("SELECT schedule_job('a.b', now() + interval '5 minutes')").await;
+    assert_eq!(next(&mut listener).await, "sqsbeat", "a job due soon");
+    run("UPDATE jobs SET due_at = now() + interval '1 minute' WHERE id = '00000000-0000-4000-8000-000000000001'").await;
+    assert_eq!(
+        next(&mut listener).await,
+        "sqsbeat",
+        "a job moved into the window"
     );
 }
 
