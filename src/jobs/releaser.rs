@@ -224,7 +224,11 @@ fn plan_intake(
             Err(why) => return Planned::Failed(why),
         },
         Some(other) => {
-            return Planned::Failed(format!("message_attributes {other} is not an object"));
+            // The kind, never the value: the reason is shown on the status page.
+            return Planned::Failed(format!(
+                "column message_attributes must be a JSON object, found {}",
+                intake::json_kind(other)
+            ));
         }
     };
     let body = intake::release_body(&m.envelope, m.body_base64);

@@ -456,9 +456,12 @@ pub fn attributes(
     }
     let mut out = Vec::with_capacity(raw.len());
     for (name, v) in raw {
+        // The kind of value, never the value: the reason is stored as the
+        // job's last error, which the status page shows.
         let bad = || {
             format!(
-                "message attribute {name:?} must be {{\"DataType\": ..., \"StringValue\": ...}} or have a BinaryValue, got {v}"
+                "message attribute {name:?} must be {{\"DataType\": ..., \"StringValue\": ...}} or have a BinaryValue, got {}",
+                json_kind(v)
             )
         };
         let data_type = v
@@ -599,6 +602,18 @@ fn identify(env: &Value) -> Option<Known> {
             .and_then(Value::as_str)
             .map(str::to_string),
     })
+}
+
+/// What a JSON value is, and an object's keys, never what it holds.
+pub fn json_kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(_) => "a number".into(),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(m) => format!("an object with keys {:?}", m.keys().collect::<Vec<_>>()),
+    }
 }
 
 /// The SQS body of a stored release envelope.

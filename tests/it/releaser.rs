@@ -482,3 +482,57 @@ async fn a_due_at_written_with_an_offset_is_released_on_time_sqlite() {
     );
 }
 
+/// Regression: a release error quoted the row's message attributes
+/// (`message_attributes ["hunter2"] is not an object`) into last_error,
+/// which the status page serves. It names the field and the kind of
+/// value, never the value.
+async fn a_release_error_names_the_message_attribute_not_its_value(h: Harness) {
+    let now = h.at("2030-01-15T12:00:00Z");
+    let (attr, column) = (Uuid::from_bytes([1; 16]), Uuid::from_bytes([2; 16]));
+    let row = |id: Uuid, attributes: &str| {
+        let envelope = format!(
+            r#"{{"body": "", "headers": {{"id": "{id}", "task": "a.b", "eta": "2030-01-15T12:00:00+00:00"}}, "properties": {{}}}}"#
+        );
+        format!(
+            "INSERT INTO jobs (id, task, due_at, created_at, envelope, sqs_queue, message_attributes)
+             VALUES ('{id}', 'a.b', '2030-01-15T12:00:00.000000Z', '2030-01-15T12:00:00.000000Z',
+                     '{envelope}', 'celery', '{attributes}');"
+        )
+    };
+    let bad_attr = row(
+        attr,
+        r#"{"token": {"DataType": "String", "Value": "hunter2"}}"#,
+    );
+    // PostgreSQL's CHECK keeps the column an object; SQLite has none.
+    let not_object = row(column, r#"["hunter2"]"#);
+    raw(&h, &bad_attr, &(bad_attr.clone() + &not_object)).await;
+    releaser(&h).pass(now, None).await.unwrap();
+    let ids: &[(Uuid, &str)] = match h.store {
+        Store::Postgres(_) => &[(attr, "\"token\"")],
+        Store::Sqlite(_) => &[(attr, "\"token\""), (column, "message_attributes")],
+    };
+    for (id, field) in ids {
+        let row = jobs::get(&h.store, *id).await.unwrap().unwrap();
+        assert_eq!(row.status.to_string(), "failed");
+        let why = row.last_error.unwrap_or_default();
+        assert!(!why.contains("hunter2"), "{why}");
+        assert!(why.contains(field), "{why}");
+    }
+    assert!(h.sink.accepted().is_empty());
+}
+
+#[tokio::test]
+async fn a_release_error_names_the_message_attribute_not_its_value_sqlite() {
+    a_release_error_names_the_message_attribute_not_its_value(
+        Harness::sqlite(at("2030-01-15T12:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_release_error_names_the_message_attribute_not_its_value_postgres() {
+    a_release_error_names_the_message_attribute_not_its_value(
+        Harness::postgres(at("2030-01-15T12:00:00Z")).await,
+    )
+    .await;
+}
