@@ -4,6 +4,7 @@ Run with the project's venv (scripts/setup-python), from the repository:
 
   .venv/bin/python benches/bench.py compare --n 10 1000 --runs 3 --window 60
   .venv/bin/python benches/bench.py compare --n 1000000 --only sqsbeat
+  .venv/bin/python benches/bench.py compare --n 100000 --only sqsbeat --source table --store postgres
   .venv/bin/python benches/bench.py burst --n 10000 --endpoint sink moto
   .venv/bin/python benches/bench.py smoke
 
@@ -13,6 +14,12 @@ samples the scheduler's /proc/<pid>/stat (CPU) and status (RSS) once a
 second. Both endpoints write one line per accepted message: accepted instant,
 nominal instant (from the message headers) and entry, so lateness is
 "nominal fire instant -> the endpoint accepted the message" for both.
+
+sqsbeat reads the generated schedule from a TOML file (`--source toml`, the
+default) or from its entries table (`--source table`), filled before the
+process starts, in the store `--store` names: a SQLite file, or a fresh
+PostgreSQL database on $DATABASE_URL's server (dropped after the run). Beat
+always reads its own copy (benches/beat_app.py).
 
 Results: a JSON file per run and a Markdown table under --out
 (default bench-results/), printed at the end.
@@ -77,9 +84,77 @@ def write_toml(entries, path):
             if "cron" in e:
                 f.write(f'cron = "{e["cron"]}"\n')
             else:
-                anchor = datetime.fromtimestamp(e["phase_s"], timezone.utc)
+                anchor = interval_anchor(e)
                 f.write(f'every = "{e["every_s"]}s"\n')
                 f.write(f'anchor = "{anchor.isoformat(timespec="milliseconds").replace("+00:00", "Z")}"\n')
+
+
+def interval_anchor(e):
+    return datetime.fromtimestamp(e["phase_s"], timezone.utc)
+
+
+def table_rows(entries):
+    """The entries as entries-table rows: (name, task, queue, kwargs JSON,
+    cron, every, anchor)."""
+    for e in entries:
+        kwargs = json.dumps({"entry": e["name"]})
+        if "cron" in e:
+            yield e["name"], e["task"], e["queue"], kwargs, e["cron"], None, None
+        else:
+            yield e["name"], e["task"], e["queue"], kwargs, None, f'{e["every_s"]}s', interval_anchor(e)
+
+
+def migrate(env, work):
+    """Creates the store's schema with `sqsbeat migrate`."""
+    r = subprocess.run([str(SQSBEAT), "migrate"], env=env, cwd=work, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"sqsbeat migrate failed: {r.stderr[-2000:]}")
+
+
+def fill_sqlite(entries, db):
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    rows = (
+        (n, t, q, k, c, ev, a.isoformat(timespec="microseconds").replace("+00:00", "Z") if a else None)
+        for n, t, q, k, c, ev, a in table_rows(entries)
+    )
+    with con:
+        con.executemany(
+            "INSERT INTO entries (name, task, queue, kwargs, cron, every, anchor) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+        )
+    con.close()
+
+
+def fill_postgres(entries, url, schema):
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        with con.cursor().copy(
+            f"COPY {schema}.entries (name, task, queue, kwargs, cron, every, anchor) FROM STDIN"
+        ) as copy:
+            for row in table_rows(entries):
+                copy.write_row(row)
+
+
+class PgDatabase:
+    """A throwaway database on $DATABASE_URL's server, for one run."""
+
+    def __init__(self):
+        import psycopg
+
+        base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        self.name = f"sqsbeat_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+        self.admin = base
+        with psycopg.connect(base, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {self.name}")
+        self.url = base.rsplit("/", 1)[0] + "/" + self.name
+
+    def drop(self):
+        import psycopg
+
+        with psycopg.connect(self.admin, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
 def expected_fires(entries, lo, hi):
@@ -188,9 +263,10 @@ def aws_env(**extra):
 class Scheduler:
     """One scheduler process; `ready` is the instant it finished starting."""
 
-    def __init__(self, which, entries, endpoint, work):
+    def __init__(self, which, entries, endpoint, work, source="toml", store="sqlite", wrap=()):
         self.which, self.work = which, work
         self.ready = None
+        self.pg = None
         sched_json = work / "schedule.json"
         sched_json.write_text(json.dumps(entries))
         marks = work / "marks.jsonl"
@@ -206,9 +282,6 @@ class Scheduler:
             )
             cmd = [str(VENV / "bin/celery"), "-A", "beat_app", "beat", "-s", str(state / "schedule"), "--loglevel", "WARNING"]
         else:
-            toml = work / "schedule.toml"
-            if not toml.exists():
-                write_toml(entries, toml)
             db = work / "sqsbeat.db"
             for p in work.glob("sqsbeat.db*"):
                 p.unlink()
@@ -217,7 +290,25 @@ class Scheduler:
                 SQSBEAT_SQS_CREATE_MISSING_QUEUES="true", SQSBEAT_DATABASE_PATH=str(db),
                 SQSBEAT_HTTP_ADDR="127.0.0.1:0", SQSBEAT_LOG_FORMAT="json",
             )
-            cmd = [str(SQSBEAT), "run", str(toml)]
+            if store == "postgres":
+                self.pg = PgDatabase()
+                env.update(SQSBEAT_DATABASE_URL=self.pg.url, SQSBEAT_DATABASE_SCHEMA="sqsbeat")
+            if source == "toml":
+                toml = work / "schedule.toml"
+                if not toml.exists():
+                    write_toml(entries, toml)
+                cmd = [*wrap, str(SQSBEAT), "run", str(toml)]
+            else:
+                # Filled before the process starts: start-up is reading the
+                # table, as a replica restarting on a customer schedule does.
+                migrate(env, work)
+                if store == "postgres":
+                    fill_postgres(entries, self.pg.url, "sqsbeat")
+                else:
+                    fill_sqlite(entries, db)
+                empty = work / "no-schedules"
+                empty.mkdir(exist_ok=True)
+                cmd = [*wrap, str(SQSBEAT), "run", str(empty)]
         self.t0 = time.time()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.PIPE, env=env, cwd=work, text=True)
         self.marks = marks
@@ -255,6 +346,8 @@ class Scheduler:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        if self.pg:
+            self.pg.drop()
 
 
 # ---------------------------------------------------------------- measures
@@ -267,9 +360,9 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def run_steady(which, n, entries, endpoint_kind, window, warmup, work):
+def run_steady(which, n, entries, endpoint_kind, window, warmup, work, source="toml", store="sqlite"):
     ep = Endpoint(endpoint_kind, work)
-    s = Scheduler(which, entries, ep, work)
+    s = Scheduler(which, entries, ep, work, source, store)
     try:
         startup = s.wait_ready(timeout=120)
         time.sleep(5)
@@ -292,6 +385,7 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work):
         s.stop()
         ep.stop()
     acc = ep.accepted()
+    first_fire = min((a for a, t, e in acc), default=None)
     in_window = [(a, t, e) for a, t, e in acc if lo <= t < hi]
     late = [a - t for a, t, e in in_window]
     probe = [a - t for a, t, e in in_window if e == "probe"]
@@ -300,7 +394,12 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work):
     cpu = cpu1 - cpu0
     return {
         "scheduler": which, "n": n, "endpoint": endpoint_kind, "window_s": round(hi - lo, 1),
-        "startup_s": round(startup, 3), "rss_after_startup_mib": round(rss_start, 1),
+        "source": "beat_app" if which == "beat" else f"{source}/{store}",
+        "startup_s": round(startup, 3),
+        # Spawn to the first message accepted: start-up plus the wait for
+        # the first due slot (the probe's is at most 1 s away).
+        "first_fire_s": round(first_fire - s.t0, 3) if first_fire else None,
+        "rss_after_startup_mib": round(rss_start, 1),
         "rss_end_mib": round(rss_end, 1), "rss_max_mib": round(rss_max, 1),
         "cpu_s_per_min": round(cpu / (hi - lo) * 60, 3),
         "cpu_ms_per_msg": round(cpu * 1000 / sent_in_window, 4) if sent_in_window else None,
@@ -312,13 +411,13 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work):
     }
 
 
-def run_burst(which, n, endpoint_kind, work, observe=40):
+def run_burst(which, n, endpoint_kind, work, observe=40, source="toml", store="sqlite"):
     entries = generate(n, "burst")
     ep = Endpoint(endpoint_kind, work)
     # Start 25-35 s before a minute, so the scheduler is ready before :00.
     while not (22 <= time.time() % 60 <= 32):
         time.sleep(0.2)
-    s = Scheduler(which, entries, ep, work)
+    s = Scheduler(which, entries, ep, work, source, store)
     try:
         startup = s.wait_ready(timeout=25)
         minute = (time.time() // 60 + 1) * 60
@@ -336,7 +435,8 @@ def run_burst(which, n, endpoint_kind, work, observe=40):
     probe = [a - t for a, t, e in acc if e == "probe" and minute <= t < minute + observe]
     span = (burst[-1] - burst[0]) if len(burst) > 1 else None
     return {
-        "scheduler": which, "n": n - 1, "endpoint": endpoint_kind, "startup_s": round(startup, 3),
+        "scheduler": which, "n": n - 1, "endpoint": endpoint_kind,
+        "source": "beat_app" if which == "beat" else f"{source}/{store}", "startup_s": round(startup, 3),
         "sent": len(burst), "observed_s": observe,
         "first_to_last_s": round(span, 3) if span else None,
         "msg_per_s": round(len(burst) / span) if span else None,
@@ -382,7 +482,7 @@ def ratio(b, s, k, invert=False):
 
 
 STEADY_KEYS = [
-    "startup_s", "rss_after_startup_mib", "rss_end_mib", "cpu_s_per_min", "cpu_ms_per_msg",
+    "startup_s", "first_fire_s", "rss_after_startup_mib", "rss_end_mib", "cpu_s_per_min", "cpu_ms_per_msg",
     "sent_of_due", "due", "lateness_p50_ms", "lateness_p99_ms", "lateness_max_ms", "probe_p99_ms",
 ]
 BURST_KEYS = ["sent", "first_to_last_s", "msg_per_s", "first_after_minute_ms", "cpu_ms_per_msg", "probe_p99_ms", "probe_max_ms"]
@@ -426,11 +526,11 @@ def cmd_compare(a):
         for i in range(a.runs):
             for which in a.only or ["beat", "sqsbeat"]:
                 with tempfile.TemporaryDirectory(prefix="sqsbeat-bench-") as d:
-                    r = run_steady(which, n, entries, a.endpoint, a.window, a.warmup, Path(d))
+                    r = run_steady(which, n, entries, a.endpoint, a.window, a.warmup, Path(d), a.source, a.store)
                 r["run"] = i + 1
                 print(json.dumps(r), flush=True)
                 results.append(r)
-    report(a, "steady", results, STEADY_KEYS, ["n", "scheduler", "endpoint"],
+    report(a, "steady", results, STEADY_KEYS, ["n", "scheduler", "source", "endpoint"],
            ["cpu_s_per_min", "cpu_ms_per_msg", "rss_end_mib", "startup_s", "lateness_p99_ms"])
 
 
@@ -442,7 +542,7 @@ def cmd_burst(a):
             for i in range(a.runs):
                 for which in a.only or ["beat", "sqsbeat"]:
                     with tempfile.TemporaryDirectory(prefix="sqsbeat-bench-") as d:
-                        r = run_burst(which, n + 1, ep, Path(d), observe=a.observe)
+                        r = run_burst(which, n + 1, ep, Path(d), a.observe, a.source, a.store)
                     r["run"] = i + 1
                     print(json.dumps(r), flush=True)
                     results.append(r)
@@ -460,22 +560,95 @@ def report(a, name, results, keys, group, ratio_keys):
 
 
 def cmd_smoke(a):
-    """Seconds-long form for CI: both schedulers, tiny N, both scenarios;
-    fails if either scheduler sent nothing or sqsbeat missed a fire."""
+    """Seconds-long form for CI: both schedulers at tiny N, sqsbeat from TOML
+    and from the SQLite entries table; fails if a scheduler sent nothing or
+    sqsbeat missed a fire."""
     need_binaries()
     entries = generate(10, "mix")
     bad = []
-    for which in ["beat", "sqsbeat"]:
+    for which, source in [("beat", "toml"), ("sqsbeat", "toml"), ("sqsbeat", "table")]:
         with tempfile.TemporaryDirectory(prefix="sqsbeat-bench-") as d:
-            r = run_steady(which, 10, entries, "sink", window=4, warmup=6, work=Path(d))
+            r = run_steady(which, 10, entries, "sink", window=4, warmup=5 if which == "sqsbeat" else 6,
+                           work=Path(d), source=source)
         print(json.dumps(r), flush=True)
         if not r["sent_of_due"]:
-            bad.append(f"{which} sent nothing in the window")
+            bad.append(f"{which} ({r['source']}) sent nothing in the window")
         if which == "sqsbeat" and r["sent_of_due"] != r["due"]:
-            bad.append(f"sqsbeat sent {r['sent_of_due']} of {r['due']} due fires")
+            bad.append(f"sqsbeat ({r['source']}) sent {r['sent_of_due']} of {r['due']} due fires")
     if bad:
         sys.exit("bench smoke failed: " + "; ".join(bad))
     print("bench smoke: ok")
+
+
+def cmd_profile(a):
+    """sqsbeat alone under valgrind on the generated schedule, into the sink.
+
+    callgrind counts instructions, which a busy neighbour on a shared core
+    does not change: `--phase steady` zeroes the counters once the beat
+    leads and dumps them after --secs, and divides by the messages the sink
+    accepted in between; `--phase startup` counts spawn -> leading. massif
+    records the heap (ms_print its out file)."""
+    need_binaries()
+    entries = generate(a.n, "mix")
+    work = Path(tempfile.mkdtemp(prefix="sqsbeat-profile-"))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = f"{a.tool}-{a.phase}-n{a.n}-{a.source}-{a.store}"
+    tool_out = out / f"{stamp}.out"
+    if a.tool == "callgrind":
+        vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tool_out}",
+              f"--collect-atstart={'yes' if a.phase == 'startup' else 'no'}"]
+    else:
+        vg = ["valgrind", "--tool=massif", f"--massif-out-file={tool_out}", "--pages-as-heap=no"]
+    ep = Endpoint("sink", work)
+    s = Scheduler("sqsbeat", entries, ep, work, a.source, a.store, wrap=vg)
+    result = {"tool": a.tool, "phase": a.phase, "n": a.n, "source": f"{a.source}/{a.store}"}
+    try:
+        result["startup_s_under_valgrind"] = round(s.wait_ready(timeout=3600), 1)
+        if a.tool == "callgrind":
+            ctl = lambda *args: subprocess.run(["callgrind_control", *args, str(s.proc.pid)],
+                                               check=True, capture_output=True)
+            if a.phase == "steady":
+                time.sleep(a.warmup)
+                ctl("--instr=on")
+                ctl("--zero")
+                lo = time.time()
+                time.sleep(a.secs)
+                ctl("--dump")
+                hi = time.time()
+                result["window_s"] = round(hi - lo, 1)
+            else:
+                ctl("--dump")
+        else:
+            time.sleep(a.secs)
+            result["rss_mib"] = round(rss_mib(s.proc.pid), 1)
+    finally:
+        s.stop()
+        ep.stop()
+    if a.tool == "callgrind":
+        dumps = sorted(out.glob(f"{stamp}.out.*"), key=lambda p: p.stat().st_mtime)
+        dump = dumps[-2] if a.phase == "steady" and len(dumps) > 1 else dumps[0]
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)], capture_output=True, text=True).stdout
+        (out / f"{stamp}.txt").write_text(ann)
+        total = next((int(l.split()[0].replace(",", "")) for l in ann.splitlines() if "PROGRAM TOTALS" in l), None)
+        result["instructions"] = total
+        result["annotated"] = str(out / f"{stamp}.txt")
+        if a.phase == "steady":
+            acc = ep.accepted()
+            sent = sum(1 for acc_t, t, e in acc if lo <= acc_t < hi)
+            result["sent"] = sent
+            result["instructions_per_msg"] = round(total / sent) if total and sent else None
+    else:
+        result["massif"] = str(tool_out)
+    print(json.dumps(result), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def source_args(p):
+    p.add_argument("--source", choices=["toml", "table"], default="toml",
+                   help="where sqsbeat reads the schedule: a TOML file, or its entries table (filled before start-up)")
+    p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite",
+                   help="sqsbeat's store: a SQLite file, or a fresh database on $DATABASE_URL's PostgreSQL server")
 
 
 def main():
@@ -488,6 +661,7 @@ def main():
     c.add_argument("--warmup", type=float, default=10, help="seconds after start-up before the window")
     c.add_argument("--endpoint", choices=["sink", "moto"], default="sink")
     c.add_argument("--only", nargs="+", choices=["beat", "sqsbeat"])
+    source_args(c)
     c.add_argument("--out", default=str(ROOT / "bench-results"))
     c.set_defaults(f=cmd_compare)
     b = sub.add_parser("burst", help="N `* * * * *` entries due at the same instant")
@@ -496,8 +670,18 @@ def main():
     b.add_argument("--endpoint", nargs="+", choices=["sink", "moto"], default=["sink", "moto"])
     b.add_argument("--only", nargs="+", choices=["beat", "sqsbeat"])
     b.add_argument("--observe", type=float, default=40, help="seconds watched after the burst instant")
+    source_args(b)
     b.add_argument("--out", default=str(ROOT / "bench-results"))
     b.set_defaults(f=cmd_burst)
+    pr = sub.add_parser("profile", help="sqsbeat under callgrind (instructions per message) or massif (heap)")
+    pr.add_argument("--n", type=int, default=1000)
+    pr.add_argument("--tool", choices=["callgrind", "massif"], default="callgrind")
+    pr.add_argument("--phase", choices=["steady", "startup"], default="steady")
+    pr.add_argument("--secs", type=float, default=30, help="steady: seconds counted; massif: seconds run")
+    pr.add_argument("--warmup", type=float, default=5, help="steady: seconds after start-up before counting")
+    source_args(pr)
+    pr.add_argument("--out", default=str(ROOT / "bench-results/profile"))
+    pr.set_defaults(f=cmd_profile)
     s = sub.add_parser("smoke", help="seconds-long form for CI")
     s.set_defaults(f=cmd_smoke)
     a = p.parse_args()
