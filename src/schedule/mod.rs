@@ -65,6 +65,46 @@ pub struct CronSchedule {
     pub ever_fires: bool,
     /// Computed on first use: only entries with a jitter need it.
     min_gap: OnceLock<Option<gap::MinGap>>,
+    /// The last question [`CronSchedule::next_after`] answered.
+    memo: Memo,
+}
+
+/// The last `after` asked of a shared schedule and its answer. Entries
+/// sharing an expression ask the same question in a row: the 10 000
+/// `* * * * *` entries of a burst each ask it five times per fire (croner's
+/// search is most of deciding a burst). Never part of the schedule's
+/// value: its `Debug` is empty (reloads compare entries by their `Debug`).
+#[derive(Default)]
+struct Memo(std::sync::Mutex<Option<(DateTime<Utc>, Option<Fire>)>>);
+
+impl Memo {
+    fn get_or(&self, after: DateTime<Utc>, f: impl FnOnce() -> Option<Fire>) -> Option<Fire> {
+        if let Ok(m) = self.0.try_lock()
+            && let Some((at, fire)) = *m
+            && at == after
+        {
+            return fire;
+        }
+        let fire = f();
+        // Another thread asking at the same time (the status page) simply
+        // computes its own answer.
+        if let Ok(mut m) = self.0.try_lock() {
+            *m = Some((after, fire));
+        }
+        fire
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("_")
+    }
 }
 
 /// Fires at `anchor + k * every` for every integer `k`.
@@ -363,6 +403,7 @@ impl CronSchedule {
                 tz,
                 ever_fires,
                 min_gap: OnceLock::new(),
+                memo: Memo::default(),
             })
         })
     }
@@ -405,6 +446,10 @@ impl CronSchedule {
         if !self.ever_fires {
             return None;
         }
+        self.memo.get_or(after, || self.search_after(after))
+    }
+
+    fn search_after(&self, after: DateTime<Utc>) -> Option<Fire> {
         let local = after.with_timezone(&self.tz);
         let wall_now = local.naive_local();
         // Wall times before `wall_now` can still fire after `after` only on the

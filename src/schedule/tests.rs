@@ -682,3 +682,37 @@ proptest! {
         prop_assert!(s.next_after(lo).unwrap() <= n);
     }
 }
+
+/// Entries share a parsed expression and its memo of the last answer: a
+/// memo must answer only the question it was asked, and never show in the
+/// schedule's `Debug`, which reloads compare.
+#[test]
+fn a_shared_schedule_answers_each_instant_as_if_asked_first() {
+    let shared = CronSchedule::parse_cron("*/5 * * * *", tz("Europe/Paris")).unwrap();
+    let before = format!("{shared:?}");
+    let questions = [
+        "2026-10-25T00:59:59Z",
+        "2026-10-25T01:00:00Z",
+        "2026-10-25T00:59:59Z",
+        "2026-03-29T00:58:00Z",
+        "2026-03-29T00:58:00Z",
+    ];
+    for q in questions {
+        let fresh = CronSchedule::build(
+            "fresh",
+            "*/5 * * * *",
+            "*/5",
+            "*",
+            true,
+            DayRule::Vixie,
+            tz("Europe/Paris"),
+        )
+        .unwrap();
+        assert_eq!(
+            shared.next_after(at(q)),
+            fresh.search_after(at(q)),
+            "after {q}"
+        );
+    }
+    assert_eq!(format!("{shared:?}"), before);
+}
