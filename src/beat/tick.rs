@@ -378,18 +378,31 @@ impl Beat {
 
     /// Decides everything due at `now`.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Decision {
+        self.tick_at_most(now, usize::MAX)
+    }
+
+    /// Decides what is due at `now`, earliest first, for at most `limit`
+    /// entries (a waiting retry counts as one); the rest stay due, and
+    /// [`Beat::wake_at`] says so. Deciding, claiming and sending a burst a
+    /// part at a time lets the first messages leave while the rest is
+    /// claimed, and lets a fire falling due meanwhile be decided in the
+    /// next part instead of after the whole burst.
+    pub fn tick_at_most(&mut self, now: DateTime<Utc>, limit: usize) -> Decision {
         let mut d = Decision::default();
+        let mut taken = 0;
         while let Some(Reverse((at, fire))) = self.retries.peek().copied() {
-            if at > now {
+            if at > now || taken >= limit {
                 break;
             }
+            taken += 1;
             self.retries.pop();
             self.decide_retry(fire, now, &mut d);
         }
         while let Some(Reverse((at, i, _))) = self.heap.peek().copied() {
-            if at > now {
+            if at > now || taken >= limit {
                 break;
             }
+            taken += 1;
             self.heap.pop();
             self.decide_entry(i, now, &mut d);
             self.schedule_next(i);
@@ -651,6 +664,37 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_tick_at_most_n_decides_the_earliest_n_and_leaves_the_rest_due() {
+        let es: Vec<Entry> = ["a", "b", "c"]
+            .iter()
+            .map(|n| entry(n, |r| r.every = Some("30s".into())))
+            .chain([entry("late", |r| {
+                r.every = Some("30s".into());
+                r.jitter = Some("20s".into());
+            })])
+            .collect();
+        let mut beat = Beat::new(es, at("2026-11-21T10:00:05Z"), |_| None, 100);
+        let now = at("2026-11-21T10:00:59Z");
+        let d = beat.tick_at_most(now, 2);
+        assert_eq!(
+            slots(&beat, &d),
+            [
+                ("a".into(), "10:00:30".into()),
+                ("b".into(), "10:00:30".into())
+            ]
+        );
+        assert!(
+            beat.wake_at().is_some_and(|w| w <= now),
+            "the rest stay due"
+        );
+        let rest = beat.tick_at_most(now, 2);
+        let mut names: Vec<String> = slots(&beat, &rest).into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["c", "late"]);
+        assert_eq!(beat.tick(now), Decision::default(), "each slot once");
     }
 
     #[test]

@@ -338,3 +338,42 @@ async fn a_host_clock_a_year_ahead_decides_nothing_and_moves_no_cursor() {
     assert_eq!(slots.last(), Some(&at("2026-11-21T10:00:06Z")));
     assert!(slots.iter().all(|s| *s <= at("2026-11-21T10:00:06Z")));
 }
+
+/// A burst is claimed and sent a part at a time, the first part small, so
+/// its first messages leave after a small claim; a part's send held up
+/// does not hold up the claims and sends of the parts after it.
+#[tokio::test]
+async fn a_burst_is_claimed_and_sent_in_parts_the_first_small() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:30Z")).await;
+    let gate = Gate::new();
+    h.sink.then(Plan::gated(&gate));
+    let names: Vec<String> = (0..300).map(|i| format!("b{i:03}")).collect();
+    let toml: String = names
+        .iter()
+        .map(|n| format!("[entries.{n}]\ntask = \"t.b\"\ncron = \"* * * * *\"\n"))
+        .collect();
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(Arc::new(entries(&toml)), epoch).await.unwrap();
+    let slot = at("2026-11-21T10:01:00Z");
+    term.turn(h.at("2026-11-21T10:01:00Z")).await.unwrap();
+    // The first part's send is still held: every part was claimed anyway.
+    let ledger = h.ledger().await;
+    assert_eq!(ledger.len(), 300);
+    assert!(ledger.iter().all(|r| r.1 == slot && r.2 != "missed"));
+    gate.open();
+    term.drain().await;
+    let accepted = h.sink.accepted();
+    let sizes: Vec<usize> = (0..h.sink.calls())
+        .map(|c| accepted.iter().filter(|a| a.call == c).count())
+        .collect();
+    assert_eq!(sizes, [64, 128, 108]);
+    let first: Vec<uuid::Uuid> = accepted
+        .iter()
+        .filter(|a| a.call == 0)
+        .map(|a| a.message.task_id)
+        .collect();
+    let expected: Vec<uuid::Uuid> = names[..64].iter().map(|n| fire_task_id(n, slot)).collect();
+    assert_eq!(first, expected, "earliest first, by schedule order");
+    assert!(h.ledger().await.iter().all(|r| r.2 == "sent"));
+}
