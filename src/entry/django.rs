@@ -300,11 +300,11 @@ pub fn entry(
     {
         entry.end_at = Some(entry.end_at.map_or(first.at, |e| e.min(first.at)));
     }
-    entry.django = Some(Link {
+    entry.django = Some(Box::new(Link {
         schema: schema.to_string(),
         id: row.id,
         one_off: row.one_off,
-    });
+    }));
     (Some(entry), diagnostics)
 }
 

@@ -151,7 +151,7 @@ impl Fields {
             grace: self.grace?.unwrap_or(DEFAULT_GRACE),
             jitter: self.jitter?,
             group_id: self.group_id?,
-            sentry_monitor: self.sentry_monitor,
+            sentry_monitor: self.sentry_monitor.map(Box::new),
             origin,
             expires_at: None,
             resume_from: None,
@@ -345,7 +345,7 @@ fn crontab_fields(ct: &RawCrontab) -> CrontabFields {
 fn args(value: Option<Value>) -> Result<Vec<Value>, Problem> {
     match value {
         None => Ok(Vec::new()),
-        Some(Value::Array(a)) => Ok(a),
+        Some(Value::Array(a)) => Ok(a.into_iter().map(compact).collect()),
         Some(other) => Err(Problem::error(
             "args",
             format!(
@@ -359,7 +359,7 @@ fn args(value: Option<Value>) -> Result<Vec<Value>, Problem> {
 fn kwargs(value: Option<Value>) -> Result<Map<String, Value>, Problem> {
     match value {
         None => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m),
+        Some(Value::Object(m)) => Ok(compact_map(m)),
         Some(other) => Err(Problem::error(
             "kwargs",
             format!(
@@ -374,13 +374,37 @@ fn headers(value: Option<Value>) -> Result<Map<String, Value>, Problem> {
     match value {
         None => Ok(Map::new()),
         Some(Value::Object(m)) => limits::check_headers(&m)
-            .map(|()| m)
+            .map(|()| compact_map(m))
             .map_err(|e| Problem::error("headers", e.to_string())),
         Some(other) => Err(Problem::error(
             "headers",
             format!("headers must be a table, not {}", json_kind(&other)),
         )),
     }
+}
+
+/// A JSON value without the spare capacity its parser left: every entry
+/// keeps its args, kwargs and headers for as long as it is loaded, and a
+/// one-key kwargs table as parsed held three map slots and a hash table
+/// sized for four (about 430 bytes, of 2.3 KB per entry at 100 000).
+fn compact(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(compact_map(m)),
+        Value::Array(a) => Value::Array(a.into_iter().map(compact).collect()),
+        Value::String(s) => Value::String(s.into_boxed_str().into()),
+        other => other,
+    }
+}
+
+fn compact_map(m: Map<String, Value>) -> Map<String, Value> {
+    if m.is_empty() {
+        return Map::new();
+    }
+    let mut out = Map::with_capacity(m.len());
+    for (k, v) in m {
+        out.insert(k.into_boxed_str().into(), compact(v));
+    }
+    out
 }
 
 fn queue(raw: &RawEntry) -> Result<String, Problem> {
@@ -599,6 +623,26 @@ fn json_kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compacting the JSON an entry keeps changes nothing a message shows:
+    /// the same values, keys in the same order.
+    #[test]
+    fn compacted_payloads_keep_values_and_key_order() {
+        let v = serde_json::json!({
+            "z": [1, "two", {"b": null, "a": [1.5, {"y": "é"}]}],
+            "a": {"k": "v", "c": true},
+            "m": "x".repeat(40),
+        });
+        let Value::Object(m) = v.clone() else {
+            unreachable!()
+        };
+        let c = compact_map(m);
+        assert_eq!(Value::Object(c.clone()), v);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
+    }
 
     fn origin() -> Origin {
         Origin {

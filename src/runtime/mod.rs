@@ -184,7 +184,7 @@ pub async fn serve<S: Sink, Q: Source>(
         &leader_stop,
     );
     metrics::get().set_per_entry_limit(shared.config.metrics_per_entry_limit);
-    let (entries_tx, entries_rx) = watch::channel(Arc::new(entries));
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(reload::shared(entries)));
     if let Some(listener) = http {
         let page = http::StatusSource::new(entries_rx.clone(), shared.clock.clone(), &holder);
         let (store, role, stop) = (store.clone(), shared.role.clone(), shutdown.clone());

@@ -84,7 +84,7 @@ pub async fn reload_schedule(
             continue;
         }
         info!(?added, ?removed, changed = ?changed_entries, "schedule reloaded");
-        entries.send_replace(Arc::new(next.entries));
+        entries.send_replace(Arc::new(shared(next.entries)));
     }
 }
 
@@ -137,6 +137,14 @@ pub fn report_set_aside(errors: &[crate::entry::file::Diagnostic]) {
     crate::runtime::metrics::get()
         .entry_rows_invalid
         .set(rows.len() as i64);
+}
+
+/// The schedule as the running parts share it: without the spare capacity
+/// the loaders' vectors grew by doubling (a third of the vector at 100 000
+/// entries, about 18 MiB).
+pub fn shared(mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.shrink_to_fit();
+    entries
 }
 
 fn same_definition(a: &Entry, b: &Entry) -> bool {

@@ -238,7 +238,8 @@ out = {{"tick": tick.id, "once": once.id, "dawn": dawn.id, "broken": broken.id, 
             .find(|e| e.name == name)
             .unwrap()
             .django
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap()
     };
     let runs = [
