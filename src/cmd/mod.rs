@@ -57,8 +57,8 @@ pub async fn load_all(
             return Ok(files);
         }
     };
-    let loaded = match crate::store::entries::list(&store).await {
-        Ok(rows) => crate::entry::merge::merge(files, crate::entry::merge::validate(&rows, &ctx)),
+    let loaded = match crate::runtime::reload::load_table(&store, &ctx).await {
+        Ok(table) => crate::entry::merge::merge(files, table),
         Err(e) => {
             eprintln!("warning: database entries not checked: {e:#}");
             files

@@ -101,10 +101,10 @@ pub async fn load_sources(
     django: Option<&DjangoCeleryBeat>,
     current: &[Entry],
 ) -> anyhow::Result<(Loaded, Vec<Diagnostic>)> {
-    let rows = entries::list(store)
+    let table = load_table(store, ctx)
         .await
         .context("cannot read the entries table")?;
-    let (db, mut set_aside) = merge::set_aside_invalid(merge::validate(&rows, ctx), current);
+    let (db, mut set_aside) = merge::set_aside_invalid(table, current);
     let (db, clashes) = merge::set_aside_clashes(&files, db);
     set_aside.extend(clashes);
     let loaded = merge::merge(files, db);
@@ -125,6 +125,35 @@ pub async fn load_sources(
     set_aside.extend(invalid);
     set_aside.extend(clashes);
     Ok((entry::django::merge(loaded, rows), set_aside))
+}
+
+/// Rows of the entries table read a page at a time.
+const TABLE_PAGE: i64 = 2_000;
+
+/// The entries table's rows as entries, validated a page at a time, so only
+/// one page of rows is held at once (see [`entries::page`]).
+pub async fn load_table(
+    store: &Store,
+    ctx: &crate::entry::Context,
+) -> Result<crate::entry::file::Loaded, store::StoreError> {
+    let mut all = crate::entry::file::Loaded::default();
+    let mut after: Option<String> = None;
+    loop {
+        let (rows, last) = entries::page(store, after.as_deref(), TABLE_PAGE).await?;
+        let full = rows.len() as i64 == TABLE_PAGE;
+        let part = merge::validate(&rows, ctx);
+        drop(rows);
+        all.entries.extend(part.entries);
+        all.diagnostics.extend(part.diagnostics);
+        all.names.extend(part.names);
+        match (full, last) {
+            (true, Some(last)) => after = Some(last),
+            // A name that does not read as text cannot be continued from:
+            // read the whole table at once instead.
+            (true, None) => return Ok(merge::validate(&entries::list(store).await?, ctx)),
+            (false, _) => return Ok(all),
+        }
+    }
 }
 
 /// Rows of the entries table that were not loaded: each is an error in the

@@ -396,3 +396,57 @@ async fn a_row_named_like_a_file_entry_never_stops_run() {
     assert_eq!(x.len(), 1);
     assert_eq!(x[0].task, "app.file", "the file's definition fires");
 }
+
+/// The table is read a page at a time: every row of a table longer than a
+/// page loads, in name order, and a row that does not validate is reported
+/// on whichever page it falls, the others loading around it.
+async fn a_table_longer_than_a_page_loads_every_row(h: crate::harness::Harness) {
+    let names: Vec<String> = (0..4_500).map(|i| format!("r{i:05}")).collect();
+    for n in &names {
+        let row = sqsbeat::store::entries::EntryRow {
+            name: n.clone(),
+            task: "app.t".into(),
+            every: Some(if n == "r02001" { "soon" } else { "1m" }.into()),
+            args: serde_json::json!([]),
+            kwargs: serde_json::json!({}),
+            headers: serde_json::json!({}),
+            enabled: true,
+            ..Default::default()
+        };
+        assert!(
+            sqsbeat::store::entries::insert(&h.store, &row, false)
+                .await
+                .unwrap()
+        );
+    }
+    let ctx = sqsbeat::entry::Context::default();
+    let loaded = sqsbeat::runtime::reload::load_table(&h.store, &ctx)
+        .await
+        .unwrap();
+    let loaded_names: Vec<&str> = loaded.entries.iter().map(|e| e.name.as_str()).collect();
+    let expected: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "r02001")
+        .collect();
+    assert_eq!(loaded_names, expected);
+    assert_eq!(loaded.names.len(), 4_500);
+    assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
+    assert_eq!(loaded.diagnostics[0].entry.as_deref(), Some("r02001"));
+}
+
+#[tokio::test]
+async fn a_table_longer_than_a_page_loads_every_row_sqlite() {
+    a_table_longer_than_a_page_loads_every_row(
+        crate::harness::Harness::sqlite(Default::default()).await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_table_longer_than_a_page_loads_every_row_postgres() {
+    a_table_longer_than_a_page_loads_every_row(
+        crate::harness::Harness::postgres(Default::default()).await,
+    )
+    .await
+}
