@@ -2,10 +2,11 @@
 //! pure [`Beat`] what is due, claims it in the ledger under the leader's
 //! epoch, sends it through a [`Sink`] and confirms what was accepted.
 //!
-//! Each turn: read the clock, decide, record, hand the messages to a send
-//! task, then wait for the next deadline, a finished send (failures go back
-//! to the beat for a retry with backoff), a change of role or entries, or
-//! shutdown. On shutdown no new fire is decided, and every send already in
+//! Each turn: confirm what the sends settled since the last turn got
+//! accepted (one transaction, written by the loop alone), read the clock,
+//! decide, record, hand the messages to a send task, then wait for the next
+//! deadline, a finished send (failures go back to the beat for a retry with
+//! backoff), a change of role or entries, or shutdown. On shutdown no new fire is decided, and every send already in
 //! flight finishes and has its outcome recorded.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -97,7 +98,7 @@ struct Sent {
     ids: Vec<String>,
     results: Vec<Result<(), SendError>>,
     accepted_at: DateTime<Utc>,
-    /// The accepted fires whose confirm failed.
+    /// The accepted fires, for the loop to confirm.
     unconfirmed: Vec<FireKey>,
     /// Accepted fires of django-celery-beat rows not written back yet.
     unwritten: Vec<django::Run>,
@@ -182,6 +183,7 @@ impl<S: Sink> Driver<S> {
             in_flight: JoinSet::new(),
             misses,
             unconfirmed: Vec::new(),
+            confirm_failing: false,
             unwritten: Vec::new(),
             earliest: now,
             guard: {
@@ -277,9 +279,12 @@ pub struct Term<'a, S> {
     /// Misses not recorded yet (superseded retries, judged claims), written
     /// with the next decision.
     misses: Vec<store::Miss>,
-    /// Fires SQS accepted whose confirm failed: confirmed again each turn,
-    /// so they are not re-sent at some later resume.
+    /// Fires SQS accepted, not confirmed yet: confirmed at the start of
+    /// the next turn (again each turn while the confirm fails), so they
+    /// are not re-sent at some later resume.
     unconfirmed: Vec<FireKey>,
+    /// Whether the last confirm failed (logged when one succeeds again).
+    confirm_failing: bool,
     /// Fires of django-celery-beat rows whose write-back failed: written
     /// again each turn.
     unwritten: Vec<django::Run>,
@@ -455,7 +460,7 @@ impl<S: Sink> Term<'_, S> {
         self.in_flight.spawn(async move {
             let results = sink.send_all(outgoing).await;
             let accepted_at = clock.now();
-            let unconfirmed = confirm(&store, &keys, &results).await;
+            let unconfirmed = note_failures(&store, &keys, &results).await;
             let unwritten = write_back(&store, links, &results, accepted_at).await;
             Sent {
                 due,
@@ -543,6 +548,8 @@ impl<S: Sink> Term<'_, S> {
         while let Some(done) = self.in_flight.join_next().await {
             self.settle(done);
         }
+        self.confirm_again().await;
+        self.write_again().await;
     }
 
     /// Whether this turn may decide: the host clock agrees with the
@@ -587,21 +594,26 @@ impl<S: Sink> Term<'_, S> {
         self.misses.extend(rows);
     }
 
-    /// Confirms again the fires whose confirm failed after SQS took them.
+    /// Confirms the fires SQS accepted since the last turn, and again any
+    /// whose confirm failed.
     async fn confirm_again(&mut self) {
         if self.unconfirmed.is_empty() {
             return;
         }
         match ledger::confirm_sent(&self.driver.store, &self.unconfirmed).await {
             Ok(()) => {
-                info!(
-                    fires = self.unconfirmed.len(),
-                    "confirmed sent fires on a second try"
-                );
+                if self.confirm_failing {
+                    info!(
+                        fires = self.unconfirmed.len(),
+                        "confirmed sent fires on a second try"
+                    );
+                }
+                self.confirm_failing = false;
                 self.unconfirmed.clear();
             }
             Err(e) => {
-                warn!(error = %e, fires = self.unconfirmed.len(), "still cannot confirm sent fires; trying again next turn")
+                self.confirm_failing = true;
+                warn!(error = %e, fires = self.unconfirmed.len(), "could not confirm sent fires; trying again next turn")
             }
         }
     }
@@ -741,27 +753,18 @@ fn report_skipped(beat: &Beat, skipped: &[Skipped]) {
     }
 }
 
-/// Confirms what SQS accepted and notes what it did not. A confirm that
-/// fails leaves the fire claimed: the next leader re-sends it with the
-/// same task id, the one duplicate the design allows.
-async fn confirm(
+/// Notes what SQS did not accept, and returns what it did, for the loop
+/// to confirm: the loop is then the only writer of confirms, in one
+/// transaction for every send settled since its last turn, instead of one
+/// per send task racing the claims for SQLite's one writer. Until
+/// confirmed, a fire stays claimed: a leader that dies first leaves it to
+/// the next, which re-sends it with the same task id, the one duplicate the
+/// design allows.
+async fn note_failures(
     store: &Store,
     keys: &[FireKey],
     results: &[Result<(), SendError>],
 ) -> Vec<FireKey> {
-    let sent: Vec<FireKey> = keys
-        .iter()
-        .zip(results)
-        .filter(|(_, r)| r.is_ok())
-        .map(|(k, _)| k.clone())
-        .collect();
-    let unconfirmed = match ledger::confirm_sent(store, &sent).await {
-        Ok(()) => Vec::new(),
-        Err(e) => {
-            warn!(error = %e, fires = sent.len(), "could not confirm sent fires; trying again next turn");
-            sent
-        }
-    };
     for (k, r) in keys.iter().zip(results) {
         if let Err(err) = r
             && let Err(e) = ledger::record_failure(store, k, &err.to_string()).await
@@ -769,7 +772,11 @@ async fn confirm(
             warn!(error = %e, "could not record a send failure");
         }
     }
-    unconfirmed
+    keys.iter()
+        .zip(results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// A step is not acted on: fires follow the wall clock, and the tick's
