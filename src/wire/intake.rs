@@ -83,7 +83,8 @@ pub struct Diverted {
     pub expires_at: Option<DateTime<Utc>>,
     /// `properties.priority`, for display.
     pub priority: i64,
-    /// Decoded from the task body for display; sqsbeat never re-encodes it.
+    /// Decoded from the task body for display, NUL characters shown as
+    /// U+FFFD (jsonb cannot hold them); sqsbeat never re-encodes it.
     pub args: Value,
     pub kwargs: Value,
     /// `headers.origin`: who sent it.
@@ -233,6 +234,11 @@ fn check(
     let size = release_body(&envelope, base64).len()
         + attributes.iter().map(|(n, a)| a.size(n)).sum::<usize>();
     limits::check_message_size(size, max_message_bytes).map_err(|e| e.to_string())?;
+    let origin = match headers.get("origin") {
+        Some(Value::String(o)) if o.contains('\0') => return Err(nul("headers.origin").into()),
+        Some(Value::String(o)) => Some(o.clone()),
+        _ => None,
+    };
     let (args, kwargs) = display_args(top, props);
     Ok(Diverted {
         id,
@@ -254,10 +260,7 @@ fn check(
             .unwrap_or(0),
         args,
         kwargs,
-        origin: headers
-            .get("origin")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        origin,
         envelope,
         base64,
     })
@@ -334,6 +337,9 @@ fn destination(target: &Map<String, Value>, intake: &QueueName) -> Result<Destin
         }
     };
     let queue = text("queue", false)?;
+    if queue.contains('\0') {
+        return Err(nul(&format!("headers.{HEADER}.queue")).into());
+    }
     let sqs_queue = text("sqs_queue", false)?;
     let exchange = text("exchange", true)?;
     let routing_key = text("routing_key", true)?;
@@ -360,12 +366,19 @@ fn destination(target: &Map<String, Value>, intake: &QueueName) -> Result<Destin
     }
     let queue_url = match target.get("queue_url") {
         None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.contains('\0') => {
+            return Err(nul(&format!("headers.{HEADER}.queue_url")).into());
+        }
         // Empty: no predefined URL, as the reference reader takes it.
         Some(Value::String(u)) => Some(u.clone()).filter(|u| !u.is_empty()),
         Some(_) => return Err(format!("headers.{HEADER}.queue_url is not a string").into()),
     };
     let message_attributes = match target.get("message_attributes") {
         None | Some(Value::Null) => None,
+        // Kept in a jsonb column, which cannot hold NUL; SQS refuses it too.
+        Some(v @ Value::Object(_)) if has_nul(v) => {
+            return Err(nul(&format!("headers.{HEADER}.message_attributes")).into());
+        }
         Some(Value::Object(m)) => Some(m.clone()),
         Some(_) => {
             return Err(format!("headers.{HEADER}.message_attributes is not an object").into());
@@ -393,6 +406,9 @@ fn destination(target: &Map<String, Value>, intake: &QueueName) -> Result<Destin
 
 fn task_name(v: Option<&Value>) -> Result<String, Bad> {
     match v {
+        // Refused here, not by the database: a NUL in a text column fails
+        // the whole batch's transaction on PostgreSQL.
+        Some(Value::String(t)) if t.contains('\0') => Err(nul("headers.task").into()),
         Some(Value::String(t)) if !t.is_empty() && !t.chars().any(char::is_whitespace) => {
             Ok(t.clone())
         }
@@ -444,8 +460,36 @@ fn kind(v: Option<&Value>) -> String {
     }
 }
 
+fn nul(field: &str) -> String {
+    format!("{field} contains a NUL character, which the jobs table cannot hold")
+}
+
 fn ends(fifo: bool) -> &'static str {
     if fifo { "does not end" } else { "ends" }
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// `v` with every NUL character in its strings and keys replaced by
+/// U+FFFD: PostgreSQL's jsonb cannot hold `\u0000`. For the display
+/// columns only; the envelope keeps the exact bytes.
+fn without_nul(v: &Value) -> Value {
+    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+    match v {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(a) => Value::Array(a.iter().map(without_nul).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (clean(k), without_nul(v))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// An ISO 8601 instant with a UTC offset.
@@ -622,7 +666,9 @@ fn display_args(top: &Map<String, Value>, props: &Map<String, Value>) -> (Value,
     };
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Array(parts)) => match (parts.first(), parts.get(1)) {
-            (Some(a @ Value::Array(_)), Some(k @ Value::Object(_))) => (a.clone(), k.clone()),
+            (Some(a @ Value::Array(_)), Some(k @ Value::Object(_))) => {
+                (without_nul(a), without_nul(k))
+            }
             _ => fallback,
         },
         _ => fallback,
@@ -635,7 +681,9 @@ fn identify(env: &Value) -> Option<Known> {
     let headers = object(env.get("headers"))?;
     let target = object(headers.get(HEADER));
     let id = task_id(headers.get("id")).ok()?;
-    let task = task_name(headers.get("task")).ok()?;
+    // A NUL makes the message malformed, not unreadable: the failed job
+    // shows the name with U+FFFD in its place.
+    let task = task_name(headers.get("task").map(without_nul).as_ref()).ok()?;
     let due_at = target
         .and_then(|t| instant(t.get("eta"), "").ok())
         .or_else(|| instant(headers.get("eta"), "").ok())?;
@@ -648,11 +696,11 @@ fn identify(env: &Value) -> Option<Known> {
             .and_then(|t| t.get("queue"))
             .and_then(Value::as_str)
             .filter(|q| !q.is_empty())
-            .map(str::to_string),
+            .map(|q| q.replace('\0', "\u{FFFD}")),
         origin: headers
             .get("origin")
             .and_then(Value::as_str)
-            .map(str::to_string),
+            .map(|o| o.replace('\0', "\u{FFFD}")),
     })
 }
 

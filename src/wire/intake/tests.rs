@@ -469,3 +469,71 @@ fn a_moved_eta_changes_only_the_eta_and_needs_one_to_move() {
     let no_eta = stored.replace(r#""eta": "2030-01-15T13:00:00+00:00""#, r#""eta": null"#);
     assert_eq!(with_eta(&no_eta, at("2030-01-15T12:10:00Z")), None);
 }
+
+/// kombu writes a NUL in args as `\u0000`, which PostgreSQL's jsonb
+/// refuses: the display columns show U+FFFD, the envelope keeps it.
+#[test]
+fn a_nul_in_args_is_kept_in_the_envelope_and_replaced_for_display() {
+    let mut env = envelope();
+    env["body"] = json!(B64.encode(
+        r#"[["a\u0000b"], {"k\u0000": "v\u0000"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#
+    ));
+    let d = read_env(&env).unwrap();
+    assert_eq!(d.args, json!(["a\u{FFFD}b"]));
+    assert_eq!(d.kwargs, json!({"k\u{FFFD}": "v\u{FFFD}"}));
+    let released: Value = serde_json::from_str(&d.envelope).unwrap();
+    assert_eq!(released["body"], env["body"], "the task body unchanged");
+}
+
+/// A NUL in a field kept in a text column makes the message malformed:
+/// a `failed` job (the name shown with U+FFFD), never a refused batch.
+#[test]
+fn a_nul_in_a_text_field_is_a_failed_job() {
+    let cases: &[(Edit, &str)] = &[
+        (
+            |e| e["headers"]["task"] = json!("intake.a\u{0}dd"),
+            "headers.task",
+        ),
+        (
+            |e| e["headers"]["origin"] = json!("gen\u{0}1@host"),
+            "headers.origin",
+        ),
+        (
+            |e| target(e).extend([("queue".to_string(), json!("cel\u{0}ery"))]),
+            "headers.sqsbeat_intake.queue",
+        ),
+        (
+            |e| target(e).extend([("queue_url".to_string(), json!("http://q\u{0}"))]),
+            "headers.sqsbeat_intake.queue_url",
+        ),
+        (
+            |e| {
+                target(e).insert(
+                    "message_attributes".into(),
+                    json!({"tenant": {"DataType": "String", "StringValue": "t\u{0}1"}}),
+                );
+            },
+            "headers.sqsbeat_intake.message_attributes",
+        ),
+    ];
+    for &(edit, field) in cases {
+        let mut env = envelope();
+        edit(&mut env);
+        let e = read_env(&env).unwrap_err();
+        assert_eq!(
+            e.reason,
+            format!("{field} contains a NUL character, which the jobs table cannot hold")
+        );
+        let k = e.failed_job().expect("kept as a failed job");
+        for text in [Some(&k.task), k.queue.as_ref(), k.origin.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            assert!(!text.contains('\0'), "{field}: {text:?}");
+        }
+    }
+    let mut env = envelope();
+    env["headers"]["task"] = json!("intake.a\u{0}dd");
+    let e = read_env(&env).unwrap_err();
+    assert_eq!(e.failed_job().unwrap().task, "intake.a\u{FFFD}dd");
+}
