@@ -77,6 +77,8 @@ pub struct Batch {
     pub duplicates: usize,
     /// Malformed messages kept as `failed` jobs.
     pub failed: usize,
+    /// Messages for a cancelled job, kept with it (still cancelled).
+    pub cancelled: usize,
     /// Malformed messages, and messages whose row the database refused,
     /// left on the queue for its redrive policy.
     pub left: usize,
@@ -272,6 +274,14 @@ impl<Q: Source> Consumer<Q> {
                 }
             }
             Stored::Inserted | Stored::Replaced { .. } => {}
+            Stored::Cancelled => {
+                batch.cancelled += 1;
+                m.intake_messages.get_or_create(&outcome("cancelled")).inc();
+                info!(
+                    job = %id, %task, message_id = %msg.message_id, retries = job.retries,
+                    "intake message for a cancelled job: kept with it, still cancelled; deleting it"
+                );
+            }
             Stored::Refused { reason } => {
                 batch.left += 1;
                 m.intake_messages.get_or_create(&outcome("refused")).inc();

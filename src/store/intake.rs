@@ -7,12 +7,19 @@
 //! | existing job with that id | action |
 //! | --- | --- |
 //! | none | insert |
+//! | `cancelled`, no envelope (cancelled before it arrived) | store the message, still `cancelled` |
+//! | `cancelled`, lower `retries` | replace the message, still `cancelled` |
 //! | any status, same or higher `retries` | nothing: a duplicate or a stale copy |
-//! | any status, lower `retries` | replace it and make it pending again, lease cleared: a Celery retry of a task that ran |
+//! | any other status, lower `retries` | replace it and make it pending again, lease cleared: a Celery retry of a task that ran |
 //!
 //! Clearing the lease matters: a replica that sent the previous attempt
 //! and died before settling it left the row `releasing`; its late
 //! settlement only touches rows still under its lease token.
+//!
+//! A cancelled job stays cancelled, as a Celery `revoke` drops every
+//! message of its task id: `sqsbeat_celery.cancel()` may run before the
+//! intake has read the task, and then leaves a `cancelled` row with no
+//! envelope for the message to land on.
 //!
 //! Each message is written under its own savepoint: a row the database
 //! refuses (a data or constraint error, such as a NUL character in a text
@@ -125,6 +132,9 @@ pub enum Stored {
         status: String,
         retries: i64,
     },
+    /// Written into a job cancelled before (or after) the message came:
+    /// it stays cancelled.
+    Cancelled,
     /// Nothing written: a job with that id and as many `retries` or more
     /// exists (its status and `retries`, when this transaction saw it).
     Duplicate {
@@ -149,19 +159,23 @@ pub async fn store_batch(store: &Store, jobs: &[IntakeJob]) -> Result<Vec<Stored
     }
 }
 
-/// The columns every upsert writes, and what a replacement resets.
+/// The columns every upsert writes, and what a replacement resets. A
+/// cancelled job keeps its status and reason whatever comes.
 const INSERT: &str = "INSERT INTO jobs (id, task, args, kwargs, queue, due_at, expires_at, priority, status, last_error,
                    scheduled_by, retries, envelope, body_base64, sqs_queue, queue_url, message_attributes, group_id, dedup_id";
 const REPLACE: &str = "ON CONFLICT (id) DO UPDATE SET
         task = excluded.task, args = excluded.args, kwargs = excluded.kwargs, queue = excluded.queue,
         due_at = excluded.due_at, expires_at = excluded.expires_at, priority = excluded.priority,
-        headers = excluded.headers, status = excluded.status, last_error = excluded.last_error,
+        headers = excluded.headers,
+        status = CASE WHEN jobs.status = 'cancelled' THEN jobs.status ELSE excluded.status END,
+        last_error = CASE WHEN jobs.status = 'cancelled' THEN jobs.last_error ELSE excluded.last_error END,
         scheduled_by = excluded.scheduled_by, retries = excluded.retries, envelope = excluded.envelope,
         body_base64 = excluded.body_base64, sqs_queue = excluded.sqs_queue, queue_url = excluded.queue_url,
         message_attributes = excluded.message_attributes, group_id = excluded.group_id,
         dedup_id = excluded.dedup_id, attempts = 0, retry_at = NULL, released_at = NULL,
         lease = NULL, lease_until = NULL
       WHERE jobs.retries < excluded.retries
+         OR (jobs.status = 'cancelled' AND jobs.envelope IS NULL)
       RETURNING status";
 
 /// Decides each outcome from the rows seen before writing, kept current
@@ -176,6 +190,7 @@ impl Seen {
             self.0.insert(j.id, (status.clone(), j.retries));
         }
         match (written, before) {
+            (Some(s), _) if s == JobStatus::Cancelled.as_str() => Stored::Cancelled,
             (Some(_), None) => Stored::Inserted,
             (Some(_), Some((status, retries))) => Stored::Replaced { status, retries },
             (None, existing) => Stored::Duplicate { existing },

@@ -768,3 +768,108 @@ async fn postgresql_refusing_one_rows_nul_stores_the_rest_of_the_batch() {
     assert!(jobs::get(&h.store, bad.id).await.unwrap().is_none());
     assert!(jobs::get(&h.store, bad_json.id).await.unwrap().is_none());
 }
+
+/// Holds a task id cancelled before the intake read the task, as
+/// `sqsbeat_celery.cancel()` does: on PostgreSQL by calling it (the
+/// package in python/), on SQLite with the row it writes.
+async fn cancel_before_intake(h: &Harness, url: Option<&str>, id: Uuid) {
+    match url {
+        Some(url) => {
+            let out = std::process::Command::new(crate::stack::python())
+                .env("PYTHONPATH", crate::stack::repo().join("python"))
+                .args([
+                    "-c",
+                    "import sys, sqsbeat_celery; print(sqsbeat_celery.cancel(sys.argv[1], sys.argv[2]))",
+                    // Without sqlx's own options, which libpq does not know.
+                    url.split('?').next().unwrap(),
+                    &id.to_string(),
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "True",
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => {
+            sql(
+                &h.store,
+                &format!(
+                    "INSERT INTO jobs (id, task, due_at, status, last_error, created_at)
+                     VALUES ('{id}', '(not read from the intake queue yet)', {NOW}, 'cancelled',
+                             'cancelled by sqsbeat_celery.cancel() before sqsbeat read the task from the intake queue', {NOW})",
+                    NOW = sqsbeat::store::sqlite::codec::NOW
+                ),
+            )
+            .await
+        }
+    }
+}
+
+/// `sqsbeat_celery.cancel()` right after `apply_async`, before the intake
+/// had stored the task, once matched no row and returned False; the task
+/// was stored afterwards and ran. A cancelled job now stays cancelled
+/// whatever message of its task id comes: the first, a redelivery, a
+/// Celery retry.
+async fn a_task_cancelled_before_the_intake_read_it_never_runs(h: Harness, url: Option<&str>) {
+    let c = case("apply_async_countdown");
+    let id = task_id(&c);
+    cancel_before_intake(&h, url, id).await;
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    source.push(c.file("intake/sqs_body.raw"));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.cancelled, b.deleted), (0, 1, 1), "{b:?}");
+    let row = job(&h.store, id).await;
+    assert_eq!(row.status, JobStatus::Cancelled);
+    assert_eq!(
+        (row.task.as_str(), row.due_at),
+        ("intake.add", at("2030-01-15T13:00:00Z"))
+    );
+    assert!(
+        row.last_error
+            .unwrap()
+            .contains("before sqsbeat read the task")
+    );
+    assert_eq!(
+        row.intake.expect("the message is kept").envelope,
+        c.file("direct/envelope.raw.json")
+    );
+    // A redelivery, then a Celery retry of the same task id.
+    source.push(c.file("intake/sqs_body.raw"));
+    assert_eq!(turn(&con).await.unwrap().duplicates, 1);
+    source.push(edited(&c, |e| e["headers"]["retries"] = json!(1)));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.cancelled, b.deleted), (0, 1, 1), "{b:?}");
+    let row = job(&h.store, id).await;
+    assert_eq!((row.status, row.retries), (JobStatus::Cancelled, 1));
+    assert!(source.remaining().is_empty());
+    let sink = MemorySink::new();
+    releaser(&h, &sink)
+        .pass(at("2030-01-15T13:00:00Z"), None)
+        .await
+        .unwrap();
+    assert!(
+        sink.accepted().is_empty(),
+        "a cancelled task is not released"
+    );
+}
+
+#[tokio::test]
+async fn a_task_cancelled_before_the_intake_read_it_never_runs_sqlite() {
+    a_task_cancelled_before_the_intake_read_it_never_runs(
+        Harness::sqlite(at("2030-01-15T12:00:00Z")).await,
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_task_cancelled_before_the_intake_read_it_never_runs_postgres() {
+    let db = crate::pg::TestDb::new().await;
+    let url = db.url.clone();
+    let h = Harness::postgres_on(db, at("2030-01-15T12:00:00Z")).await;
+    a_task_cancelled_before_the_intake_read_it_never_runs(h, Some(&url)).await;
+}
