@@ -311,12 +311,28 @@ async fn settle_one<DB: sqlx::Database>(
     }
 }
 
+/// SQLite: the messages are deleted from SQS once this returns, so the
+/// commit is synced to disk first (FULL), whatever the daemon's NORMAL,
+/// which a power cut can undo.
 async fn store_lite(l: &super::SqliteStore, jobs: &[IntakeJob]) -> Result<Vec<Stored>, StoreError> {
-    use sqlx::Acquire as _;
+    let mut conn = l.pool().acquire().await?;
+    l.set_durable(&mut conn, true).await?;
+    let stored = write_lite(&mut conn, jobs).await;
+    // Committed (or rolled back) by now: a failure here leaves only a
+    // slower connection, not a reason to have the messages come back.
+    let _ = l.set_durable(&mut conn, false).await;
+    stored
+}
+
+async fn write_lite(
+    conn: &mut sqlx::SqliteConnection,
+    jobs: &[IntakeJob],
+) -> Result<Vec<Stored>, StoreError> {
+    use sqlx::{Acquire as _, Connection as _};
     let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
     // IMMEDIATE: the write lock from the start, so the rows read are the
     // rows the upserts meet.
-    let mut tx = l.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(
         "SELECT CAST(id AS TEXT) AS id, status, retries FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
     )

@@ -873,3 +873,52 @@ async fn a_task_cancelled_before_the_intake_read_it_never_runs_postgres() {
     let h = Harness::postgres_on(db, at("2030-01-15T12:00:00Z")).await;
     a_task_cancelled_before_the_intake_read_it_never_runs(h, Some(&url)).await;
 }
+
+/// The daemon's SQLite commits are not synced (`synchronous = NORMAL`):
+/// a power cut can undo the last ones. The intake deletes its messages
+/// from SQS once stored, so an undone intake commit lost those jobs; its
+/// transaction is synced (FULL). A trigger records the level in effect
+/// while the intake writes.
+#[tokio::test]
+async fn the_intake_commit_on_sqlite_is_synced_to_disk() {
+    use sqsbeat::store::intake::{IntakeJob, store_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let lite = sqsbeat::store::SqliteStore::open_for(
+        &dir.path().join("t.db"),
+        sqsbeat::store::Access::Daemon,
+    )
+    .await
+    .unwrap();
+    let level = || async {
+        sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+            .fetch_one(lite.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(level().await, 1, "the daemon: NORMAL");
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE seen (level INTEGER);
+         CREATE TEMP TRIGGER seen AFTER INSERT ON main.jobs
+         BEGIN INSERT INTO seen SELECT synchronous FROM pragma_synchronous; END;",
+    )
+    .execute(lite.pool())
+    .await
+    .unwrap();
+    let q = QueueName::new("", "sqsbeat-intake");
+    let d = sqsbeat::wire::intake::read(
+        &case("apply_async_countdown").file("intake/sqs_body.raw"),
+        &q,
+        1_048_576,
+    )
+    .unwrap();
+    let store = Store::Sqlite(lite.clone());
+    store_batch(&store, &[IntakeJob::pending(&d)])
+        .await
+        .unwrap();
+    let seen: Vec<i64> = sqlx::query_scalar("SELECT level FROM seen")
+        .fetch_all(lite.pool())
+        .await
+        .unwrap();
+    assert_eq!(seen, [2], "FULL while the intake writes");
+    assert_eq!(level().await, 1, "NORMAL again for the rest");
+}
