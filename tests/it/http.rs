@@ -343,3 +343,49 @@ async fn the_status_json_of_100_000_entries_is_one_bounded_page() {
     assert!(page.contains("<script src=\"/status.js\""), "{page}");
     stop.cancel();
 }
+
+/// 64 connections that sent nothing once filled the cap, and `/healthz`
+/// waited until their header timeout closed them: anyone who could reach
+/// the port, re-opening them every 5 s, could fail the liveness probe and
+/// have sqsbeat restarted. A new connection now takes the place of the
+/// oldest idle one. Paused time: an answer that waited for the header
+/// timeout would come 5 s later.
+#[tokio::test]
+async fn healthz_answers_while_idle_connections_fill_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _one = IN_PROCESS.lock().await;
+    let (port, stop, _dir) = serve_in_process().await;
+    tokio::time::pause();
+    let mut idle = Vec::new();
+    for _ in 0..sqsbeat::runtime::http::MAX_CONNECTIONS {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    for _ in 0..2_000 {
+        tokio::task::yield_now().await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut probe = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    probe.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\nok\n"), "{raw}");
+    assert!(
+        started.elapsed() < sqsbeat::runtime::http::HEADER_READ_TIMEOUT,
+        "answered after {:?}: it waited for the idle connections' header timeout",
+        started.elapsed()
+    );
+    // The oldest idle connection gave its place: closed, without an answer.
+    let mut buf = [0u8; 16];
+    assert_eq!(idle[0].read(&mut buf).await.unwrap(), 0);
+    stop.cancel();
+}
