@@ -239,12 +239,32 @@ async fn serve_entries(
     (port, stop, dir)
 }
 
-/// The in-process server tests one at a time: one counts the process's
-/// open descriptors, which another's connections would add to.
+/// The in-process server tests one at a time: each opens many sockets or
+/// builds a large page.
 static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// The connections on `port` this process accepted and still holds. Not
+/// its open descriptors: the tests running beside it open and close their
+/// own. In /proc/net/tcp a connection still in the accept backlog, or
+/// closed and lingering, has no inode.
+fn accepted_sockets(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(1).is_some_and(|a| a.ends_with(&local))
+                        && f.get(3) != Some(&"0A")
+                        && f.get(9).is_some_and(|inode| *inode != "0")
+                })
+                .count()
+        })
+        .sum()
 }
 
 #[tokio::test]
@@ -277,7 +297,6 @@ async fn an_idle_connection_is_closed_after_the_header_timeout() {
 async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
     let _one = IN_PROCESS.lock().await;
     let (port, stop, _dir) = serve_in_process().await;
-    let before = open_fds();
     let mut clients = Vec::new();
     for _ in 0..200 {
         clients.push(
@@ -290,7 +309,7 @@ async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
     for _ in 0..2_000 {
         tokio::task::yield_now().await;
     }
-    let server_side = open_fds() - before - clients.len();
+    let server_side = accepted_sockets(port);
     assert!(
         server_side <= sqsbeat::runtime::http::MAX_CONNECTIONS + 2,
         "{server_side} server sockets for 200 idle clients"
