@@ -4,6 +4,13 @@ sqsbeat keeps each diverted task as a one-off job under its Celery task id
 in ``<schema>.jobs``; cancelling flips a ``pending`` row to ``cancelled``,
 as ``sqsbeat cancel ID`` does. A job that sqsbeat is releasing or has
 released is on its way to its SQS queue and can no longer be cancelled.
+
+The task may still be on the intake queue, not yet read by sqsbeat (it
+reads within seconds, but a caller that cancels right after sending can be
+sooner). Then there is no row to flip, and cancel inserts a ``cancelled``
+row under the task id, with no envelope: sqsbeat stores the message into
+it when it arrives, and a cancelled job stays cancelled whatever message
+of that task id comes (INTAKE.md, section 4).
 """
 
 from __future__ import annotations
@@ -14,7 +21,14 @@ import uuid
 
 DEFAULT_SCHEMA = "sqsbeat"
 
-_SQL = "UPDATE {table} SET status = 'cancelled' WHERE id = {p} AND status = 'pending'"
+_CANCEL = "UPDATE {table} SET status = 'cancelled' WHERE id = {p} AND status = 'pending'"
+#: The row a cancel leaves for a task sqsbeat has not read yet: ``task`` and
+#: ``due_at`` are required columns, filled when the message arrives.
+_HOLD = (
+    "INSERT INTO {table} (id, task, due_at, status, last_error) "
+    "VALUES ({p}, '(not read from the intake queue yet)', CURRENT_TIMESTAMP, 'cancelled', "
+    "'cancelled by sqsbeat_celery.cancel() before sqsbeat read the task from the intake queue') "
+    "ON CONFLICT (id) DO NOTHING")
 
 
 def cancel(conn_or_dsn, task_id, schema: str = DEFAULT_SCHEMA) -> bool:
@@ -33,10 +47,16 @@ def cancel(conn_or_dsn, task_id, schema: str = DEFAULT_SCHEMA) -> bool:
 
     ``schema`` is sqsbeat's ``[database] schema`` (default ``sqsbeat``).
 
-    Returns True when a pending job was cancelled; False when there is no
-    pending job with that id: it is being released or was released to SQS
-    (the task will run), was cancelled or failed, or sqsbeat has not read it
-    from the intake queue yet (it does so within seconds; try again then).
+    Returns True when sqsbeat will not release the task: its pending job
+    is now cancelled or, when sqsbeat has not read the task from the intake
+    queue yet, a cancelled row holds its id and the task is stored
+    cancelled when it arrives. (An id sqsbeat never receives, such as a
+    task sent with a short countdown, straight to its queue, leaves that
+    row, naming no task, and stops nothing.)
+
+    Returns False when a job with that id exists and is not pending: it is
+    being released or was released to SQS (the task will run), or it was
+    cancelled already, or failed.
     """
     try:
         key = str(uuid.UUID(str(task_id)))
@@ -57,10 +77,20 @@ def cancel(conn_or_dsn, task_id, schema: str = DEFAULT_SCHEMA) -> bool:
 
 
 def _update(conn, table, key):
-    sql = _SQL.format(table=table, p=_placeholder(conn))
+    p = _placeholder(conn)
+    params = (key,) if p != ":id" else {"id": key}
+    cancel, hold = _CANCEL.format(table=table, p=p), _HOLD.format(table=table, p=p)
     cur = conn.cursor()
     try:
-        cur.execute(sql, (key,) if _placeholder(conn) != ":id" else {"id": key})
+        cur.execute(cancel, params)
+        if cur.rowcount == 1:
+            return True
+        cur.execute(hold, params)
+        if cur.rowcount == 1:
+            return True
+        # A row appeared between the two statements: sqsbeat stored the task
+        # meanwhile. This statement sees it (read committed), pending or not.
+        cur.execute(cancel, params)
         return cur.rowcount == 1
     finally:
         cur.close()

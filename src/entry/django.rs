@@ -205,12 +205,18 @@ fn interval(every: i64, period: &str) -> Result<String, String> {
 }
 
 /// A JSON text column; empty means unset, as django-celery-beat reads it.
+/// The error gives the position and the length, not the text: args and
+/// kwargs are the application's data, and the error is logged at every
+/// reload.
 fn json(key: &str, text: &Option<String>) -> Result<Option<Value>, String> {
     match text.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(t) => serde_json::from_str(t)
-            .map(Some)
-            .map_err(|e| format!("{key} is not valid JSON ({e}): {t:?}")),
+        Some(t) => serde_json::from_str(t).map(Some).map_err(|e| {
+            format!(
+                "{key} is not valid JSON ({e}; {} characters)",
+                t.chars().count()
+            )
+        }),
     }
 }
 

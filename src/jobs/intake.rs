@@ -14,7 +14,9 @@
 //! A malformed message never stops the loop and is never dropped silently:
 //! one whose task id, task name and ETA can be read is kept as a `failed`
 //! job with the reason (then deleted); any other is logged with its SQS
-//! `MessageId` and left on the queue for its redrive policy. SQS and
+//! `MessageId` and left on the queue for its redrive policy, as is one
+//! whose row the database refuses (the rest of its batch is stored and
+//! deleted: one bad message never sends its neighbours round again). SQS and
 //! database errors are logged and retried with backoff; after a database
 //! error nothing more is received until the database answers, so a
 //! database outage does not run messages up to the redrive policy's
@@ -75,7 +77,10 @@ pub struct Batch {
     pub duplicates: usize,
     /// Malformed messages kept as `failed` jobs.
     pub failed: usize,
-    /// Malformed messages left on the queue for its redrive policy.
+    /// Messages for a cancelled job, kept with it (still cancelled).
+    pub cancelled: usize,
+    /// Malformed messages, and messages whose row the database refused,
+    /// left on the queue for its redrive policy.
     pub left: usize,
     pub deleted: usize,
     pub delete_failed: usize,
@@ -217,6 +222,14 @@ impl<Q: Source> Consumer<Q> {
         for ((job, msg), stored) in jobs.iter().zip(&outcomes) {
             self.record(job, msg, stored, &mut batch);
         }
+        // A message whose row the database refused stays on the queue, for
+        // its redrive policy; the rest of the batch is stored and deleted.
+        let jobs: Vec<_> = jobs
+            .into_iter()
+            .zip(&outcomes)
+            .filter(|(_, stored)| !matches!(stored, Stored::Refused { .. }))
+            .map(|(job, _)| job)
+            .collect();
         if jobs.is_empty() {
             return Ok(batch);
         }
@@ -261,6 +274,22 @@ impl<Q: Source> Consumer<Q> {
                 }
             }
             Stored::Inserted | Stored::Replaced { .. } => {}
+            Stored::Cancelled => {
+                batch.cancelled += 1;
+                m.intake_messages.get_or_create(&outcome("cancelled")).inc();
+                info!(
+                    job = %id, %task, message_id = %msg.message_id, retries = job.retries,
+                    "intake message for a cancelled job: kept with it, still cancelled; deleting it"
+                );
+            }
+            Stored::Refused { reason } => {
+                batch.left += 1;
+                m.intake_messages.get_or_create(&outcome("refused")).inc();
+                error!(
+                    job = %id, message_id = %msg.message_id, receive_count = msg.receive_count, queue = %self.queue.sqs,
+                    "intake message not stored: {reason}; left on the queue for its redrive policy (it moves to the dead-letter queue after maxReceiveCount receives)"
+                );
+            }
             Stored::Duplicate { existing } => {
                 if !failed {
                     batch.duplicates += 1;

@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -48,10 +49,18 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Most connections served at once; more wait in the kernel's accept
-/// backlog. Bound in a pod (`0.0.0.0`), anyone in the cluster can connect:
-/// unbounded, idle sockets would use up the file descriptors the database
-/// pool and the SQS client need.
+/// Most connections served at once. Bound in a pod (`0.0.0.0`), anyone in
+/// the cluster can connect: unbounded, idle sockets would use up the file
+/// descriptors the database pool and the SQS client need.
+///
+/// A connection that comes when all are taken closes the oldest one that
+/// is not inside a request's handler (still sending its request, or
+/// being sent its answer): a probe or a scrape sends its request as soon
+/// as it connects, so connections that send nothing cannot keep
+/// `/healthz` waiting for their header timeout, and have the kubelet
+/// restart sqsbeat. (A separate budget for probes could be filled the
+/// same way.) Only when every connection is inside a handler does a new
+/// one wait for a slot, and those after it in the kernel's accept backlog.
 pub const MAX_CONNECTIONS: usize = 64;
 /// A client must send its request headers within this (hyper's default
 /// needs a timer, which it otherwise silently lacks).
@@ -133,6 +142,53 @@ impl StatusSource {
     }
 }
 
+/// The connections being served, oldest first: whether each is inside a
+/// request's handler, and how to close it (see [`MAX_CONNECTIONS`]).
+#[derive(Default)]
+struct Live {
+    next: u64,
+    open: std::collections::BTreeMap<u64, (Arc<AtomicBool>, CancellationToken)>,
+}
+
+type Registry = Arc<std::sync::Mutex<Live>>;
+
+/// The registry, even after a panic elsewhere held its lock: it is a list
+/// of connections, consistent after every single operation.
+fn lock(live: &Registry) -> std::sync::MutexGuard<'_, Live> {
+    live.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Live {
+    fn add(&mut self) -> (u64, Arc<AtomicBool>, CancellationToken) {
+        self.next += 1;
+        let (busy, close) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
+        self.open.insert(self.next, (busy.clone(), close.clone()));
+        (self.next, busy, close)
+    }
+
+    /// Closes the oldest connection not inside a handler, if any.
+    fn close_oldest_idle(&mut self) {
+        let oldest = self
+            .open
+            .iter()
+            .find(|(_, (busy, _))| !busy.load(Ordering::Acquire))
+            .map(|(id, _)| *id);
+        if let Some((_, close)) = oldest.and_then(|id| self.open.remove(&id)) {
+            close.cancel();
+        }
+    }
+}
+
+/// Takes a connection off [`Live`] when its task ends, however it ends.
+struct Leaves(Registry, u64);
+
+impl Drop for Leaves {
+    fn drop(&mut self) {
+        lock(&self.0).open.remove(&self.1);
+    }
+}
+
 /// Serves until shutdown. One request per connection: probes and scrapes
 /// do not need keep-alive, and it bounds how long a connection holds a slot.
 pub async fn serve(
@@ -146,16 +202,10 @@ pub async fn serve(
         info!(addr = %a, "http: / (status page) /api/status /healthz /readyz /metrics");
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let live = Registry::default();
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(s) => s,
@@ -170,17 +220,43 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                lock(&live).close_oldest_idle();
+                tokio::select! {
+                    s = slots.clone().acquire_owned() => match s {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let (id, busy, close) = lock(&live).add();
+        let leaves = Leaves(live.clone(), id);
         let (store, role, page) = (store.clone(), role.clone(), page.clone());
         connections.spawn(async move {
-            let _slot = slot;
-            let service =
-                service_fn(move |req| handle(req, store.clone(), role.clone(), page.clone()));
+            let (_slot, _leaves) = (slot, leaves);
+            let service = service_fn(move |req| {
+                let (store, role, page, busy) =
+                    (store.clone(), role.clone(), page.clone(), busy.clone());
+                async move {
+                    busy.store(true, Ordering::Release);
+                    let answer = handle(req, store, role, page).await;
+                    busy.store(false, Ordering::Release);
+                    answer
+                }
+            });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+                _ = close.cancelled() => {}
+            }
         });
     }
 }

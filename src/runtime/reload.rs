@@ -283,11 +283,20 @@ pub async fn watch_entries_table(
 /// every 5 minutes for the same reason.
 pub const DJANGO_FULL_READ: Duration = Duration::from_secs(300);
 
+/// How long after `last_update` moved the rows are read once more.
+/// django-celery-beat bumps it in a task's `pre_save` and `pre_delete`:
+/// in autocommit the bump commits before the row's own change, and the
+/// reload it wakes can read the row as it was. The row's statement comes
+/// right after the bump; this second read sees it without waiting for the
+/// next full read.
+pub const DJANGO_SETTLE: Duration = Duration::from_secs(2);
+
 /// Wakes `changed` within a second of any change made through Django (the
 /// admin, the ORM): django-celery-beat's signal handlers bump
 /// `django_celery_beat_periodictasks.last_update` on every save and delete
-/// of a task or a schedule. One single-row read a second, on every replica;
-/// it writes nothing.
+/// of a task or a schedule; [`DJANGO_SETTLE`] later it wakes `changed`
+/// again. One single-row read a second, on every replica; it writes
+/// nothing.
 pub async fn watch_django(
     store: Store,
     schema: String,
@@ -297,6 +306,7 @@ pub async fn watch_django(
     let mut seen: Option<Option<chrono::DateTime<chrono::Utc>>> = None;
     let mut failing = false;
     let mut full_read = tokio::time::Instant::now() + DJANGO_FULL_READ;
+    let mut settled: Option<tokio::time::Instant> = None;
     loop {
         match store::django::last_update(&store, &schema).await {
             Ok(t) => {
@@ -309,6 +319,7 @@ pub async fn watch_django(
                 if seen.is_none_or(|s| s != t) {
                     if seen.is_some() {
                         info!("django-celery-beat's tables changed; reloading");
+                        settled = Some(tokio::time::Instant::now() + DJANGO_SETTLE);
                     }
                     changed.notify_one();
                     full_read = tokio::time::Instant::now() + DJANGO_FULL_READ;
@@ -320,6 +331,10 @@ pub async fn watch_django(
                 failing = true;
             }
             Err(_) => {}
+        }
+        if settled.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            changed.notify_one();
+            settled = None;
         }
         if tokio::time::Instant::now() >= full_read {
             changed.notify_one();

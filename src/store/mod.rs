@@ -112,7 +112,8 @@ pub const DAEMON_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// `run`: migrates; [`DAEMON_CONNECTIONS`] connections; SQLite commits
-    /// with `synchronous = NORMAL` (see [`SqliteStore::open_for`]).
+    /// with `synchronous = NORMAL` (see [`SqliteStore::open_for`]), the
+    /// intake's with FULL.
     Daemon,
     /// A one-shot command that writes (`migrate`, `schedule`, `cancel`,
     /// `entries add|enable|disable|remove`): migrates, so it works on a

@@ -83,7 +83,8 @@ pub struct Diverted {
     pub expires_at: Option<DateTime<Utc>>,
     /// `properties.priority`, for display.
     pub priority: i64,
-    /// Decoded from the task body for display; sqsbeat never re-encodes it.
+    /// Decoded from the task body for display, NUL characters shown as
+    /// U+FFFD (jsonb cannot hold them); sqsbeat never re-encodes it.
     pub args: Value,
     pub kwargs: Value,
     /// `headers.origin`: who sent it.
@@ -217,7 +218,7 @@ fn check(
     if target.get("v").and_then(Value::as_i64) != Some(VERSION) {
         return Err(Bad::Newer(format!(
             "headers.{HEADER}.v is {}; this sqsbeat knows {VERSION} (upgrade sqsbeat, then redrive the message from the dead-letter queue)",
-            shown(target.get("v"))
+            kind(target.get("v"))
         )));
     }
     let due_at = instant(target.get("eta"), &format!("headers.{HEADER}.eta"))?;
@@ -233,6 +234,11 @@ fn check(
     let size = release_body(&envelope, base64).len()
         + attributes.iter().map(|(n, a)| a.size(n)).sum::<usize>();
     limits::check_message_size(size, max_message_bytes).map_err(|e| e.to_string())?;
+    let origin = match headers.get("origin") {
+        Some(Value::String(o)) if o.contains('\0') => return Err(nul("headers.origin").into()),
+        Some(Value::String(o)) => Some(o.clone()),
+        _ => None,
+    };
     let (args, kwargs) = display_args(top, props);
     Ok(Diverted {
         id,
@@ -254,10 +260,7 @@ fn check(
             .unwrap_or(0),
         args,
         kwargs,
-        origin: headers
-            .get("origin")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        origin,
         envelope,
         base64,
     })
@@ -303,8 +306,12 @@ fn shape(env: &Value) -> Result<Parts<'_>, Bad> {
     match props.get("body_encoding") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == "base64" => {}
-        Some(other) => {
-            return Err(format!("properties.body_encoding {other} is not base64").into());
+        other => {
+            return Err(format!(
+                "properties.body_encoding is {}, not \"base64\"",
+                kind(other)
+            )
+            .into());
         }
     }
     Ok((top, headers, props))
@@ -330,6 +337,9 @@ fn destination(target: &Map<String, Value>, intake: &QueueName) -> Result<Destin
         }
     };
     let queue = text("queue", false)?;
+    if queue.contains('\0') {
+        return Err(nul(&format!("headers.{HEADER}.queue")).into());
+    }
     let sqs_queue = text("sqs_queue", false)?;
     let exchange = text("exchange", true)?;
     let routing_key = text("routing_key", true)?;
@@ -339,23 +349,36 @@ fn destination(target: &Map<String, Value>, intake: &QueueName) -> Result<Destin
         _ => return Err(format!("headers.{HEADER}.fifo is missing or not a boolean").into()),
     };
     if fifo != sqs_queue.ends_with(".fifo") {
-        return Err(
-            format!("headers.{HEADER}.fifo is {fifo} but sqs_queue is {sqs_queue:?}").into(),
-        );
+        return Err(format!(
+            "headers.{HEADER}.fifo is {fifo} but sqs_queue {} in .fifo",
+            ends(fifo)
+        )
+        .into());
     }
     // sqsbeat decides when a job is released by its queue's name (a FIFO
     // one only once due): the name and the flag must agree.
     if fifo != crate::wire::queue::is_fifo(&queue) {
-        return Err(format!("headers.{HEADER}.fifo is {fifo} but queue is {queue:?}").into());
+        return Err(format!(
+            "headers.{HEADER}.fifo is {fifo} but queue {} in .fifo",
+            ends(fifo)
+        )
+        .into());
     }
     let queue_url = match target.get("queue_url") {
         None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.contains('\0') => {
+            return Err(nul(&format!("headers.{HEADER}.queue_url")).into());
+        }
         // Empty: no predefined URL, as the reference reader takes it.
         Some(Value::String(u)) => Some(u.clone()).filter(|u| !u.is_empty()),
         Some(_) => return Err(format!("headers.{HEADER}.queue_url is not a string").into()),
     };
     let message_attributes = match target.get("message_attributes") {
         None | Some(Value::Null) => None,
+        // Kept in a jsonb column, which cannot hold NUL; SQS refuses it too.
+        Some(v @ Value::Object(_)) if has_nul(v) => {
+            return Err(nul(&format!("headers.{HEADER}.message_attributes")).into());
+        }
         Some(Value::Object(m)) => Some(m.clone()),
         Some(_) => {
             return Err(format!("headers.{HEADER}.message_attributes is not an object").into());
@@ -383,17 +406,25 @@ fn destination(target: &Map<String, Value>, intake: &QueueName) -> Result<Destin
 
 fn task_name(v: Option<&Value>) -> Result<String, Bad> {
     match v {
+        // Refused here, not by the database: a NUL in a text column fails
+        // the whole batch's transaction on PostgreSQL.
+        Some(Value::String(t)) if t.contains('\0') => Err(nul("headers.task").into()),
         Some(Value::String(t)) if !t.is_empty() && !t.chars().any(char::is_whitespace) => {
             Ok(t.clone())
         }
-        other => Err(format!("headers.task {} is not a task name", shown(other)).into()),
+        Some(Value::String(t)) if !t.is_empty() => Err(format!(
+            "headers.task ({}) holds whitespace: not a task name",
+            kind(v)
+        )
+        .into()),
+        other => Err(format!("headers.task is {}, not a task name", kind(other)).into()),
     }
 }
 
 fn task_id(v: Option<&Value>) -> Result<Uuid, Bad> {
     v.and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| format!("headers.id {} is not a UUID", shown(v)).into())
+        .ok_or_else(|| format!("headers.id is {}, not a UUID", kind(v)).into())
 }
 
 /// `headers.retries`: a count; absent is 0, as Celery reads it.
@@ -403,26 +434,76 @@ fn retries(v: Option<&Value>) -> Result<i64, Bad> {
         Some(n) => n
             .as_i64()
             .filter(|r| *r >= 0)
-            .ok_or_else(|| format!("headers.retries {n} is not a count").into()),
+            .ok_or_else(|| format!("headers.retries is {}, not a count", kind(v)).into()),
     }
 }
 
-fn shown(v: Option<&Value>) -> String {
-    v.map_or("(missing)".to_string(), Value::to_string)
+/// What a value is, for a reason: reasons reach the log and the status
+/// page (`jobs.last_error`), and a message's strings are the
+/// application's data, so a string is told by its length, never its text.
+fn kind(v: Option<&Value>) -> String {
+    match v {
+        None => "missing".into(),
+        Some(Value::Null) => "null".into(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => {
+            let n = n.to_string();
+            if n.len() <= 20 {
+                n
+            } else {
+                format!("a number of {} digits", n.len())
+            }
+        }
+        Some(Value::String(s)) => format!("a string of {} characters", s.chars().count()),
+        Some(Value::Array(a)) => format!("an array of {} items", a.len()),
+        Some(Value::Object(o)) => format!("an object of {} keys", o.len()),
+    }
+}
+
+fn nul(field: &str) -> String {
+    format!("{field} contains a NUL character, which the jobs table cannot hold")
+}
+
+fn ends(fifo: bool) -> &'static str {
+    if fifo { "does not end" } else { "ends" }
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// `v` with every NUL character in its strings and keys replaced by
+/// U+FFFD: PostgreSQL's jsonb cannot hold `\u0000`. For the display
+/// columns only; the envelope keeps the exact bytes.
+fn without_nul(v: &Value) -> Value {
+    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+    match v {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(a) => Value::Array(a.iter().map(without_nul).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (clean(k), without_nul(v))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// An ISO 8601 instant with a UTC offset.
 fn instant(v: Option<&Value>, what: &str) -> Result<DateTime<Utc>, Bad> {
     let Some(Value::String(s)) = v else {
-        return Err(format!("{what} must be an ISO 8601 string, got {}", shown(v)).into());
+        return Err(format!("{what} must be an ISO 8601 string, got {}", kind(v)).into());
     };
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.to_utc());
     }
     if NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok() {
-        return Err(format!("{what} {s:?} has no UTC offset").into());
+        return Err(format!("{what} has no UTC offset").into());
     }
-    Err(format!("{what} {s:?} is not an ISO 8601 instant").into())
+    Err(format!("{what} ({}) is not an ISO 8601 instant", kind(v)).into())
 }
 
 /// An SQS queue name: 1..80 of `[A-Za-z0-9_-]`, a FIFO one ending in `.fifo`.
@@ -436,7 +517,11 @@ fn check_sqs_name(name: &str) -> Result<(), Bad> {
     if ok {
         Ok(())
     } else {
-        Err(format!("headers.{HEADER}.sqs_queue {name:?} is not an SQS queue name").into())
+        Err(format!(
+            "headers.{HEADER}.sqs_queue ({} characters) is not an SQS queue name: 1 to 80 of A-Z, a-z, 0-9, - and _, a FIFO one ending in .fifo",
+            name.chars().count()
+        )
+        .into())
     }
 }
 
@@ -455,12 +540,13 @@ pub fn attributes(
         ));
     }
     let mut out = Vec::with_capacity(raw.len());
-    for (name, v) in raw {
+    for (i, (name, v)) in raw.iter().enumerate() {
         // The kind of value, never the value: the reason is stored as the
         // job's last error, which the status page shows.
         let bad = || {
             format!(
-                "message attribute {name:?} must be {{\"DataType\": ..., \"StringValue\": ...}} or have a BinaryValue, got {}",
+                "message attribute {} must be {{\"DataType\": ..., \"StringValue\": ...}} or have a BinaryValue, got {}",
+                attribute_name(i, name),
                 json_kind(v)
             )
         };
@@ -491,6 +577,16 @@ pub fn attributes(
     Ok(out)
 }
 
+/// An attribute's name for a reason: SQS names are at most 256 characters
+/// of a few kinds, but this one is not checked yet.
+fn attribute_name(i: usize, name: &str) -> String {
+    if name.chars().count() <= 64 {
+        format!("{name:?}")
+    } else {
+        format!("#{} (a name of {} characters)", i + 1, name.chars().count())
+    }
+}
+
 /// `MessageGroupId` and `MessageDeduplicationId` as kombu would send them,
 /// deduplication made stable (`"<task id>:<retries>"`) where kombu draws a
 /// random one, so a re-send within SQS's window is dropped.
@@ -505,9 +601,9 @@ fn fifo_ids(
             None => Ok(None),
             Some(Value::String(s)) => match limits::check_fifo_id(s) {
                 Ok(()) => Ok(Some(s.clone())),
-                Err(e) => Err(format!("properties.{key} {s:?} {e}").into()),
+                Err(e) => Err(format!("properties.{key} {e}").into()),
             },
-            Some(other) => Err(format!("properties.{key} {other} is not a string").into()),
+            other => Err(format!("properties.{key} is {}, not a string", kind(other)).into()),
         }
     };
     let group = prop("MessageGroupId")?;
@@ -520,7 +616,7 @@ fn fifo_ids(
             // The header's own text, as the reference reader writes it.
             let id = id.and_then(Value::as_str).unwrap_or_default();
             let d = format!("{id}:{retries}");
-            limits::check_fifo_id(&d).map_err(|e| format!("MessageDeduplicationId {d:?} {e}"))?;
+            limits::check_fifo_id(&d).map_err(|e| format!("MessageDeduplicationId {e}"))?;
             d
         }
     };
@@ -570,7 +666,9 @@ fn display_args(top: &Map<String, Value>, props: &Map<String, Value>) -> (Value,
     };
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Array(parts)) => match (parts.first(), parts.get(1)) {
-            (Some(a @ Value::Array(_)), Some(k @ Value::Object(_))) => (a.clone(), k.clone()),
+            (Some(a @ Value::Array(_)), Some(k @ Value::Object(_))) => {
+                (without_nul(a), without_nul(k))
+            }
             _ => fallback,
         },
         _ => fallback,
@@ -583,7 +681,9 @@ fn identify(env: &Value) -> Option<Known> {
     let headers = object(env.get("headers"))?;
     let target = object(headers.get(HEADER));
     let id = task_id(headers.get("id")).ok()?;
-    let task = task_name(headers.get("task")).ok()?;
+    // A NUL makes the message malformed, not unreadable: the failed job
+    // shows the name with U+FFFD in its place.
+    let task = task_name(headers.get("task").map(without_nul).as_ref()).ok()?;
     let due_at = target
         .and_then(|t| instant(t.get("eta"), "").ok())
         .or_else(|| instant(headers.get("eta"), "").ok())?;
@@ -596,11 +696,11 @@ fn identify(env: &Value) -> Option<Known> {
             .and_then(|t| t.get("queue"))
             .and_then(Value::as_str)
             .filter(|q| !q.is_empty())
-            .map(str::to_string),
+            .map(|q| q.replace('\0', "\u{FFFD}")),
         origin: headers
             .get("origin")
             .and_then(Value::as_str)
-            .map(str::to_string),
+            .map(|o| o.replace('\0', "\u{FFFD}")),
     })
 }
 
@@ -672,9 +772,12 @@ pub fn check_stored(envelope: &str, id: Uuid) -> Result<(), String> {
         .map(Uuid::parse_str)
     {
         Some(Ok(got)) if got == id => Ok(()),
+        Some(Ok(_)) => Err(format!(
+            "the stored envelope's headers.id is another task's id, not the job's id {id}"
+        )),
         _ => Err(format!(
-            "the stored envelope's headers.id is {}, not the job's id {id}",
-            shown(headers.get("id"))
+            "the stored envelope's headers.id is {}, not a UUID (the job's id is {id})",
+            kind(headers.get("id"))
         )),
     }
 }

@@ -292,6 +292,28 @@ fn the_sidecar_example_never_gates_the_web_pod_on_the_scheduler() {
     assert!(yaml.contains("path: /healthz"), "liveness stays");
 }
 
+/// Kubernetes waits 30 s by default after SIGTERM, then kills; sqsbeat
+/// takes up to `DRAIN` (40 s) to finish and record the sends in flight.
+#[test]
+fn the_sidecar_example_gives_sqsbeat_longer_than_its_drain_to_stop() {
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sidecar.yaml"),
+    )
+    .unwrap();
+    let grace: Vec<u64> = yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(grace.len(), 1, "set once, on the pod: {grace:?}");
+    assert!(
+        grace[0] > sqsbeat::runtime::DRAIN.as_secs(),
+        "terminationGracePeriodSeconds {} is not above the drain of {:?}",
+        grace[0],
+        sqsbeat::runtime::DRAIN
+    );
+}
+
 /// `run` and `check` refused to work without a schedule file, although a
 /// deployment whose entries all live in the database (or that only
 /// releases one-off jobs) has none. No files is a valid, empty schedule:

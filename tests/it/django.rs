@@ -578,6 +578,49 @@ task("added", "app.added", crontab=crontab(minute="*/5", tz="Asia/Tokyo"))
     let _ = tokio::join!(watcher, reloader);
 }
 
+/// django-celery-beat bumps `last_update` in a task's `pre_save`: in
+/// autocommit the bump commits before the row does, and the reload it
+/// woke could read the row as it was, the change then unseen until the
+/// full read 5 minutes later. The watcher wakes the reload once more,
+/// `DJANGO_SETTLE` after it saw the bump, with nothing else changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_update_bump_wakes_the_reload_again_once_the_row_has_committed() {
+    let dj = DjangoDb::new().await;
+    dj.orm(r#"task("tick", "app.tick", interval=interval(10))"#);
+    let url = dj.url.clone();
+    let h = Harness::postgres_on(dj.db, at(T)).await;
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(reload::watch_django(
+        h.store.clone(),
+        "public".into(),
+        changed.clone(),
+        stop.clone(),
+    ));
+    let woken = |what: &'static str| {
+        let changed = changed.clone();
+        async move {
+            tokio::time::timeout(StdDuration::from_secs(10), changed.notified())
+                .await
+                .unwrap_or_else(|_| panic!("{what}"));
+            std::time::Instant::now()
+        }
+    };
+    woken("the first reading wakes the reload").await;
+    // What pre_save does before the row's own UPDATE.
+    let before = std::time::Instant::now();
+    orm(&url, "PeriodicTasks.update_changed()");
+    woken("the bump wakes the reload").await;
+    let again = woken("woken again, long before the full read").await;
+    assert!(
+        again - before >= reload::DJANGO_SETTLE,
+        "a wake-up of its own, {:?} after the bump",
+        again - before
+    );
+    stop.cancel();
+    watcher.await.unwrap();
+}
+
 /// `sqsbeat run` with PostgreSQL, django-celery-beat enabled and no
 /// schedule file at all; JSON logs to `dir/sqsbeat.log`.
 fn sqsbeat_django_only(dir: &Path, endpoint: &str, db: &str) -> stack::Proc {

@@ -239,12 +239,32 @@ async fn serve_entries(
     (port, stop, dir)
 }
 
-/// The in-process server tests one at a time: one counts the process's
-/// open descriptors, which another's connections would add to.
+/// The in-process server tests one at a time: each opens many sockets or
+/// builds a large page.
 static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// The connections on `port` this process accepted and still holds. Not
+/// its open descriptors: the tests running beside it open and close their
+/// own. In /proc/net/tcp a connection still in the accept backlog, or
+/// closed and lingering, has no inode.
+fn accepted_sockets(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(1).is_some_and(|a| a.ends_with(&local))
+                        && f.get(3) != Some(&"0A")
+                        && f.get(9).is_some_and(|inode| *inode != "0")
+                })
+                .count()
+        })
+        .sum()
 }
 
 #[tokio::test]
@@ -277,7 +297,6 @@ async fn an_idle_connection_is_closed_after_the_header_timeout() {
 async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
     let _one = IN_PROCESS.lock().await;
     let (port, stop, _dir) = serve_in_process().await;
-    let before = open_fds();
     let mut clients = Vec::new();
     for _ in 0..200 {
         clients.push(
@@ -290,7 +309,7 @@ async fn idle_connections_beyond_the_cap_hold_no_server_socket() {
     for _ in 0..2_000 {
         tokio::task::yield_now().await;
     }
-    let server_side = open_fds() - before - clients.len();
+    let server_side = accepted_sockets(port);
     assert!(
         server_side <= sqsbeat::runtime::http::MAX_CONNECTIONS + 2,
         "{server_side} server sockets for 200 idle clients"
@@ -341,5 +360,51 @@ async fn the_status_json_of_100_000_entries_is_one_bounded_page() {
         .unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("<script src=\"/status.js\""), "{page}");
+    stop.cancel();
+}
+
+/// 64 connections that sent nothing once filled the cap, and `/healthz`
+/// waited until their header timeout closed them: anyone who could reach
+/// the port, re-opening them every 5 s, could fail the liveness probe and
+/// have sqsbeat restarted. A new connection now takes the place of the
+/// oldest idle one. Paused time: an answer that waited for the header
+/// timeout would come 5 s later.
+#[tokio::test]
+async fn healthz_answers_while_idle_connections_fill_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _one = IN_PROCESS.lock().await;
+    let (port, stop, _dir) = serve_in_process().await;
+    tokio::time::pause();
+    let mut idle = Vec::new();
+    for _ in 0..sqsbeat::runtime::http::MAX_CONNECTIONS {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    for _ in 0..2_000 {
+        tokio::task::yield_now().await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut probe = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    probe.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\nok\n"), "{raw}");
+    assert!(
+        started.elapsed() < sqsbeat::runtime::http::HEADER_READ_TIMEOUT,
+        "answered after {:?}: it waited for the idle connections' header timeout",
+        started.elapsed()
+    );
+    // The oldest idle connection gave its place: closed, without an answer.
+    let mut buf = [0u8; 16];
+    assert_eq!(idle[0].read(&mut buf).await.unwrap(), 0);
     stop.cancel();
 }

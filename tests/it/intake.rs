@@ -553,3 +553,372 @@ async fn a_diverted_job_rescheduled_earlier_runs_at_the_new_instant_postgres() {
     )
     .await;
 }
+
+/// `apply_async_countdown` under another task id, its task body `body`.
+fn with_body(id: Uuid, body: &Value) -> String {
+    edited(&case("apply_async_countdown"), |e| {
+        e["headers"]["id"] = json!(id);
+        e["body"] = json!(B64.encode(python_json(body)));
+    })
+}
+
+/// What Celery would have sent for an intake envelope, built here from
+/// the contract (INTAKE.md, release step 1), not by the reader.
+fn direct_body(intake_body: &str) -> String {
+    let mut env: Value = serde_json::from_slice(&B64.decode(intake_body).unwrap()).unwrap();
+    let target = env["headers"]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("sqsbeat_intake")
+        .unwrap();
+    env["properties"]["delivery_info"] =
+        json!({"exchange": target["exchange"], "routing_key": target["routing_key"]});
+    B64.encode(python_json(&env))
+}
+
+/// kombu writes a NUL in args as `\u0000`, which PostgreSQL's jsonb
+/// refuses (22P05); a NUL in the task name fails a text column. Either
+/// once failed the whole batch's transaction: nothing was deleted, the
+/// batch came back and failed again until the redrive policy moved every
+/// message of it to the dead-letter queue.
+async fn a_nul_in_one_message_never_sends_its_batch_round_again(h: Harness) {
+    let source = MemorySource::new();
+    let good = source.push(case("send_task_eta").file("intake/sqs_body.raw"));
+    let in_args = Uuid::from_u128(0x1111_1111_1111_4111_8111_1111_1111_1111);
+    let args_body = with_body(
+        in_args,
+        &json!([["a\u{0}b"], {"k": "v\u{0}"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]),
+    );
+    let with_nul_args = source.push(args_body.clone());
+    let in_task = Uuid::from_u128(0x2222_2222_2222_4222_8222_2222_2222_2222);
+    let with_nul_task = source.push(edited(&case("apply_async_countdown"), |e| {
+        e["headers"]["id"] = json!(in_task);
+        e["headers"]["task"] = json!("intake.a\u{0}dd");
+    }));
+    let con = consumer(&h, &source);
+    let b = turn(&con).await.expect("the batch is stored");
+    assert_eq!(
+        (b.received, b.stored, b.failed, b.left, b.deleted),
+        (3, 2, 1, 0, 3),
+        "{b:?}"
+    );
+    assert!(source.remaining().is_empty());
+    // Nothing comes back: each message was received once.
+    source.expire();
+    assert_eq!(turn(&con).await.unwrap().received, 0);
+    for m in [&good, &with_nul_args, &with_nul_task] {
+        assert_eq!(source.deliveries(m), 1, "{m}");
+    }
+    assert_eq!(
+        job(&h.store, task_id(&case("send_task_eta"))).await.status,
+        JobStatus::Pending
+    );
+    let row = job(&h.store, in_args).await;
+    assert_eq!(row.status, JobStatus::Pending);
+    assert_eq!(row.args, json!(["a\u{FFFD}b"]), "shown with U+FFFD");
+    assert_eq!(row.kwargs, json!({"k": "v\u{FFFD}"}));
+    let row = job(&h.store, in_task).await;
+    assert_eq!(row.status, JobStatus::Failed);
+    assert_eq!(row.task, "intake.a\u{FFFD}dd");
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some(
+            format!("intake message {with_nul_task} is malformed: headers.task contains a NUL character, which the jobs table cannot hold").as_str()
+        )
+    );
+    // Released as Celery would have sent it: the NUL in its exact bytes.
+    let sink = MemorySink::new();
+    releaser(&h, &sink)
+        .pass(at("2030-01-15T12:50:00Z"), None)
+        .await
+        .unwrap();
+    let sent = sink.accepted();
+    let sent: Vec<_> = sent
+        .iter()
+        .filter(|a| a.message.task_id == in_args)
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message.body, direct_body(&args_body));
+    let env: Value = serde_json::from_slice(&B64.decode(&sent[0].message.body).unwrap()).unwrap();
+    let task_body = B64.decode(env["body"].as_str().unwrap()).unwrap();
+    assert!(
+        String::from_utf8(task_body)
+            .unwrap()
+            .starts_with(r#"[["a\u0000b"], {"k": "v\u0000"}"#)
+    );
+}
+
+#[tokio::test]
+async fn a_nul_in_one_message_never_sends_its_batch_round_again_sqlite() {
+    a_nul_in_one_message_never_sends_its_batch_round_again(
+        Harness::sqlite(at("2030-01-15T12:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_nul_in_one_message_never_sends_its_batch_round_again_postgres() {
+    a_nul_in_one_message_never_sends_its_batch_round_again(
+        Harness::postgres(at("2030-01-15T12:00:00Z")).await,
+    )
+    .await;
+}
+
+/// A row the database refuses all the same (here a trigger that refuses
+/// one task, as a check the reader does not know would) is set aside on
+/// its own: the rest of the batch is stored and deleted, and the refused
+/// message stays on the queue for its redrive policy.
+async fn a_row_the_database_refuses_is_left_alone_on_the_queue(h: Harness) {
+    let refuse = match &h.store {
+        Store::Postgres(_) => {
+            "CREATE FUNCTION refuse_one() RETURNS trigger AS $$
+             BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END;
+             $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse_one BEFORE INSERT ON jobs
+                 FOR EACH ROW WHEN (NEW.task = 'intake.refused') EXECUTE FUNCTION refuse_one();"
+        }
+        Store::Sqlite(_) => {
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON jobs WHEN NEW.task = 'intake.refused'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        }
+    };
+    sql(&h.store, refuse).await;
+    let source = MemorySource::new();
+    let good = source.push(case("send_task_eta").file("intake/sqs_body.raw"));
+    let refused = source.push(edited(&case("apply_async_countdown"), |e| {
+        e["headers"]["task"] = json!("intake.refused");
+    }));
+    let also_good = source.push(case("options_headers_attributes").file("intake/sqs_body.raw"));
+    let con = consumer(&h, &source);
+    let b = turn(&con).await.expect("the rest of the batch is stored");
+    assert_eq!(
+        (b.received, b.stored, b.left, b.deleted),
+        (3, 2, 1, 2),
+        "{b:?}"
+    );
+    assert_eq!(source.remaining(), std::slice::from_ref(&refused));
+    for c in ["send_task_eta", "options_headers_attributes"] {
+        assert_eq!(
+            job(&h.store, task_id(&case(c))).await.status,
+            JobStatus::Pending
+        );
+    }
+    assert!(
+        jobs::get(&h.store, task_id(&case("apply_async_countdown")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    source.expire();
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.received, b.left, b.deleted), (1, 1, 0));
+    assert_eq!(
+        (source.deliveries(&good), source.deliveries(&also_good)),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_row_the_database_refuses_is_left_alone_on_the_queue_sqlite() {
+    a_row_the_database_refuses_is_left_alone_on_the_queue(
+        Harness::sqlite(at("2030-01-15T12:00:00Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_row_the_database_refuses_is_left_alone_on_the_queue_postgres() {
+    a_row_the_database_refuses_is_left_alone_on_the_queue(
+        Harness::postgres(at("2030-01-15T12:00:00Z")).await,
+    )
+    .await;
+}
+
+/// Past the reader's checks (a job built by hand), PostgreSQL's own
+/// refusal of a NUL in a text column is one message's outcome, not the
+/// batch's.
+#[tokio::test]
+async fn postgresql_refusing_one_rows_nul_stores_the_rest_of_the_batch() {
+    use sqsbeat::store::intake::{IntakeJob, Stored, store_batch};
+    let h = Harness::postgres(at("2030-01-15T12:00:00Z")).await;
+    let q = QueueName::new("", "sqsbeat-intake");
+    let read = |c: &str| {
+        sqsbeat::wire::intake::read(&case(c).file("intake/sqs_body.raw"), &q, 1_048_576).unwrap()
+    };
+    let good = IntakeJob::pending(&read("send_task_eta"));
+    let mut bad = IntakeJob::pending(&read("apply_async_countdown"));
+    bad.task = "intake.a\u{0}dd".into();
+    let mut bad_json = IntakeJob::pending(&read("options_headers_attributes"));
+    bad_json.kwargs = json!({"k": "v\u{0}"});
+    let out = store_batch(&h.store, &[good.clone(), bad.clone(), bad_json.clone()])
+        .await
+        .unwrap();
+    assert_eq!(out[0], Stored::Inserted);
+    for (o, code) in out[1..].iter().zip(["22021", "22P05"]) {
+        assert_eq!(
+            o,
+            &Stored::Refused {
+                reason: format!(
+                    "the database refused the row: a value the column cannot hold (SQLSTATE {code})"
+                )
+            }
+        );
+    }
+    assert_eq!(job(&h.store, good.id).await.status, JobStatus::Pending);
+    assert!(jobs::get(&h.store, bad.id).await.unwrap().is_none());
+    assert!(jobs::get(&h.store, bad_json.id).await.unwrap().is_none());
+}
+
+/// Holds a task id cancelled before the intake read the task, as
+/// `sqsbeat_celery.cancel()` does: on PostgreSQL by calling it (the
+/// package in python/), on SQLite with the row it writes.
+async fn cancel_before_intake(h: &Harness, url: Option<&str>, id: Uuid) {
+    match url {
+        Some(url) => {
+            let out = std::process::Command::new(crate::stack::python())
+                .env("PYTHONPATH", crate::stack::repo().join("python"))
+                .args([
+                    "-c",
+                    "import sys, sqsbeat_celery; print(sqsbeat_celery.cancel(sys.argv[1], sys.argv[2]))",
+                    // Without sqlx's own options, which libpq does not know.
+                    url.split('?').next().unwrap(),
+                    &id.to_string(),
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "True",
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => {
+            sql(
+                &h.store,
+                &format!(
+                    "INSERT INTO jobs (id, task, due_at, status, last_error, created_at)
+                     VALUES ('{id}', '(not read from the intake queue yet)', {NOW}, 'cancelled',
+                             'cancelled by sqsbeat_celery.cancel() before sqsbeat read the task from the intake queue', {NOW})",
+                    NOW = sqsbeat::store::sqlite::codec::NOW
+                ),
+            )
+            .await
+        }
+    }
+}
+
+/// `sqsbeat_celery.cancel()` right after `apply_async`, before the intake
+/// had stored the task, once matched no row and returned False; the task
+/// was stored afterwards and ran. A cancelled job now stays cancelled
+/// whatever message of its task id comes: the first, a redelivery, a
+/// Celery retry.
+async fn a_task_cancelled_before_the_intake_read_it_never_runs(h: Harness, url: Option<&str>) {
+    let c = case("apply_async_countdown");
+    let id = task_id(&c);
+    cancel_before_intake(&h, url, id).await;
+    let source = MemorySource::new();
+    let con = consumer(&h, &source);
+    source.push(c.file("intake/sqs_body.raw"));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.cancelled, b.deleted), (0, 1, 1), "{b:?}");
+    let row = job(&h.store, id).await;
+    assert_eq!(row.status, JobStatus::Cancelled);
+    assert_eq!(
+        (row.task.as_str(), row.due_at),
+        ("intake.add", at("2030-01-15T13:00:00Z"))
+    );
+    assert!(
+        row.last_error
+            .unwrap()
+            .contains("before sqsbeat read the task")
+    );
+    assert_eq!(
+        row.intake.expect("the message is kept").envelope,
+        c.file("direct/envelope.raw.json")
+    );
+    // A redelivery, then a Celery retry of the same task id.
+    source.push(c.file("intake/sqs_body.raw"));
+    assert_eq!(turn(&con).await.unwrap().duplicates, 1);
+    source.push(edited(&c, |e| e["headers"]["retries"] = json!(1)));
+    let b = turn(&con).await.unwrap();
+    assert_eq!((b.stored, b.cancelled, b.deleted), (0, 1, 1), "{b:?}");
+    let row = job(&h.store, id).await;
+    assert_eq!((row.status, row.retries), (JobStatus::Cancelled, 1));
+    assert!(source.remaining().is_empty());
+    let sink = MemorySink::new();
+    releaser(&h, &sink)
+        .pass(at("2030-01-15T13:00:00Z"), None)
+        .await
+        .unwrap();
+    assert!(
+        sink.accepted().is_empty(),
+        "a cancelled task is not released"
+    );
+}
+
+#[tokio::test]
+async fn a_task_cancelled_before_the_intake_read_it_never_runs_sqlite() {
+    a_task_cancelled_before_the_intake_read_it_never_runs(
+        Harness::sqlite(at("2030-01-15T12:00:00Z")).await,
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_task_cancelled_before_the_intake_read_it_never_runs_postgres() {
+    let db = crate::pg::TestDb::new().await;
+    let url = db.url.clone();
+    let h = Harness::postgres_on(db, at("2030-01-15T12:00:00Z")).await;
+    a_task_cancelled_before_the_intake_read_it_never_runs(h, Some(&url)).await;
+}
+
+/// The daemon's SQLite commits are not synced (`synchronous = NORMAL`):
+/// a power cut can undo the last ones. The intake deletes its messages
+/// from SQS once stored, so an undone intake commit lost those jobs; its
+/// transaction is synced (FULL). A trigger records the level in effect
+/// while the intake writes.
+#[tokio::test]
+async fn the_intake_commit_on_sqlite_is_synced_to_disk() {
+    use sqsbeat::store::intake::{IntakeJob, store_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let lite = sqsbeat::store::SqliteStore::open_for(
+        &dir.path().join("t.db"),
+        sqsbeat::store::Access::Daemon,
+    )
+    .await
+    .unwrap();
+    let level = || async {
+        sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+            .fetch_one(lite.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(level().await, 1, "the daemon: NORMAL");
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE seen (level INTEGER);
+         CREATE TEMP TRIGGER seen AFTER INSERT ON main.jobs
+         BEGIN INSERT INTO seen SELECT synchronous FROM pragma_synchronous; END;",
+    )
+    .execute(lite.pool())
+    .await
+    .unwrap();
+    let q = QueueName::new("", "sqsbeat-intake");
+    let d = sqsbeat::wire::intake::read(
+        &case("apply_async_countdown").file("intake/sqs_body.raw"),
+        &q,
+        1_048_576,
+    )
+    .unwrap();
+    let store = Store::Sqlite(lite.clone());
+    store_batch(&store, &[IntakeJob::pending(&d)])
+        .await
+        .unwrap();
+    let seen: Vec<i64> = sqlx::query_scalar("SELECT level FROM seen")
+        .fetch_all(lite.pool())
+        .await
+        .unwrap();
+    assert_eq!(seen, [2], "FULL while the intake writes");
+    assert_eq!(level().await, 1, "NORMAL again for the rest");
+}

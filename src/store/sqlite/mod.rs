@@ -23,6 +23,10 @@ pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// Commits are not synced to disk (`synchronous = NORMAL`, the daemon):
+    /// a commit that must survive a power cut asks for FULL
+    /// ([`SqliteStore::set_durable`]).
+    relaxed: bool,
 }
 
 /// Held by `run` for its lifetime: the file lock that makes this process
@@ -58,11 +62,15 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Locked(format!("cannot create {}: {e}", dir.display())))?;
         }
         // In WAL mode NORMAL syncs at checkpoints, not at every commit: a
-        // power cut can undo the last commits. For the daemon that only
-        // re-sends fires with the task ids they already had (the one
-        // duplicate the ledger allows), while FULL cost an fsync per tick.
-        // A one-shot command has printed what it did (a job's id,
-        // "cancelled"): that must survive a power cut, so FULL.
+        // power cut can undo the last commits. For the daemon's ledger and
+        // releases that only re-sends messages with the task ids they
+        // already had (the one duplicate the ledger allows), while FULL
+        // cost an fsync per tick. Not so for the intake: once its commit
+        // returns, the messages are deleted from SQS, and an undone commit
+        // would lose those jobs; it switches to FULL for its own
+        // transaction (`set_durable`). A one-shot command has printed what
+        // it did (a job's id, "cancelled"): that must survive a power cut,
+        // so FULL.
         let synchronous = match access {
             Access::Daemon => SqliteSynchronous::Normal,
             Access::Write | Access::Read => SqliteSynchronous::Full,
@@ -103,7 +111,27 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
+            relaxed: synchronous != SqliteSynchronous::Full,
         })
+    }
+
+    /// Makes the commits of `conn` synced to disk before they return
+    /// (`synchronous = FULL`), or relaxed again as the store was opened.
+    /// SQLite refuses the change inside a transaction: call it before
+    /// beginning one and after its commit. A connection left durable (a
+    /// future dropped in between) is only slower.
+    pub(crate) async fn set_durable(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        if self.relaxed {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {level}")))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -255,22 +255,22 @@ fn malformed_envelopes_say_why_and_whether_they_can_be_kept() {
         ),
         (
             |e| e["properties"]["body_encoding"] = json!("gzip"),
-            "properties.body_encoding \"gzip\" is not base64",
+            "properties.body_encoding is a string of 4 characters, not \"base64\"",
             true,
         ),
         (
             |e| e["headers"]["task"] = json!("bad name"),
-            "headers.task \"bad name\" is not a task name",
+            "headers.task (a string of 8 characters) holds whitespace: not a task name",
             false,
         ),
         (
             |e| e["headers"]["id"] = json!("order-42"),
-            "headers.id \"order-42\" is not a UUID",
+            "headers.id is a string of 8 characters, not a UUID",
             false,
         ),
         (
             |e| e["headers"]["retries"] = json!(-1),
-            "headers.retries -1 is not a count",
+            "headers.retries is -1, not a count",
             true,
         ),
         (
@@ -297,7 +297,7 @@ fn malformed_intake_headers_say_why_and_whether_they_can_be_kept() {
     assert_malformed(&[
         (
             |e| target(e).extend([("eta".to_string(), json!("2030-01-15T13:00:00"))]),
-            "headers.sqsbeat_intake.eta \"2030-01-15T13:00:00\" has no UTC offset",
+            "headers.sqsbeat_intake.eta has no UTC offset",
             true,
         ),
         (
@@ -314,12 +314,12 @@ fn malformed_intake_headers_say_why_and_whether_they_can_be_kept() {
         ),
         (
             |e| target(e).extend([("sqs_queue".to_string(), json!("my.queue"))]),
-            "headers.sqsbeat_intake.sqs_queue \"my.queue\" is not an SQS queue name",
+            "headers.sqsbeat_intake.sqs_queue (8 characters) is not an SQS queue name: 1 to 80 of A-Z, a-z, 0-9, - and _, a FIFO one ending in .fifo",
             true,
         ),
         (
             |e| target(e).extend([("fifo".to_string(), json!(true))]),
-            "headers.sqsbeat_intake.fifo is true but sqs_queue is \"celery\"",
+            "headers.sqsbeat_intake.fifo is true but sqs_queue does not end in .fifo",
             true,
         ),
         (
@@ -338,7 +338,7 @@ fn malformed_intake_headers_say_why_and_whether_they_can_be_kept() {
         ),
         (
             |e| e["headers"]["retries"] = json!(true),
-            "headers.retries true is not a count",
+            "headers.retries is true, not a count",
             true,
         ),
     ]);
@@ -377,6 +377,15 @@ fn stored_envelopes_are_checked_before_release() {
             .unwrap_err()
             .contains("not the job's id")
     );
+    let secret = "s3cret-token-in-a-header";
+    let mut env: Value = serde_json::from_str(&d.envelope).unwrap();
+    env["headers"]["id"] = json!(secret);
+    let e = check_stored(&python_json(&env), d.id).unwrap_err();
+    assert!(
+        e.contains("headers.id is a string of 24 characters, not a UUID"),
+        "{e}"
+    );
+    assert!(!e.contains(secret), "{e}");
     let e = read_env(&{
         let mut e = envelope();
         e["headers"]["eta"] = Value::Null;
@@ -388,7 +397,51 @@ fn stored_envelopes_are_checked_before_release() {
             .unwrap_err()
             .contains("set aside as malformed")
     );
-    assert!(check_stored("{", d.id).unwrap_err().contains("not JSON"));
+    assert!(check_stored("[", d.id).unwrap_err().contains("not JSON"));
+}
+
+/// Reasons reach the log and the status page (`jobs.last_error`): they
+/// name the field and what is wrong, never the message's own text.
+#[test]
+fn malformed_reasons_never_repeat_the_messages_values() {
+    const SECRET: &str = "tok-9f2c secret";
+    let cases: &[Edit] = &[
+        |e| e["headers"]["task"] = json!(SECRET),
+        |e| e["headers"]["id"] = json!(SECRET),
+        |e| e["headers"]["retries"] = json!(SECRET),
+        |e| e["properties"]["body_encoding"] = json!(SECRET),
+        |e| target(e).extend([("v".to_string(), json!(SECRET))]),
+        |e| target(e).extend([("eta".to_string(), json!(SECRET))]),
+        |e| target(e).extend([("eta".to_string(), json!([SECRET]))]),
+        |e| target(e).extend([("sqs_queue".to_string(), json!(SECRET))]),
+        |e| {
+            let t = target(e);
+            t.insert("sqs_queue".into(), json!("q.fifo"));
+            t.insert("fifo".into(), json!(true));
+            t.insert("queue".into(), json!(SECRET));
+        },
+        |e| {
+            target(e).insert(
+                "message_attributes".into(),
+                json!({"tenant": {"DataType": "String", "StringValue": [SECRET]}}),
+            );
+        },
+        |e| e["properties"]["MessageGroupId"] = json!(SECRET),
+        |e| e["properties"]["MessageGroupId"] = json!([SECRET]),
+        |e| {
+            let t = target(e);
+            t.insert("sqs_queue".into(), json!("q.fifo"));
+            t.insert("queue".into(), json!("q.fifo"));
+            t.insert("fifo".into(), json!(true));
+            e["properties"]["MessageDeduplicationId"] = json!(SECRET);
+        },
+    ];
+    for (i, edit) in cases.iter().enumerate() {
+        let mut env = envelope();
+        edit(&mut env);
+        let e = read_env(&env).unwrap_err();
+        assert!(!e.reason.contains("secret"), "case {i}: {}", e.reason);
+    }
 }
 
 #[test]
@@ -415,4 +468,72 @@ fn a_moved_eta_changes_only_the_eta_and_needs_one_to_move() {
     assert_eq!(with_eta("not json", at("2030-01-15T12:10:00Z")), None);
     let no_eta = stored.replace(r#""eta": "2030-01-15T13:00:00+00:00""#, r#""eta": null"#);
     assert_eq!(with_eta(&no_eta, at("2030-01-15T12:10:00Z")), None);
+}
+
+/// kombu writes a NUL in args as `\u0000`, which PostgreSQL's jsonb
+/// refuses: the display columns show U+FFFD, the envelope keeps it.
+#[test]
+fn a_nul_in_args_is_kept_in_the_envelope_and_replaced_for_display() {
+    let mut env = envelope();
+    env["body"] = json!(B64.encode(
+        r#"[["a\u0000b"], {"k\u0000": "v\u0000"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#
+    ));
+    let d = read_env(&env).unwrap();
+    assert_eq!(d.args, json!(["a\u{FFFD}b"]));
+    assert_eq!(d.kwargs, json!({"k\u{FFFD}": "v\u{FFFD}"}));
+    let released: Value = serde_json::from_str(&d.envelope).unwrap();
+    assert_eq!(released["body"], env["body"], "the task body unchanged");
+}
+
+/// A NUL in a field kept in a text column makes the message malformed:
+/// a `failed` job (the name shown with U+FFFD), never a refused batch.
+#[test]
+fn a_nul_in_a_text_field_is_a_failed_job() {
+    let cases: &[(Edit, &str)] = &[
+        (
+            |e| e["headers"]["task"] = json!("intake.a\u{0}dd"),
+            "headers.task",
+        ),
+        (
+            |e| e["headers"]["origin"] = json!("gen\u{0}1@host"),
+            "headers.origin",
+        ),
+        (
+            |e| target(e).extend([("queue".to_string(), json!("cel\u{0}ery"))]),
+            "headers.sqsbeat_intake.queue",
+        ),
+        (
+            |e| target(e).extend([("queue_url".to_string(), json!("http://q\u{0}"))]),
+            "headers.sqsbeat_intake.queue_url",
+        ),
+        (
+            |e| {
+                target(e).insert(
+                    "message_attributes".into(),
+                    json!({"tenant": {"DataType": "String", "StringValue": "t\u{0}1"}}),
+                );
+            },
+            "headers.sqsbeat_intake.message_attributes",
+        ),
+    ];
+    for &(edit, field) in cases {
+        let mut env = envelope();
+        edit(&mut env);
+        let e = read_env(&env).unwrap_err();
+        assert_eq!(
+            e.reason,
+            format!("{field} contains a NUL character, which the jobs table cannot hold")
+        );
+        let k = e.failed_job().expect("kept as a failed job");
+        for text in [Some(&k.task), k.queue.as_ref(), k.origin.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            assert!(!text.contains('\0'), "{field}: {text:?}");
+        }
+    }
+    let mut env = envelope();
+    env["headers"]["task"] = json!("intake.a\u{0}dd");
+    let e = read_env(&env).unwrap_err();
+    assert_eq!(e.failed_job().unwrap().task, "intake.a\u{FFFD}dd");
 }
