@@ -786,14 +786,19 @@ pub async fn claim(store: &Store, r: &ClaimRequest) -> Result<Claimed, StoreErro
     }
 }
 
-async fn claim_pg(
-    pg: &super::PgStore,
-    r: &ClaimRequest,
-    horizon: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> Result<Claimed, StoreError> {
-    let mut tx = pg.pool().begin().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+/// How a claim's transaction opens on PostgreSQL. The only good plan for
+/// the claim walks the pending indexes in due order and stops at the
+/// limit. Statistics that lag a bulk insert (a million rows due at once,
+/// not yet analyzed) made the planner bitmap-scan and sort every due row
+/// instead: 0.9 s per claim of 500, under 900 jobs/s. Ruled out for this
+/// transaction only, in the same round trip as BEGIN.
+const CLAIM_BEGIN_PG: &str =
+    "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off";
+
+/// The claim on PostgreSQL: $1 now, $2 horizon, $3 token, $4 lease end,
+/// $5 only this job, $6 limit.
+fn claim_pg_sql() -> String {
+    format!(
         "WITH delayed AS (
             SELECT id, due_at AS rank FROM jobs
              WHERE status = 'pending' AND right(queue, 5) <> '.fifo' AND due_at <= $2
@@ -818,15 +823,46 @@ async fn claim_pg(
                                        UNION ALL SELECT * FROM never UNION ALL SELECT * FROM stale) AS c
                         ORDER BY rank LIMIT $6)
          RETURNING id::text AS row_key, {COLS}"
+    )
+}
+
+/// The plan PostgreSQL runs a claim with (`EXPLAIN`, JSON), in a
+/// transaction opened as a claim's is, then rolled back: nothing is leased.
+pub async fn explain_claim(pg: &super::PgStore, r: &ClaimRequest) -> Result<Value, StoreError> {
+    let horizon = r.now + r.window.min(Duration::seconds(MAX_DELAY_SECONDS));
+    let mut tx = pg.pool().begin_with(CLAIM_BEGIN_PG).await?;
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) {}",
+        claim_pg_sql()
     )))
     .bind(r.now)
     .bind(horizon)
     .bind(r.token)
-    .bind(lease_until)
+    .bind(r.now + r.lease_for)
     .bind(r.only)
     .bind(r.limit)
-    .fetch_all(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.rollback().await?;
+    Ok(plan)
+}
+
+async fn claim_pg(
+    pg: &super::PgStore,
+    r: &ClaimRequest,
+    horizon: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Claimed, StoreError> {
+    let mut tx = pg.pool().begin_with(CLAIM_BEGIN_PG).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_pg_sql()))
+        .bind(r.now)
+        .bind(horizon)
+        .bind(r.token)
+        .bind(lease_until)
+        .bind(r.only)
+        .bind(r.limit)
+        .fetch_all(&mut *tx)
+        .await?;
     let claimed = split(rows.iter().map(|row| (row.try_get("row_key"), decode(row))));
     if !claimed.failed.is_empty() {
         // A PostgreSQL id is always a UUID; only the text came back.
