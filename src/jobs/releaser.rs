@@ -11,12 +11,14 @@
 //! passes it sleeps until the next window opens, or until a new job wakes it
 //! (NOTIFY on PostgreSQL).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
@@ -33,6 +35,9 @@ use crate::wire::sink::{Outgoing, SendError, Sink};
 
 /// Jobs per pass (and per claim).
 pub const BATCH: i64 = 500;
+/// Passes a replica keeps sending and settling while it claims the next
+/// one, as long as claims come back full (PostgreSQL only).
+pub const IN_FLIGHT: usize = 3;
 /// Longest sleep on PostgreSQL (NOTIFY wakes it sooner) and on SQLite,
 /// where jobs scheduled by another process are seen by looking.
 const MAX_SLEEP_PG: StdDuration = StdDuration::from_secs(30);
@@ -272,14 +277,49 @@ fn plan_intake(
     Planned::Send(Box::new((job, message)))
 }
 
+/// A pass between its claim and its sends: what it leased and what it
+/// will do with each row.
+pub struct Claim {
+    token: Uuid,
+    /// Rows leased, read or not: what [`Pass::claimed`] reports.
+    leased: usize,
+    /// Rows that could not be read (already marked failed by the claim).
+    unreadable: usize,
+    /// Attempts so far of each job to send, for its retry backoff.
+    attempts: HashMap<Uuid, i64>,
+    send: Vec<(Sending, Outgoing)>,
+    /// Failed and not-yet rows, already decided.
+    settle: Settlement,
+}
+
+impl Claim {
+    /// Rows this pass will settle one way or another (sent, retrying or
+    /// failed): a claim of rows it can only hand back must not count, or
+    /// the loop would spin on them.
+    pub fn actionable(&self) -> usize {
+        self.send.len() + self.settle.failed.len() + self.unreadable
+    }
+}
+
 impl<S: Sink> Releaser<S> {
-    /// Runs passes until shutdown; a pass that settled a full batch is
-    /// followed at once by another. A pass under way when shutdown comes
-    /// finishes (its sends, then its settle): abandoning it would leave
-    /// messages SQS took marked unsent until its lease ran out.
+    /// Runs passes until shutdown. While claims come back full the next
+    /// claim is made as soon as the last one is planned, with up to
+    /// [`IN_FLIGHT`] earlier passes still sending and settling (each under
+    /// its own lease, in its own short transactions): the database and
+    /// the SQS calls overlap instead of taking turns. A pass under way
+    /// when shutdown comes finishes (its sends, then its settle):
+    /// abandoning it would leave messages SQS took marked unsent until its
+    /// lease ran out.
     pub async fn run(mut self, wake: Arc<Notify>, shutdown: CancellationToken) {
         info!(window_s = self.window.num_seconds(), "releaser started");
         let mut guard = StepGuard::default();
+        let mut flight: JoinSet<Result<Pass, StoreError>> = JoinSet::new();
+        // SQLite has one writer and one connection: passes would only queue.
+        let in_flight = if self.store.pushes_changes() {
+            IN_FLIGHT
+        } else {
+            1
+        };
         while !shutdown.is_cancelled() {
             let now = self.clock.now();
             if let Some(step) = guard.observe(now) {
@@ -289,6 +329,7 @@ impl<S: Sink> Releaser<S> {
                 );
             }
             if !guard.trusted(&self.trust.borrow()) {
+                drain(&mut flight).await;
                 tokio::select! {
                     Ok(()) = self.trust.changed() => {}
                     _ = tokio::time::sleep(MAX_SLEEP_SQLITE) => {}
@@ -296,10 +337,16 @@ impl<S: Sink> Releaser<S> {
                 }
                 continue;
             }
-            let full = match self.pass(now, None).await {
-                // Only what the pass settled counts: rows it claimed but
-                // could not act on must not make the loop spin.
-                Ok(p) => (p.released + p.retrying + p.failed) as i64 >= BATCH,
+            while flight.len() >= in_flight {
+                reap(flight.join_next().await);
+            }
+            let full = match self.claim(now, None).await {
+                Ok(c) => {
+                    let full = c.actionable() as i64 >= BATCH;
+                    let me = self.clone();
+                    flight.spawn(async move { me.finish(c).await });
+                    full
+                }
                 Err(e) => {
                     error!(error = %e, "release pass failed; retrying");
                     false
@@ -308,6 +355,7 @@ impl<S: Sink> Releaser<S> {
             if full {
                 continue;
             }
+            drain(&mut flight).await;
             let wait = self.wait().await;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -315,6 +363,7 @@ impl<S: Sink> Releaser<S> {
                 _ = shutdown.cancelled() => break,
             }
         }
+        drain(&mut flight).await;
         info!("releaser stopped");
     }
 
@@ -344,6 +393,13 @@ impl<S: Sink> Releaser<S> {
     /// One pass at `now`: claim, plan, send, settle. `only` restricts it to
     /// one job (what `sqsbeat schedule` does for a job due within the window).
     pub async fn pass(&self, now: DateTime<Utc>, only: Option<Uuid>) -> Result<Pass, StoreError> {
+        let claim = self.claim(now, only).await?;
+        self.finish(claim).await
+    }
+
+    /// The first half of a pass: lease the rows (one short transaction)
+    /// and plan their messages.
+    pub async fn claim(&self, now: DateTime<Utc>, only: Option<Uuid>) -> Result<Claim, StoreError> {
         let token = crate::clock::random_id();
         let claimed = jobs::claim(
             &self.store,
@@ -374,37 +430,46 @@ impl<S: Sink> Releaser<S> {
             crate::runtime::metrics::get().jobs_failed.inc();
             settle.failed.push((id, why));
         }
-        let (specs, outgoing): (Vec<Sending>, Vec<Outgoing>) = plan.send.into_iter().unzip();
-        let delays: Vec<i32> = outgoing.iter().map(|o| o.delay_seconds).collect();
         settle.unclaimed = plan.not_yet;
+        Ok(Claim {
+            token,
+            leased: claimed.rows.len() + claimed.failed.len(),
+            unreadable: claimed.failed.len(),
+            attempts: claimed.rows.iter().map(|r| (r.id, r.attempts)).collect(),
+            send: plan.send,
+            settle,
+        })
+    }
+
+    /// The second half of a pass: send outside any transaction, renewing
+    /// the lease while the sends take their time, then settle every
+    /// outcome (one short transaction).
+    pub async fn finish(&self, claim: Claim) -> Result<Pass, StoreError> {
+        let Claim {
+            token,
+            leased,
+            unreadable,
+            attempts,
+            send,
+            mut settle,
+        } = claim;
+        let (specs, outgoing): (Vec<Sending>, Vec<Outgoing>) = send.into_iter().unzip();
+        let delays: Vec<i32> = outgoing.iter().map(|o| o.delay_seconds).collect();
         let results = if outgoing.is_empty() {
             Vec::new()
         } else {
             self.send_renewing(outgoing, token).await
         };
         let accepted_at = self.clock.now();
-        let attempts = |id: Uuid| {
-            claimed
-                .rows
-                .iter()
-                .find(|r| r.id == id)
-                .map_or(0, |r| r.attempts)
-        };
         for ((spec, delay), result) in specs.iter().zip(delays).zip(results) {
-            self.record_outcome(
-                spec,
-                delay,
-                attempts(spec.id),
-                result,
-                accepted_at,
-                &mut settle,
-            );
+            let tried = attempts.get(&spec.id).copied().unwrap_or(0);
+            self.record_outcome(spec, delay, tried, result, accepted_at, &mut settle);
         }
         let pass = Pass {
-            claimed: claimed.rows.len() + claimed.failed.len(),
+            claimed: leased,
             released: settle.released.len(),
             retrying: settle.retry.len(),
-            failed: settle.failed.len() + claimed.failed.len(),
+            failed: settle.failed.len() + unreadable,
         };
         let settled = jobs::settle(&self.store, token, &settle, self.clock.now()).await?;
         for (id, e) in &settled.refused {
@@ -473,6 +538,25 @@ impl<S: Sink> Releaser<S> {
                     .push((spec.id, err.to_string(), accepted_at + wait));
             }
         }
+    }
+}
+
+/// Waits for every pass in flight to finish.
+async fn drain(flight: &mut JoinSet<Result<Pass, StoreError>>) {
+    while let Some(done) = flight.join_next().await {
+        reap(Some(done));
+    }
+}
+
+/// Logs how a pass in flight ended.
+fn reap(done: Option<Result<Result<Pass, StoreError>, tokio::task::JoinError>>) {
+    match done {
+        Some(Ok(Err(e))) => error!(error = %e, "release pass failed; retrying"),
+        // Its rows stay leased until the lease ends, then go out again.
+        Some(Err(e)) => {
+            error!(error = %e, "release pass panicked; its jobs go out when their lease ends")
+        }
+        Some(Ok(Ok(_))) | None => {}
     }
 }
 

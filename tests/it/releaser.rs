@@ -536,3 +536,60 @@ async fn a_release_error_names_the_message_attribute_not_its_value_postgres() {
     )
     .await;
 }
+
+/// Each pass used to claim, send and settle before the next claim began,
+/// so the database and SQS took turns. Now a full claim is followed at
+/// once by the next while its own sends are under way: a send held at the
+/// sink does not hold back jobs the next claim takes.
+#[tokio::test]
+async fn a_held_send_does_not_hold_back_the_next_claim() {
+    let h = Harness::postgres(at("2026-12-05T09:00:00Z")).await;
+    let now = h.at("2026-12-05T09:00:00Z");
+    let batch = sqsbeat::jobs::releaser::BATCH as u128;
+    for n in 0..=batch {
+        let spec = JobSpec {
+            id: Uuid::from_u128(n + 1),
+            ..job(0, now + Duration::milliseconds(n as i64))
+        };
+        jobs::insert(&h.store, &spec, "t").await.unwrap();
+    }
+    let last = Uuid::from_u128(batch + 1);
+    let gate = Gate::new();
+    h.sink.then(Plan::gated(&gate));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(releaser(&h).run(
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        stop.clone(),
+    ));
+    // The first full batch is held at the gate; the job after it goes out.
+    loop {
+        let row = jobs::get(&h.store, last).await.unwrap().unwrap();
+        if row.status.to_string() == "released" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let first = jobs::get(&h.store, Uuid::from_u128(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status.to_string(), "releasing", "still held");
+    assert_eq!(h.accepted_ids(), [last]);
+    gate.open();
+    loop {
+        let row = jobs::get(&h.store, Uuid::from_u128(1))
+            .await
+            .unwrap()
+            .unwrap();
+        if row.status.to_string() == "released" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+    run.await.unwrap();
+    let mut sent = h.accepted_ids();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), batch as usize + 1, "every job once");
+}
