@@ -244,10 +244,16 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     );
 
     // The leader's session is killed under it: it must notice and stop.
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()")
-        .execute(s.pool())
-        .await
-        .unwrap();
+    // Only this test's database: the other tests (and their migrations,
+    // which take advisory locks too) share the server.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .execute(s.pool())
+    .await
+    .unwrap();
     wait_role(&mut rx_b, false, Duration::from_secs(3)).await;
     let third = wait_role(&mut rx_b, true, Duration::from_secs(5)).await;
     assert!(third.epoch() > second.epoch());
