@@ -3,10 +3,12 @@
 //! confirmed once SQS accepted it, or recorded as missed with the reason.
 //!
 //! Fencing: [`record_decision`] checks the leader row's epoch in the same
-//! transaction that claims fires (holding the row's lock until commit on
-//! PostgreSQL; SQLite has one writer). A new leader bumps the epoch only
+//! transaction that claims fires (holding a lock on the row until commit
+//! on PostgreSQL; SQLite has one writer). A new leader bumps the epoch only
 //! after taking the advisory lock, which the previous leader's session
 //! held; so once a new epoch exists, no claim under an older one commits.
+//! The lock a decision holds (`pg::fence`) blocks an epoch bump but
+//! not the leader's own heartbeat.
 
 use std::collections::HashMap;
 
@@ -429,16 +431,29 @@ mod pg {
     use super::*;
     use sqlx::PgPool;
 
-    pub(super) async fn record_decision(
-        pool: &PgPool,
-        epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
-    ) -> Result<Vec<FireKey>, StoreError> {
-        let mut tx = pool.begin().await?;
+    /// Checks that `epoch` is current and keeps it so until `tx` ends.
+    ///
+    /// `FOR KEY SHARE`, not `FOR UPDATE`: the leader's heartbeat updates
+    /// this row every half second with a deadline, and a `FOR UPDATE` lock
+    /// held through a large decision (the cursors of every entry at the
+    /// start of a term) made the heartbeat wait past its deadline, so the
+    /// leader stepped down, and the next one did the same. A heartbeat
+    /// changes no key column, so it takes `FOR NO KEY UPDATE`, which does
+    /// not conflict with `FOR KEY SHARE`.
+    ///
+    /// Still safe against a stale leader: `epoch` has a unique constraint
+    /// (migration 0009), so it is a key column, and an update that changes
+    /// it (a new leader's bump, `store::leader::Session::take`) takes
+    /// `FOR UPDATE`, which conflicts with `FOR KEY SHARE`. The bump
+    /// therefore waits until this transaction ends; a decision that saw
+    /// its epoch current commits before any newer epoch exists, and one
+    /// that starts after the bump sees the new epoch and is fenced. The
+    /// lock follows the row through heartbeat updates (PostgreSQL carries a
+    /// key-share locker over to the new row version).
+    /// tests/it/store.rs checks both halves against the server.
+    pub(super) async fn fence(tx: &mut sqlx::PgConnection, epoch: i64) -> Result<(), StoreError> {
         let current: Option<i64> =
-            sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR UPDATE")
+            sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR KEY SHARE")
                 .fetch_optional(&mut *tx)
                 .await?;
         if current != Some(epoch) {
@@ -447,6 +462,18 @@ mod pg {
                 current,
             });
         }
+        Ok(())
+    }
+
+    pub(super) async fn record_decision(
+        pool: &PgPool,
+        epoch: i64,
+        claims: &[Claim],
+        misses: &[Miss],
+        cursors: &[Cursor],
+    ) -> Result<Vec<FireKey>, StoreError> {
+        let mut tx = pool.begin().await?;
+        fence(&mut tx, epoch).await?;
         let mut ours = Vec::with_capacity(claims.len());
         if !claims.is_empty() {
             let entries: Vec<&str> = claims.iter().map(|c| c.entry.as_str()).collect();
@@ -517,14 +544,12 @@ mod lite {
     use super::*;
     use sqlx::SqlitePool;
 
-    pub(super) async fn record_decision(
-        pool: &SqlitePool,
+    /// Checks that `epoch` is current; SQLite has one writer, so it stays
+    /// so until `tx` ends.
+    pub(super) async fn fence(
+        tx: &mut sqlx::SqliteConnection,
         epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
-    ) -> Result<Vec<FireKey>, StoreError> {
-        let mut tx = pool.begin().await?;
+    ) -> Result<(), StoreError> {
         let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?;
@@ -534,6 +559,18 @@ mod lite {
                 current,
             });
         }
+        Ok(())
+    }
+
+    pub(super) async fn record_decision(
+        pool: &SqlitePool,
+        epoch: i64,
+        claims: &[Claim],
+        misses: &[Miss],
+        cursors: &[Cursor],
+    ) -> Result<Vec<FireKey>, StoreError> {
+        let mut tx = pool.begin().await?;
+        fence(&mut tx, epoch).await?;
         // One statement per chunk, rows passed as JSON: a statement per
         // row cost a round trip to SQLite's worker thread each (3.7 s for
         // the 100 000 cursors of a first start).

@@ -255,6 +255,87 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     b.await.unwrap();
 }
 
+/// Regression: a decision locked the leader row `FOR UPDATE` until it
+/// committed, and the leader's own heartbeat updates that row under a
+/// 1.5 s deadline: a large decision (every cursor at the start of a term,
+/// a catch-up) made the heartbeat wait past it, the leader stepped down,
+/// and the next one did the same. A decision in flight no longer holds up
+/// the heartbeat, and still holds up a new leader's epoch, which is what
+/// keeps a stale leader's decision from committing after a new epoch.
+#[tokio::test]
+async fn an_open_decision_does_not_block_the_heartbeat_but_blocks_a_new_epoch() {
+    use sqlx::Connection;
+    let db = TestDb::new().await;
+    let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
+    let store = AnyStore::Postgres(s.clone());
+    let (mut session, _) = sqsbeat::store::leader::Session::open(&s).await.unwrap();
+    assert!(session.try_lock(s.lock_key()).await.unwrap());
+    let (epoch, _) = session.take("me").await.unwrap();
+    let cursor = |t: &str| Cursor {
+        entry: "x".into(),
+        cursor: at(t),
+        enabled: true,
+    };
+    ledger::record_cursors(&store, epoch, &[cursor("2026-11-21T10:00:00Z")])
+        .await
+        .unwrap();
+    // The next decision stalls on a cursor row this test holds: its fence
+    // taken, its transaction open, for as long as the test likes.
+    let mut holder = s.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM entry_state WHERE entry = 'x' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let decision = tokio::spawn({
+        let store = store.clone();
+        async move { ledger::record_cursors(&store, epoch, &[cursor("2026-11-21T10:01:00Z")]).await }
+    });
+    let mut waits = 0;
+    while waits < 10_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        waits += 1;
+        tokio::task::yield_now().await;
+    }
+    assert!(waits < 10_000, "the decision never waited on the row");
+
+    // The heartbeat does not wait for it (the bound only stops a failing
+    // test from hanging: without the fix it waits as long as the decision).
+    let beat = tokio::time::timeout(Duration::from_secs(30), session.heartbeat(epoch))
+        .await
+        .expect("the heartbeat waited for the open decision");
+    assert!(beat.unwrap().is_some(), "still the leader");
+
+    // A new leader's epoch does wait for it.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET lock_timeout = '200ms'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let bump = sqlx::query("UPDATE sqsbeat.leader SET epoch = epoch + 1 WHERE id = 1")
+        .execute(&mut other)
+        .await
+        .unwrap_err();
+    let code = bump.as_database_error().and_then(|e| e.code());
+    assert_eq!(code.as_deref(), Some("55P03"), "{bump}");
+
+    holder.rollback().await.unwrap();
+    decision.await.unwrap().unwrap();
+    assert_eq!(
+        ledger::load_cursors(&store).await.unwrap()["x"].0,
+        at("2026-11-21T10:01:00Z"),
+        "the decision committed"
+    );
+    session.close().await;
+}
+
 /// Regression (idle NOTIFY loop): every release pass ended with an UPDATE
 /// even when nothing was claimed, the statement trigger on `jobs` NOTIFYed
 /// on zero-row updates too, every releaser woke for another pass, forever
