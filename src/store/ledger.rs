@@ -47,6 +47,22 @@ pub struct Cursor {
 /// A fire claimed but never confirmed, with its attempts so far.
 pub type Unconfirmed = (FireKey, i32);
 
+/// A claimed ledger row that cannot be read (written by hand): its key as
+/// the database spells it, to set it aside by, and why.
+#[derive(Debug)]
+pub struct UnreadableClaim {
+    pub entry: String,
+    pub slot: String,
+    pub error: StoreError,
+}
+
+/// A stored cursor that cannot be read: the entry it belongs to, and why.
+#[derive(Debug)]
+pub struct UnreadableCursor {
+    pub entry: String,
+    pub error: StoreError,
+}
+
 #[derive(sqlx::FromRow)]
 struct FireRow {
     entry: String,
@@ -181,29 +197,54 @@ struct CursorRow {
     enabled: bool,
 }
 
-/// Each entry's stored cursor and whether it was enabled then.
+/// Each entry's stored cursor and whether it was enabled then; and, apart,
+/// each row that cannot be read (one bad row must not stop every entry).
 pub async fn load_cursors(
     store: &Store,
-) -> Result<HashMap<String, (DateTime<Utc>, bool)>, StoreError> {
+) -> Result<
+    (
+        HashMap<String, (DateTime<Utc>, bool)>,
+        Vec<UnreadableCursor>,
+    ),
+    StoreError,
+> {
     const SQL: &str = "SELECT entry AS row_key, entry, cursor, enabled FROM entry_state";
-    let rows: Vec<CursorRow> = match store {
+    let rows: Vec<(String, Result<CursorRow, StoreError>)> = match store {
         Store::Postgres(s) => sqlx::query(SQL)
             .fetch_all(s.pool())
             .await?
             .iter()
-            .map(|r| decode_row("entry_state", r))
-            .collect::<Result<_, _>>()?,
+            .map(|r| (key_text(r), decode_row("entry_state", r)))
+            .collect(),
         Store::Sqlite(s) => sqlx::query(SQL)
             .fetch_all(s.pool())
             .await?
             .iter()
-            .map(|r| decode_row("entry_state", r))
-            .collect::<Result<_, _>>()?,
+            .map(|r| (key_text(r), decode_row("entry_state", r)))
+            .collect(),
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.entry, (r.cursor.0, r.enabled)))
-        .collect())
+    let mut ok = HashMap::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for (entry, row) in rows {
+        match row {
+            Ok(r) => {
+                ok.insert(r.entry, (r.cursor.0, r.enabled));
+            }
+            Err(error) => bad.push(UnreadableCursor { entry, error }),
+        }
+    }
+    Ok((ok, bad))
+}
+
+/// The `row_key` text of a row, `?` when even that cannot be read.
+fn key_text<R>(row: &R) -> String
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get::<String, _>("row_key")
+        .unwrap_or_else(|_| "?".to_string())
 }
 
 #[derive(sqlx::FromRow)]
@@ -215,39 +256,123 @@ struct UnconfirmedRow {
 
 /// Fires claimed but never confirmed, oldest first: a leader died between
 /// claim and confirm. They are sent again with their original task id.
-pub async fn unconfirmed(store: &Store) -> Result<Vec<Unconfirmed>, StoreError> {
-    let rows: Vec<UnconfirmedRow> = match store {
+/// Rows that cannot be read come apart, each with its key, for
+/// [`miss_unreadable`].
+pub async fn unconfirmed(
+    store: &Store,
+) -> Result<(Vec<Unconfirmed>, Vec<UnreadableClaim>), StoreError> {
+    let rows: Vec<(String, String, Result<UnconfirmedRow, StoreError>)> = match store {
         Store::Postgres(s) => sqlx::query(
-            "SELECT entry || ' ' || slot::text AS row_key, entry, slot, attempts
+            "SELECT entry || ' ' || slot::text AS row_key, entry AS key_entry, slot::text AS key_slot,
+                    entry, slot, attempts
                FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
         )
         .fetch_all(s.pool())
         .await?
         .iter()
-        .map(|r| decode_row("ledger", r))
-        .collect::<Result<_, _>>()?,
+        .map(unconfirmed_row)
+        .collect(),
         Store::Sqlite(s) => sqlx::query(
-            "SELECT entry || ' ' || slot AS row_key, entry, slot, attempts
+            "SELECT entry || ' ' || slot AS row_key, CAST(entry AS TEXT) AS key_entry,
+                    CAST(slot AS TEXT) AS key_slot, entry, slot, attempts
                FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
         )
         .fetch_all(s.pool())
         .await?
         .iter()
-        .map(|r| decode_row("ledger", r))
-        .collect::<Result<_, _>>()?,
+        .map(unconfirmed_row)
+        .collect(),
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
+    let mut ok = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for (entry, slot, row) in rows {
+        match row {
+            Ok(r) => ok.push((
                 FireKey {
                     entry: r.entry,
                     slot: r.slot.0,
                 },
                 r.attempts,
+            )),
+            Err(error) => bad.push(UnreadableClaim { entry, slot, error }),
+        }
+    }
+    Ok((ok, bad))
+}
+
+/// One row of [`unconfirmed`] with its key as text.
+fn unconfirmed_row<'r, R>(row: &'r R) -> (String, String, Result<UnconfirmedRow, StoreError>)
+where
+    R: sqlx::Row,
+    UnconfirmedRow: sqlx::FromRow<'r, R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text = |column: &'static str| {
+        row.try_get::<String, _>(column)
+            .unwrap_or_else(|_| "?".to_string())
+    };
+    (
+        text("key_entry"),
+        text("key_slot"),
+        decode_row("ledger", row),
+    )
+}
+
+/// Records claimed rows that cannot be read as missed, with why, fenced
+/// like a decision: a hand-written row no leader can send must neither
+/// stop every other fire nor be retried at every start.
+pub async fn miss_unreadable(
+    store: &Store,
+    epoch: i64,
+    rows: &[UnreadableClaim],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let reason = |r: &UnreadableClaim| format!("set aside: {}", r.error);
+    match store {
+        Store::Postgres(s) => {
+            let entries: Vec<&str> = rows.iter().map(|r| r.entry.as_str()).collect();
+            let slots: Vec<&str> = rows.iter().map(|r| r.slot.as_str()).collect();
+            let reasons: Vec<String> = rows.iter().map(reason).collect();
+            let mut tx = s.pool().begin().await?;
+            pg::fence(&mut tx, epoch).await?;
+            // By the slot's text: the row's slot is what cannot be read.
+            sqlx::query(
+                "UPDATE ledger SET outcome = 'missed', reason = u.r, epoch = $4
+                   FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(e, s, r)
+                  WHERE ledger.entry = u.e AND ledger.slot::text = u.s AND ledger.outcome = 'claimed'",
             )
-        })
-        .collect())
+            .bind(&entries)
+            .bind(&slots)
+            .bind(&reasons)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Store::Sqlite(s) => {
+            let json: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::json!([r.entry, r.slot, reason(r)]))
+                .collect();
+            let mut tx = s.pool().begin().await?;
+            lite::fence(&mut tx, epoch).await?;
+            sqlx::query(
+                "UPDATE ledger SET outcome = 'missed', reason = j.value ->> 2, epoch = ?2
+                   FROM json_each(?1) AS j
+                  WHERE ledger.outcome = 'claimed' AND CAST(ledger.entry AS TEXT) = j.value ->> 0
+                    AND CAST(ledger.slot AS TEXT) = j.value ->> 1",
+            )
+            .bind(serde_json::Value::Array(json).to_string())
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes settled ledger rows whose slot is older than `before`.

@@ -91,7 +91,7 @@ where
         "an old epoch claims nothing"
     );
 
-    let pending = ledger::unconfirmed(store).await.unwrap();
+    let pending = ledger::unconfirmed(store).await.unwrap().0;
     assert_eq!(
         pending,
         [(key("a", c.slot), 0)],
@@ -124,7 +124,7 @@ where
             .is_empty(),
         "a sent fire is never claimed again"
     );
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     let miss_sent = Miss {
         entry: "a".into(),
         slot: c.slot,
@@ -158,7 +158,7 @@ where
         .await
         .unwrap();
     assert_eq!(
-        ledger::load_cursors(store).await.unwrap()["a"],
+        ledger::load_cursors(store).await.unwrap().0["a"],
         (at("2026-11-21T10:05:00Z"), false),
         "cursors never move back"
     );
@@ -237,7 +237,7 @@ async fn a_claimed_fire_that_expires_is_recorded_missed(store: &Store, epoch: i6
     ledger::record_decision(store, epoch, &[], &[expired], &[])
         .await
         .unwrap();
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     assert_eq!(outcome(store, "x").await, "missed");
     // What the driver records for claims of an entry no longer scheduled.
     let r = claim("removed", "2026-11-21T11:00:00Z");
@@ -251,7 +251,7 @@ async fn a_claimed_fire_that_expires_is_recorded_missed(store: &Store, epoch: i6
     };
     ledger::record_misses(store, epoch, &[gone]).await.unwrap();
     assert_eq!(outcome(store, "removed").await, "missed");
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     let failing = ledger::failing(store, 10).await.unwrap();
     assert!(
         failing.is_empty(),

@@ -343,7 +343,7 @@ async fn a_manual_run_sends_now_with_a_fresh_id_and_leaves_the_schedule(h: Harne
     turn(&h, &mut term, "2026-11-21T10:01:00Z").await;
     let before = (
         h.ledger().await,
-        ledger::load_cursors(&h.store).await.unwrap(),
+        ledger::load_cursors(&h.store).await.unwrap().0,
     );
     let now = by("2026-11-21T10:01:30.250Z");
     let first = ops::run_now(&h.store, &h.sink, &h.opts, &set[0], &now)
@@ -373,7 +373,7 @@ async fn a_manual_run_sends_now_with_a_fresh_id_and_leaves_the_schedule(h: Harne
     assert_eq!(
         (
             h.ledger().await,
-            ledger::load_cursors(&h.store).await.unwrap()
+            ledger::load_cursors(&h.store).await.unwrap().0
         ),
         before,
         "no slot recorded, no cursor moved"
