@@ -47,6 +47,13 @@ pub struct Cursor {
 /// A fire claimed but never confirmed, with its attempts so far.
 pub type Unconfirmed = (FireKey, i32);
 
+/// How long a claim of `sqsbeat backfill` stays its own without being
+/// renewed: a leader beginning a term does not take over a live backfill
+/// claim (the backfill is sending it), only one older than this (the
+/// backfill died). A backfill renews its claims while it sends
+/// ([`super::backfill::renew`]).
+pub const BACKFILL_LEASE_SECS: i64 = 60;
+
 /// A claimed ledger row that cannot be read (written by hand): its key as
 /// the database spells it, to set it aside by, and why.
 #[derive(Debug)]
@@ -256,8 +263,9 @@ struct UnconfirmedRow {
 
 /// Fires claimed but never confirmed, oldest first: a leader died between
 /// claim and confirm. They are sent again with their original task id.
-/// Rows that cannot be read come apart, each with its key, for
-/// [`miss_unreadable`].
+/// A claim of `sqsbeat backfill` renewed within [`BACKFILL_LEASE_SECS`]
+/// is not among them: that backfill is sending it. Rows that cannot be
+/// read come apart, each with its key, for [`miss_unreadable`].
 pub async fn unconfirmed(
     store: &Store,
 ) -> Result<(Vec<Unconfirmed>, Vec<UnreadableClaim>), StoreError> {
@@ -265,18 +273,24 @@ pub async fn unconfirmed(
         Store::Postgres(s) => sqlx::query(
             "SELECT entry || ' ' || slot::text AS row_key, entry AS key_entry, slot::text AS key_slot,
                     entry, slot, attempts
-               FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
+               FROM ledger WHERE outcome = 'claimed'
+                AND NOT (source = 'backfill' AND claimed_at > now() - make_interval(secs => $1))
+              ORDER BY slot",
         )
+        .bind(BACKFILL_LEASE_SECS as f64)
         .fetch_all(s.pool())
         .await?
         .iter()
         .map(unconfirmed_row)
         .collect(),
-        Store::Sqlite(s) => sqlx::query(
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT entry || ' ' || slot AS row_key, CAST(entry AS TEXT) AS key_entry,
                     CAST(slot AS TEXT) AS key_slot, entry, slot, attempts
-               FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
-        )
+               FROM ledger WHERE outcome = 'claimed'
+                AND NOT (source = 'backfill' AND claimed_at > {})
+              ORDER BY slot",
+            codec::now_less(BACKFILL_LEASE_SECS)
+        )))
         .fetch_all(s.pool())
         .await?
         .iter()
@@ -606,11 +620,13 @@ mod pg {
             let ids: Vec<Uuid> = claims.iter().map(|c| c.task_id).collect();
             let queues: Vec<&str> = claims.iter().map(|c| c.queue.as_str()).collect();
             // A row still 'claimed' (never confirmed) is taken over; a 'sent'
-            // or 'missed' row is final and not returned.
+            // or 'missed' row is final and not returned. A backfill claim
+            // taken over becomes the beat's, so that backfill's release of
+            // a failed send cannot turn this claim into a miss.
             let rows = sqlx::query(
                 "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome)
                  SELECT e, s, t, q, $5, 'claimed' FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::text[]) AS u(e, s, t, q)
-                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = EXCLUDED.epoch, claimed_at = now()
+                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = EXCLUDED.epoch, claimed_at = now(), source = 'beat'
                    WHERE ledger.outcome = 'claimed'
                  RETURNING entry || ' ' || slot::text AS row_key, entry, slot",
             )
@@ -716,7 +732,8 @@ mod lite {
                 "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
                  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, 'claimed', {NOW}
                    FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at
+                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
+                   source = 'beat'
                    WHERE ledger.outcome = 'claimed'
                  RETURNING entry || ' ' || slot AS row_key, entry, slot"
             )))

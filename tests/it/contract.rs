@@ -191,6 +191,32 @@ where
     );
 }
 
+/// A backfill's claim is not among the unconfirmed claims a leader takes
+/// over while its lease lasts; renewing it restarts the lease; one that
+/// lapsed is.
+async fn backfill_claims_are_the_backfills_while_their_lease_lasts(store: &Store) {
+    let c = claim("bf", "2026-11-21T10:03:00Z");
+    let won = sqsbeat::store::backfill::claim(store, std::slice::from_ref(&c))
+        .await
+        .unwrap();
+    let k = key("bf", c.slot);
+    assert_eq!(won, std::slice::from_ref(&k));
+    let taken_over = || async {
+        let (pending, _) = ledger::unconfirmed(store).await.unwrap();
+        pending.iter().any(|(p, _)| *p == k)
+    };
+    assert!(!taken_over().await, "a live backfill claim");
+    let lapse = "UPDATE ledger SET claimed_at = '2026-11-21T09:00:00.000000Z' WHERE entry = 'bf'";
+    raw(store, lapse, lapse).await;
+    assert!(taken_over().await, "a lapsed one");
+    sqsbeat::store::backfill::renew(store, std::slice::from_ref(&k))
+        .await
+        .unwrap();
+    assert!(!taken_over().await, "renewed");
+    ledger::confirm_sent(store, &[k]).await.unwrap();
+    assert_eq!(outcome(store, "bf").await, "sent");
+}
+
 /// A leader's heartbeat carries what its beat found overdue; a standby's
 /// carries nothing, and clears what it published while leading.
 async fn replicas_publish_the_leaders_overdue_entries(store: &Store) {
@@ -532,6 +558,7 @@ async fn postgres_store_keeps_the_contract() {
     ledger_contract(&store, new_epoch).await;
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
     replicas_publish_the_leaders_overdue_entries(&store).await;
+    backfill_claims_are_the_backfills_while_their_lease_lasts(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();
@@ -569,6 +596,7 @@ async fn sqlite_store_keeps_the_contract() {
     ledger_contract(&store, new_epoch.clone()).await;
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
     replicas_publish_the_leaders_overdue_entries(&store).await;
+    backfill_claims_are_the_backfills_while_their_lease_lasts(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();
