@@ -151,8 +151,18 @@ struct Sent {
     accepted_at: DateTime<Utc>,
     /// The accepted fires whose confirm failed.
     unconfirmed: Vec<FireKey>,
-    /// Accepted fires of django-celery-beat rows not written back yet.
-    unwritten: Vec<django::Run>,
+    /// What became of the write-back of accepted fires of
+    /// django-celery-beat rows.
+    written: WriteBack,
+}
+
+/// The write-back of a send's django-celery-beat runs.
+enum WriteBack {
+    /// No fire of a django-celery-beat row was accepted.
+    Nothing,
+    Written,
+    /// The runs not written, and why.
+    Failed(django::Runs, StoreError),
 }
 
 /// How a term of leadership ended.
@@ -256,7 +266,8 @@ impl<S: Sink> Driver<S> {
             epoch,
             in_flight: JoinSet::new(),
             misses,
-            unwritten: Vec::new(),
+            unwritten: django::Runs::default(),
+            write_back_denied: false,
             decided: false,
             earliest: now,
             guard: {
@@ -398,8 +409,11 @@ pub struct Term<'a, S> {
     /// with the next decision.
     misses: Vec<store::Miss>,
     /// Fires of django-celery-beat rows whose write-back failed: written
-    /// again each turn.
-    unwritten: Vec<django::Run>,
+    /// again each turn, one line per row however many fires pass.
+    unwritten: django::Runs,
+    /// Whether write-backs are refused for want of a privilege: logged
+    /// once, not retried, until one goes through.
+    write_back_denied: bool,
     /// Whether a decision was recorded in this term.
     decided: bool,
     /// No tick before this instant (the gap after a firing tick).
@@ -564,14 +578,14 @@ impl<S: Sink> Term<'_, S> {
             let results = sink.send_all(outgoing).await;
             let accepted_at = clock.now();
             let unconfirmed = confirm(&store, &keys, &results).await;
-            let unwritten = write_back(&store, links, &results, accepted_at).await;
+            let written = write_back(&store, links, &results, accepted_at).await;
             Sent {
                 due,
                 ids,
                 results,
                 accepted_at,
                 unconfirmed,
-                unwritten,
+                written,
             }
         });
         self.earliest = now + TICK_GAP;
@@ -675,7 +689,7 @@ impl<S: Sink> Term<'_, S> {
 
     /// Logs each outcome of a finished send and puts failures back for retry.
     fn settle(&mut self, done: Result<Sent, tokio::task::JoinError>) {
-        let sent = match done {
+        let mut sent = match done {
             Ok(s) => s,
             // Unreachable in practice (send tasks do not panic); if one did,
             // its fires stay claimed in the ledger, and the next term's
@@ -686,7 +700,11 @@ impl<S: Sink> Term<'_, S> {
             }
         };
         self.driver.accepted.add(sent.unconfirmed.iter().cloned());
-        self.unwritten.extend(sent.unwritten.iter().cloned());
+        match std::mem::replace(&mut sent.written, WriteBack::Nothing) {
+            WriteBack::Nothing => {}
+            WriteBack::Written => self.write_worked(),
+            WriteBack::Failed(runs, e) => self.write_failed(runs, e),
+        }
         for (f, r) in sent.due.iter().zip(&sent.results) {
             if let (Ok(()), Some(last)) = (r, self.tracked.get_mut(&f.entry)) {
                 *last = (*last).max(Some(f.nominal));
@@ -703,39 +721,59 @@ impl<S: Sink> Term<'_, S> {
         if self.unwritten.is_empty() {
             return;
         }
-        match django::record_runs(&self.driver.store, &self.unwritten).await {
-            Ok(()) => self.unwritten.clear(),
-            Err(e) => {
-                warn!(error = %e, runs = self.unwritten.len(), "still cannot write runs back to django-celery-beat's table; trying again next turn")
-            }
+        let runs = std::mem::take(&mut self.unwritten);
+        match django::write_runs(&self.driver.store, &runs).await {
+            Ok(()) => self.write_worked(),
+            Err(e) => self.write_failed(runs, e),
         }
+    }
+
+    fn write_worked(&mut self) {
+        if self.write_back_denied {
+            info!("runs are written back to django-celery-beat's table again");
+        }
+        self.write_back_denied = false;
+    }
+
+    /// Keeps runs whose write-back failed for the next turn, unless the
+    /// database user lacks a privilege: retrying cannot help until someone
+    /// grants it, so they are dropped, with one error line per episode.
+    fn write_failed(&mut self, runs: django::Runs, e: StoreError) {
+        if matches!(e, StoreError::Denied(_)) {
+            if !self.write_back_denied {
+                error!(error = %e, rows = runs.rows(), "cannot write runs back to django-celery-beat's table: the runs of these fires are not recorded there, and runs are not written back until the privilege is granted");
+            }
+            self.write_back_denied = true;
+            return;
+        }
+        warn!(error = %e, rows = runs.rows(), "could not write runs back to django-celery-beat's table; trying again next turn");
+        self.unwritten.merge(runs);
     }
 }
 
 /// Writes the accepted fires of django-celery-beat rows back to their rows
 /// (`last_run_at`, `total_run_count`, a one-off disabled), so the Django
 /// admin shows what ran. After the send, in its own statement: never in a
-/// transaction across the SQS call. Returns the runs not written.
+/// transaction across the SQS call.
 async fn write_back(
     store: &Store,
     links: Vec<(usize, Link)>,
     results: &[Result<(), SendError>],
     at: DateTime<Utc>,
-) -> Vec<django::Run> {
-    let runs: Vec<django::Run> = links
+) -> WriteBack {
+    let mut runs = django::Runs::default();
+    for (_, link) in links
         .into_iter()
         .filter(|(i, _)| results.get(*i).is_some_and(Result::is_ok))
-        .map(|(_, link)| django::Run { link, at })
-        .collect();
-    if runs.is_empty() {
-        return runs;
+    {
+        runs.add(django::Run { link, at });
     }
-    match django::record_runs(store, &runs).await {
-        Ok(()) => Vec::new(),
-        Err(e) => {
-            warn!(error = %e, runs = runs.len(), "could not write runs back to django-celery-beat's table; trying again next turn");
-            runs
-        }
+    if runs.is_empty() {
+        return WriteBack::Nothing;
+    }
+    match django::write_runs(store, &runs).await {
+        Ok(()) => WriteBack::Written,
+        Err(e) => WriteBack::Failed(runs, e),
     }
 }
 
