@@ -19,6 +19,13 @@
 //! `sent` slot is not sent again (so a second backfill sends nothing), and
 //! a `claimed` one is someone else's send in progress (a leader retrying
 //! it, another backfill).
+//!
+//! The other way round: a leader beginning a term sends again the claims
+//! it finds unconfirmed (their leader died before confirming them), but
+//! not a backfill's claim renewed within
+//! [`crate::store::ledger::BACKFILL_LEASE_SECS`]: that backfill is still
+//! sending it, and renews it while it does. Only a lapsed one (the
+//! backfill died) is taken over, and then it is the beat's.
 
 use std::collections::HashMap;
 

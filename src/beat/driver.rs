@@ -10,7 +10,7 @@
 //! flight finishes and has its outcome recorded.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
@@ -58,6 +58,63 @@ const MAX_CHUNK: usize = 2048;
 /// as the status page refreshes.
 const FRESHNESS_EVERY: chrono::Duration = chrono::Duration::seconds(5);
 
+/// The wait before beginning a term again after one that could not begin
+/// or that ended on a failed decision, doubled after each such failure in
+/// a row up to [`MAX_BACKOFF`]: a decision write that keeps failing (a
+/// constraint, a trigger, a full disk) must not spin.
+const FIRST_BACKOFF: StdDuration = StdDuration::from_secs(1);
+const MAX_BACKOFF: StdDuration = StdDuration::from_secs(16);
+
+/// Fires SQS accepted and not confirmed yet: the loop confirms them at its
+/// next turn (see `note_failures`), and keeps those whose confirm fails.
+/// The [`Driver`] keeps them across terms of leadership (clones share
+/// them): a term that ends, or is lost, before a confirm got through must
+/// not leave them to the next term's resume, which would send them again.
+/// Confirmed every turn, at the end of each term, and first thing when a
+/// term begins.
+#[derive(Clone, Debug, Default)]
+pub struct Accepted(Arc<Mutex<HashSet<FireKey>>>);
+
+impl Accepted {
+    fn add(&self, keys: impl IntoIterator<Item = FireKey>) {
+        self.lock().extend(keys);
+    }
+
+    fn snapshot(&self) -> Vec<FireKey> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn remove(&self, keys: &[FireKey]) {
+        let mut held = self.lock();
+        for k in keys {
+            held.remove(k);
+        }
+    }
+
+    fn contains(&self, key: &FireKey) -> bool {
+        self.lock().contains(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<FireKey>> {
+        // A panic while holding this lock leaves a valid set behind.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tries to confirm every fire held; keeps those it could not.
+    async fn confirm(&self, store: &Store) {
+        let keys = self.snapshot();
+        if keys.is_empty() {
+            return;
+        }
+        match ledger::confirm_sent(store, &keys).await {
+            Ok(()) => self.remove(&keys),
+            Err(e) => {
+                warn!(error = %e, fires = keys.len(), "could not confirm sent fires; trying again next turn")
+            }
+        }
+    }
+}
+
 /// What the driver works with.
 #[derive(Clone)]
 pub struct Driver<S> {
@@ -70,6 +127,8 @@ pub struct Driver<S> {
     pub clock: Clock,
     /// Where the `in_progress` check-ins of monitored entries go.
     pub check_ins: crate::runtime::sentry::CheckIns,
+    /// Accepted fires not confirmed yet, kept from one term to the next.
+    pub accepted: Accepted,
 }
 
 /// Each paused entry's pause, by name.
@@ -100,8 +159,28 @@ struct Sent {
     accepted_at: DateTime<Utc>,
     /// The accepted fires, for the loop to confirm.
     unconfirmed: Vec<FireKey>,
-    /// Accepted fires of django-celery-beat rows not written back yet.
-    unwritten: Vec<django::Run>,
+    /// What became of the write-back of accepted fires of
+    /// django-celery-beat rows.
+    written: WriteBack,
+}
+
+/// The write-back of a send's django-celery-beat runs.
+enum WriteBack {
+    /// No fire of a django-celery-beat row was accepted.
+    Nothing,
+    Written,
+    /// The runs not written, and why.
+    Failed(django::Runs, StoreError),
+}
+
+/// How a term of leadership ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Leadership moved, the entries changed, or shutdown.
+    Stopped,
+    /// A decision could not be recorded; `decided` says whether any had
+    /// been in this term.
+    Failed { decided: bool },
 }
 
 /// A write under this leader's epoch failed (fenced, or the database is
@@ -125,6 +204,7 @@ impl<S: Sink> Driver<S> {
         shutdown: CancellationToken,
     ) {
         info!(entries = entries.borrow().len(), "beat started");
+        let mut backoff = None;
         while !shutdown.is_cancelled() {
             let current = *role.borrow_and_update();
             let Role::Leader { epoch, .. } = current else {
@@ -139,7 +219,7 @@ impl<S: Sink> Driver<S> {
             // `begin` reads the pauses from the store; from then on every
             // change is published (after its commit) and applied.
             pauses.borrow_and_update();
-            match self.begin(set, epoch).await {
+            let ended = match self.begin(set, epoch).await {
                 Ok(mut term) => {
                     let mut watched = Watched {
                         role: &mut role,
@@ -150,10 +230,17 @@ impl<S: Sink> Driver<S> {
                 }
                 Err(e) => {
                     error!(epoch, error = %e, "cannot load state as leader; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
+                    Ended::Failed { decided: false }
+                }
+            };
+            backoff = next_backoff(backoff, ended);
+            if let Some(wait) = backoff {
+                // A change of role (a fenced decision is usually followed
+                // by one) is acted on at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    changed = role.changed() => if changed.is_err() { break },
+                    _ = shutdown.cancelled() => break,
                 }
             }
         }
@@ -167,11 +254,16 @@ impl<S: Sink> Driver<S> {
     /// or at its `resume_from` if it has one (a django-celery-beat row: its
     /// last run or change).
     /// Claims never confirmed are due again, with their task ids.
+    ///
+    /// Fires this driver sent in an earlier term whose confirm failed are
+    /// confirmed first, and are never sent again, even while their confirm
+    /// still fails.
     pub async fn begin(
         &self,
         entries: Arc<Vec<Entry>>,
         epoch: i64,
     ) -> Result<Term<'_, S>, StoreError> {
+        self.accepted.confirm(&self.store).await;
         let (mut beat, misses) = self.resume(&entries, epoch).await?;
         beat.set_pauses(&load_pauses(&self.store).await?);
         let tracked = track(&self.store, &entries).await?;
@@ -182,9 +274,9 @@ impl<S: Sink> Driver<S> {
             epoch,
             in_flight: JoinSet::new(),
             misses,
-            unconfirmed: Vec::new(),
-            confirm_failing: false,
-            unwritten: Vec::new(),
+            unwritten: django::Runs::default(),
+            write_back_denied: false,
+            decided: false,
             earliest: now,
             guard: {
                 let mut g = StepGuard::default();
@@ -206,7 +298,7 @@ impl<S: Sink> Driver<S> {
     ) -> Result<(Beat, Vec<store::Miss>), StoreError> {
         let start = self.clock.now();
         let store = &self.store;
-        let stored = ledger::load_cursors(store).await?;
+        let stored = load_cursors(store).await?;
         let mut beat = Beat::new(
             entries.clone(),
             start,
@@ -229,14 +321,47 @@ impl<S: Sink> Driver<S> {
             })
             .collect();
         ledger::record_cursors(store, epoch, &cursors).await?;
-        let index: std::collections::HashMap<&str, usize> = entries
+        let (claims, mut misses) = self.claims(entries, epoch).await?;
+        let resent = claims.len();
+        let judged = beat.resume_claims(claims, start);
+        if resent > 0 {
+            info!(
+                claims = resent,
+                resent = resent - judged.len(),
+                "fires claimed but never confirmed: re-sending those catch_up still allows"
+            );
+        }
+        report_missed(&beat, &judged);
+        misses.extend(judged.iter().map(|m| miss_row(&beat, m)));
+        Ok((beat, misses))
+    }
+
+    /// The ledger's unconfirmed claims as fires of `entries`, to send
+    /// again, and the misses to record for those of entries no longer in
+    /// the schedule. A fire this driver knows SQS accepted is left out;
+    /// rows that cannot be read are recorded missed at once.
+    async fn claims(
+        &self,
+        entries: &[Entry],
+        epoch: i64,
+    ) -> Result<(Vec<Fire>, Vec<store::Miss>), StoreError> {
+        let (pending, unreadable) = ledger::unconfirmed(&self.store).await?;
+        for r in &unreadable {
+            error!(entry = %r.entry, slot = %r.slot, "{}; the claim is recorded missed and not sent", r.error);
+        }
+        ledger::miss_unreadable(&self.store, epoch, &unreadable).await?;
+        let index: HashMap<&str, usize> = entries
             .iter()
             .enumerate()
             .map(|(i, e)| (e.name.as_str(), i))
             .collect();
         let mut claims = Vec::new();
         let mut misses = Vec::new();
-        for (FireKey { entry, slot }, attempts) in ledger::unconfirmed(store).await? {
+        for (key, attempts) in pending {
+            if self.accepted.contains(&key) {
+                continue;
+            }
+            let FireKey { entry, slot } = key;
             match index.get(entry.as_str()) {
                 Some(&i) => claims.push(Fire {
                     entry: i,
@@ -253,18 +378,30 @@ impl<S: Sink> Driver<S> {
                 }
             }
         }
-        let resent = claims.len();
-        let judged = beat.resume_claims(claims, start);
-        if resent > 0 {
-            info!(
-                claims = resent,
-                resent = resent - judged.len(),
-                "fires claimed but never confirmed: re-sending those catch_up still allows"
-            );
+        Ok((claims, misses))
+    }
+}
+
+/// The stored cursors. A row that cannot be read (written by hand) is
+/// logged and its entry starts as if it had none: it must not stop every
+/// other entry.
+async fn load_cursors(store: &Store) -> Result<HashMap<String, (DateTime<Utc>, bool)>, StoreError> {
+    let (ok, bad) = ledger::load_cursors(store).await?;
+    for b in bad {
+        error!(entry = %b.entry, "{}; until then the entry starts as if it had no cursor: at its next slot from now (a django-celery-beat row: from its last run)", b.error);
+    }
+    Ok(ok)
+}
+
+/// The wait before the next term, after one that ended as `ended`.
+fn next_backoff(last: Option<StdDuration>, ended: Ended) -> Option<StdDuration> {
+    match ended {
+        Ended::Stopped => None,
+        // A term that decided something was healthy for a while: start over.
+        Ended::Failed { decided: true } => Some(FIRST_BACKOFF),
+        Ended::Failed { decided: false } => {
+            Some(last.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF)))
         }
-        report_missed(&beat, &judged);
-        misses.extend(judged.iter().map(|m| miss_row(&beat, m)));
-        Ok((beat, misses))
     }
 }
 
@@ -279,15 +416,14 @@ pub struct Term<'a, S> {
     /// Misses not recorded yet (superseded retries, judged claims), written
     /// with the next decision.
     misses: Vec<store::Miss>,
-    /// Fires SQS accepted, not confirmed yet: confirmed at the start of
-    /// the next turn (again each turn while the confirm fails), so they
-    /// are not re-sent at some later resume.
-    unconfirmed: Vec<FireKey>,
-    /// Whether the last confirm failed (logged when one succeeds again).
-    confirm_failing: bool,
     /// Fires of django-celery-beat rows whose write-back failed: written
-    /// again each turn.
-    unwritten: Vec<django::Run>,
+    /// again each turn, one line per row however many fires pass.
+    unwritten: django::Runs,
+    /// Whether write-backs are refused for want of a privilege: logged
+    /// once, not retried, until one goes through.
+    write_back_denied: bool,
+    /// Whether a decision was recorded in this term.
+    decided: bool,
     /// No tick before this instant (the gap after a firing tick).
     earliest: DateTime<Utc>,
     /// Notices clock steps; after one, nothing is decided until the clock
@@ -310,7 +446,7 @@ impl<S: Sink> Term<'_, S> {
     /// Decides and sends until shutdown, until leadership ends, until a
     /// fenced write fails, or until the entry set changes (the caller
     /// rebuilds); then drains the sends in flight.
-    async fn lead(&mut self, w: &mut Watched<'_>, shutdown: &CancellationToken) {
+    async fn lead(&mut self, w: &mut Watched<'_>, shutdown: &CancellationToken) -> Ended {
         let (role, entries, pauses) = (&mut *w.role, &mut *w.entries, &mut *w.pauses);
         let epoch = self.epoch;
         info!(
@@ -319,10 +455,12 @@ impl<S: Sink> Term<'_, S> {
             next = ?self.beat.wake_at().map(|t| t.to_rfc3339()),
             "leading: firing"
         );
-        loop {
+        let ended = loop {
             let now = self.driver.clock.now();
             if self.turn(now).await.is_err() {
-                break;
+                break Ended::Failed {
+                    decided: self.decided,
+                };
             }
             let wait = self.wait(self.driver.clock.now());
             let stop = tokio::select! {
@@ -356,10 +494,11 @@ impl<S: Sink> Term<'_, S> {
                 _ = shutdown.cancelled() => true,
             };
             if stop {
-                break;
+                break Ended::Stopped;
             }
-        }
+        };
         self.drain().await;
+        ended
     }
 
     /// One decision at `now`: what is due is claimed and handed to a send
@@ -369,7 +508,7 @@ impl<S: Sink> Term<'_, S> {
         while let Some(done) = self.in_flight.try_join_next() {
             self.settle(done);
         }
-        self.confirm_again().await;
+        self.driver.accepted.confirm(&self.driver.store).await;
         self.write_again().await;
         if let Some(step) = self.guard.observe(now) {
             report_clock_step(&self.beat, step);
@@ -411,6 +550,7 @@ impl<S: Sink> Term<'_, S> {
         let store = &self.driver.store;
         match record(&self.beat, store, self.epoch, &due, &misses, touched).await {
             Ok(ours) => {
+                self.decided = true;
                 let ours: HashSet<FireKey> = ours.into_iter().collect();
                 due.retain(|f| {
                     ours.contains(&FireKey {
@@ -461,14 +601,14 @@ impl<S: Sink> Term<'_, S> {
             let results = sink.send_all(outgoing).await;
             let accepted_at = clock.now();
             let unconfirmed = note_failures(&store, &keys, &results).await;
-            let unwritten = write_back(&store, links, &results, accepted_at).await;
+            let written = write_back(&store, links, &results, accepted_at).await;
             Sent {
                 due,
                 ids,
                 results,
                 accepted_at,
                 unconfirmed,
-                unwritten,
+                written,
             }
         });
         self.earliest = now + TICK_GAP;
@@ -540,7 +680,9 @@ impl<S: Sink> Term<'_, S> {
         self.beat.set_pauses(pauses);
     }
 
-    /// Waits for every send in flight and records its outcome.
+    /// Waits for every send in flight and records its outcome; a last try
+    /// at the confirms that failed (those that fail again are kept for the
+    /// next term).
     pub async fn drain(&mut self) {
         if !self.in_flight.is_empty() {
             info!(sends = self.in_flight.len(), "waiting for in-flight sends");
@@ -548,7 +690,7 @@ impl<S: Sink> Term<'_, S> {
         while let Some(done) = self.in_flight.join_next().await {
             self.settle(done);
         }
-        self.confirm_again().await;
+        self.driver.accepted.confirm(&self.driver.store).await;
         self.write_again().await;
     }
 
@@ -571,7 +713,7 @@ impl<S: Sink> Term<'_, S> {
 
     /// Logs each outcome of a finished send and puts failures back for retry.
     fn settle(&mut self, done: Result<Sent, tokio::task::JoinError>) {
-        let sent = match done {
+        let mut sent = match done {
             Ok(s) => s,
             // Unreachable in practice (send tasks do not panic); if one did,
             // its fires stay claimed in the ledger, and the next term's
@@ -581,8 +723,12 @@ impl<S: Sink> Term<'_, S> {
                 return;
             }
         };
-        self.unconfirmed.extend(sent.unconfirmed.iter().cloned());
-        self.unwritten.extend(sent.unwritten.iter().cloned());
+        self.driver.accepted.add(sent.unconfirmed.iter().cloned());
+        match std::mem::replace(&mut sent.written, WriteBack::Nothing) {
+            WriteBack::Nothing => {}
+            WriteBack::Written => self.write_worked(),
+            WriteBack::Failed(runs, e) => self.write_failed(runs, e),
+        }
         for (f, r) in sent.due.iter().zip(&sent.results) {
             if let (Ok(()), Some(last)) = (r, self.tracked.get_mut(&f.entry)) {
                 *last = (*last).max(Some(f.nominal));
@@ -594,68 +740,64 @@ impl<S: Sink> Term<'_, S> {
         self.misses.extend(rows);
     }
 
-    /// Confirms the fires SQS accepted since the last turn, and again any
-    /// whose confirm failed.
-    async fn confirm_again(&mut self) {
-        if self.unconfirmed.is_empty() {
-            return;
-        }
-        match ledger::confirm_sent(&self.driver.store, &self.unconfirmed).await {
-            Ok(()) => {
-                if self.confirm_failing {
-                    info!(
-                        fires = self.unconfirmed.len(),
-                        "confirmed sent fires on a second try"
-                    );
-                }
-                self.confirm_failing = false;
-                self.unconfirmed.clear();
-            }
-            Err(e) => {
-                self.confirm_failing = true;
-                warn!(error = %e, fires = self.unconfirmed.len(), "could not confirm sent fires; trying again next turn")
-            }
-        }
-    }
-
     /// Writes back again the django-celery-beat runs whose write failed.
     async fn write_again(&mut self) {
         if self.unwritten.is_empty() {
             return;
         }
-        match django::record_runs(&self.driver.store, &self.unwritten).await {
-            Ok(()) => self.unwritten.clear(),
-            Err(e) => {
-                warn!(error = %e, runs = self.unwritten.len(), "still cannot write runs back to django-celery-beat's table; trying again next turn")
-            }
+        let runs = std::mem::take(&mut self.unwritten);
+        match django::write_runs(&self.driver.store, &runs).await {
+            Ok(()) => self.write_worked(),
+            Err(e) => self.write_failed(runs, e),
         }
+    }
+
+    fn write_worked(&mut self) {
+        if self.write_back_denied {
+            info!("runs are written back to django-celery-beat's table again");
+        }
+        self.write_back_denied = false;
+    }
+
+    /// Keeps runs whose write-back failed for the next turn, unless the
+    /// database user lacks a privilege: retrying cannot help until someone
+    /// grants it, so they are dropped, with one error line per episode.
+    fn write_failed(&mut self, runs: django::Runs, e: StoreError) {
+        if matches!(e, StoreError::Denied(_)) {
+            if !self.write_back_denied {
+                error!(error = %e, rows = runs.rows(), "cannot write runs back to django-celery-beat's table: the runs of these fires are not recorded there, and runs are not written back until the privilege is granted");
+            }
+            self.write_back_denied = true;
+            return;
+        }
+        warn!(error = %e, rows = runs.rows(), "could not write runs back to django-celery-beat's table; trying again next turn");
+        self.unwritten.merge(runs);
     }
 }
 
 /// Writes the accepted fires of django-celery-beat rows back to their rows
 /// (`last_run_at`, `total_run_count`, a one-off disabled), so the Django
 /// admin shows what ran. After the send, in its own statement: never in a
-/// transaction across the SQS call. Returns the runs not written.
+/// transaction across the SQS call.
 async fn write_back(
     store: &Store,
     links: Vec<(usize, Link)>,
     results: &[Result<(), SendError>],
     at: DateTime<Utc>,
-) -> Vec<django::Run> {
-    let runs: Vec<django::Run> = links
+) -> WriteBack {
+    let mut runs = django::Runs::default();
+    for (_, link) in links
         .into_iter()
         .filter(|(i, _)| results.get(*i).is_some_and(Result::is_ok))
-        .map(|(_, link)| django::Run { link, at })
-        .collect();
-    if runs.is_empty() {
-        return runs;
+    {
+        runs.add(django::Run { link, at });
     }
-    match django::record_runs(store, &runs).await {
-        Ok(()) => Vec::new(),
-        Err(e) => {
-            warn!(error = %e, runs = runs.len(), "could not write runs back to django-celery-beat's table; trying again next turn");
-            runs
-        }
+    if runs.is_empty() {
+        return WriteBack::Nothing;
+    }
+    match django::write_runs(store, &runs).await {
+        Ok(()) => WriteBack::Written,
+        Err(e) => WriteBack::Failed(runs, e),
     }
 }
 

@@ -29,6 +29,11 @@ pub const BACKFILL_TRIGGER: &str = "backfill";
 /// that dies leaves at most this many claimed.
 const ROUND: usize = 500;
 
+/// How often a backfill renews the claims it is sending: well inside
+/// [`ledger::BACKFILL_LEASE_SECS`], so a slow send keeps them its own.
+const RENEW_EVERY: std::time::Duration =
+    std::time::Duration::from_secs(ledger::BACKFILL_LEASE_SECS as u64 / 4);
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error(transparent)]
@@ -193,6 +198,34 @@ pub async fn backfill<S: Sink>(
     Ok(report)
 }
 
+/// Sends `messages`, renewing the claims on `keys` meanwhile, so a leader
+/// beginning a term does not take over (and send again) a slot this
+/// backfill is still sending. A renewal that fails is only logged: the
+/// claim then lapses, and at worst a leader sends the slot too, with the
+/// same task id.
+async fn send_renewing<S: Sink>(
+    store: &Store,
+    sink: &S,
+    messages: Vec<Outgoing>,
+    keys: &[FireKey],
+) -> Vec<Result<(), SendError>> {
+    let send = sink.send_all(messages);
+    tokio::pin!(send);
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    // The claim itself was just made: the first renewal is one period on.
+    renew.reset();
+    loop {
+        tokio::select! {
+            results = &mut send => return results,
+            _ = renew.tick() => {
+                if let Err(e) = store::backfill::renew(store, keys).await {
+                    tracing::warn!(error = %e, "backfill: could not renew its claims while sending");
+                }
+            }
+        }
+    }
+}
+
 /// Claims, sends and settles one round of backfilled slots.
 async fn send_round<S: Sink>(
     store: &Store,
@@ -236,7 +269,7 @@ async fn send_round<S: Sink>(
             outgoing(entry, opts, task_id, body)
         })
         .collect();
-    let results = sink.send_all(messages).await;
+    let results = send_renewing(store, sink, messages, &keys).await;
     let mut sent = Vec::new();
     let mut failed: HashMap<String, Vec<FireKey>> = HashMap::new();
     for (k, r) in keys.into_iter().zip(results) {

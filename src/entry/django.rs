@@ -51,6 +51,9 @@ pub struct Link {
     pub id: i64,
     /// Disabled once sent, as django-celery-beat disables a one-off.
     pub one_off: bool,
+    /// The row's `date_changed` as read: a one-off changed since its fire
+    /// is not disabled by that fire's write-back.
+    pub changed: Option<DateTime<Utc>>,
 }
 
 /// Where a row is, in diagnostics and origins: schema, table and id (the
@@ -310,6 +313,7 @@ pub fn entry(
         schema: schema.to_string(),
         id: row.id,
         one_off: row.one_off,
+        changed: row.date_changed,
     }));
     (Some(entry), diagnostics)
 }

@@ -29,6 +29,16 @@ pub const DEFAULT_QUEUE: &str = "celery";
 pub const MANUAL_TRIGGER: &str = "manual";
 /// Default lateness after which a fire counts as missed.
 pub const DEFAULT_GRACE: Duration = Duration::minutes(1);
+/// The last instant an entry's `start_at`, `end_at` or `anchor` may be:
+/// the end of year 9999, the last that RFC 3339 text (the SQLite ledger's
+/// form, and how instants travel from the entries table to validation)
+/// can write. Beyond it, slots could not be stored or read back, and
+/// adding jitter or `expires` ran past the end of chrono's range.
+pub const LATEST_INSTANT: DateTime<Utc> =
+    match DateTime::from_timestamp(253_402_300_799, 999_999_000) {
+        Some(t) => t,
+        None => panic!("9999-12-31T23:59:59.999999Z is an instant"),
+    };
 
 /// What to do with fires missed while no leader ran (or `run` was paused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,13 +129,18 @@ impl Entry {
 
     /// When a nominal fire is actually sent: the nominal instant plus a
     /// jitter that is a pure function of (entry, instant), so every replica
-    /// and every restart agrees on it.
+    /// and every restart agrees on it. Never past the last instant chrono
+    /// holds: validation refuses instants anywhere near it
+    /// ([`LATEST_INSTANT`]), but a slot can also follow a stored cursor,
+    /// and no row may panic the beat.
     pub fn send_at(&self, nominal: DateTime<Utc>) -> DateTime<Utc> {
         match self.jitter {
             Some(j) if j.num_milliseconds() > 0 => {
                 let key = format!("{}\n{}", self.name, nominal.timestamp_millis());
                 let ms = fnv1a64(key.as_bytes()) % j.num_milliseconds() as u64;
-                nominal + Duration::milliseconds(ms as i64)
+                nominal
+                    .checked_add_signed(Duration::milliseconds(ms as i64))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC)
             }
             _ => nominal,
         }
@@ -133,7 +148,12 @@ impl Entry {
 
     /// When the message of the fire at `nominal` expires, if it does.
     pub fn expiry(&self, nominal: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match (self.expires.map(|d| nominal + d), self.expires_at) {
+        let after = |d| {
+            nominal
+                .checked_add_signed(d)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        match (self.expires.map(after), self.expires_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -280,6 +300,74 @@ mod tests {
         Origin {
             file: "t.toml".into(),
             line: 1,
+        }
+    }
+
+    /// Regression: a slot near the end of chrono's range (after a cursor
+    /// stored there, say) plus jitter or `expires` overflowed and panicked
+    /// the beat.
+    #[test]
+    fn send_at_and_expiry_near_the_end_of_time_do_not_overflow() {
+        let raw = RawEntry {
+            task: Some("app.tasks.t".into()),
+            every: Some("1m".into()),
+            jitter: Some("30s".into()),
+            expires: Some("1h".into()),
+            ..Default::default()
+        };
+        let (e, p) = validate::validate("late", raw, origin(), &Context::default());
+        let e = e.unwrap_or_else(|| panic!("{p:?}"));
+        let end = DateTime::<Utc>::MAX_UTC;
+        for ms in 1..=20 {
+            let nominal = end - Duration::milliseconds(ms);
+            let send = e.send_at(nominal);
+            assert!(send >= nominal && send <= end, "{send}");
+            assert_eq!(e.expiry(nominal), Some(end));
+        }
+    }
+
+    /// An instant past year 9999 (reachable through an offset) is refused
+    /// at load, named, instead of leading the beat to the end of time.
+    #[test]
+    fn an_instant_after_year_9999_is_refused_at_load() {
+        let raw = |key: &str, text: &str| {
+            let mut r = RawEntry {
+                task: Some("app.tasks.t".into()),
+                every: Some("1m".into()),
+                jitter: Some("30s".into()),
+                ..Default::default()
+            };
+            let t = Some(RawInstant::Text(text.into()));
+            match key {
+                "anchor" => r.anchor = t,
+                "start_at" => r.start_at = t,
+                _ => r.end_at = t,
+            }
+            r
+        };
+        for key in ["anchor", "start_at", "end_at"] {
+            let (e, p) = validate::validate(
+                "far",
+                raw(key, "9999-12-31T23:00:00-05:00"),
+                origin(),
+                &Context::default(),
+            );
+            assert!(e.is_none(), "{key}");
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].key, Some(key));
+            assert_eq!(
+                p[0].message,
+                format!(
+                    "{key} +10000-01-01T04:00:00+00:00 is after 9999-12-31T23:59:59.999999Z, the last instant sqsbeat can store; use an earlier one"
+                )
+            );
+            let (e, p) = validate::validate(
+                "far",
+                raw(key, "9999-12-31T23:59:59Z"),
+                origin(),
+                &Context::default(),
+            );
+            assert!(e.is_some(), "{key}: {p:?}");
         }
     }
 

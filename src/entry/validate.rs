@@ -252,9 +252,26 @@ fn anchor(raw: &RawEntry) -> Result<DateTime<Utc>, Problem> {
     match &raw.anchor {
         None => Ok(DateTime::UNIX_EPOCH),
         Some(a) => parse_instant(&a.text())
-            .map(whole_micros)
-            .map_err(|e| Problem::error("anchor", format!("anchor: {e}"))),
+            .map_err(|e| Problem::error("anchor", format!("anchor: {e}")))
+            .and_then(|t| storable("anchor", t))
+            .map(whole_micros),
     }
+}
+
+/// An instant the ledger can store and the beat can add jitter and
+/// `expires` to: not after [`super::LATEST_INSTANT`] (an offset can carry
+/// `9999-12-31T23:00:00-05:00` into year 10000).
+fn storable(key: &'static str, t: DateTime<Utc>) -> Result<DateTime<Utc>, Problem> {
+    if t > super::LATEST_INSTANT {
+        return Err(Problem::error(
+            key,
+            format!(
+                "{key} {} is after 9999-12-31T23:59:59.999999Z, the last instant sqsbeat can store; use an earlier one",
+                t.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 /// The ledger keeps instants to the microsecond (PostgreSQL's precision),
@@ -458,8 +475,9 @@ fn instant(
     match value {
         None => Ok(None),
         Some(v) => parse_instant(&v.text())
-            .map(|t| Some(whole_micros(t)))
-            .map_err(|e| Problem::error(key, format!("{key}: {e}"))),
+            .map_err(|e| Problem::error(key, format!("{key}: {e}")))
+            .and_then(|t| storable(key, t))
+            .map(|t| Some(whole_micros(t))),
     }
 }
 

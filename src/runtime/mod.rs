@@ -206,6 +206,7 @@ pub async fn serve<S: Sink, Q: Source>(
         opts,
         clock: shared.clock.clone(),
         check_ins,
+        accepted: Default::default(),
     };
     let (beat_role, stop, lock_guard) = (
         shared.role.clone(),

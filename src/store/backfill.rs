@@ -1,8 +1,10 @@
 //! The ledger as `sqsbeat backfill` uses it: an entry's cursor and what is
 //! recorded for its slots in a range; a claim that takes only slots with no
 //! row or a `missed` one (never one `claimed` by someone else, never one
-//! `sent`), in one statement; and the release of a claim whose send
-//! failed. Confirming a send is [`super::ledger::confirm_sent`], as for the
+//! `sent`), in one statement; the renewal of claims being sent (a leader
+//! takes over a backfill claim only once it is older than
+//! [`super::ledger::BACKFILL_LEASE_SECS`]); and the release of a claim
+//! whose send failed. Confirming a send is [`super::ledger::confirm_sent`], as for the
 //! beat. See [`crate::beat::backfill`] for why this cannot double-send
 //! against a running leader.
 
@@ -183,6 +185,51 @@ impl From<KeyRow> for FireKey {
             slot: r.slot.0,
         }
     }
+}
+
+/// Renews this backfill's claims on `keys` (those still `claimed` by
+/// backfill): while it sends them, a leader beginning a term leaves them
+/// alone.
+pub async fn renew(store: &Store, keys: &[FireKey]) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    match store {
+        Store::Postgres(s) => {
+            let entries: Vec<&str> = keys.iter().map(|k| k.entry.as_str()).collect();
+            let slots: Vec<DateTime<Utc>> = keys.iter().map(|k| k.slot).collect();
+            sqlx::query(
+                "UPDATE ledger SET claimed_at = now()
+                   FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
+                  WHERE ledger.entry = u.e AND ledger.slot = u.s
+                    AND ledger.outcome = 'claimed' AND ledger.source = 'backfill'",
+            )
+            .bind(&entries)
+            .bind(&slots)
+            .execute(s.pool())
+            .await?;
+        }
+        Store::Sqlite(s) => {
+            let mut tx = s.pool().begin().await?;
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                let rows: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .map(|k| serde_json::json!([k.entry, codec::text(k.slot)]))
+                    .collect();
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE ledger SET claimed_at = {NOW}
+                       FROM json_each(?1) AS j
+                      WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1
+                        AND ledger.outcome = 'claimed' AND ledger.source = 'backfill'"
+                )))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
 }
 
 /// Gives back slots whose backfill send failed: `missed`, with the reason,

@@ -11,9 +11,9 @@
 //!   django-celery-beat's signal handlers bump on every change made through
 //!   the ORM or the admin: one row, read every second by the reload's
 //!   watcher.
-//! - [`record_runs`]: the write-back after fires are sent
+//! - [`record_runs`] / [`write_runs`]: the write-back after fires are sent
 //!   (`last_run_at`, `total_run_count`, and `enabled = false` for a sent
-//!   one-off), one UPDATE per batch. It never touches `last_update`: that
+//!   one-off not changed since), one UPDATE per batch. It never touches `last_update`: that
 //!   would make every replica reload after every fire. django-celery-beat's
 //!   own scheduler avoids the same loop by saving with `no_changes = True`,
 //!   which its signal handler skips; a plain UPDATE fires no signal at all.
@@ -236,7 +236,7 @@ fn explain(schema: &str, e: sqlx::Error) -> StoreError {
         Some("42P01") | Some("3F000") => StoreError::Source(format!(
             "django-celery-beat's tables are not in schema {schema:?} of this database ({e}): apply its migrations (`python manage.py migrate django_celery_beat`) or set [django_celery_beat] schema"
         )),
-        Some("42501") => StoreError::Source(format!(
+        Some("42501") => StoreError::Denied(format!(
             "sqsbeat's database user may not use django-celery-beat's tables ({e}): GRANT USAGE ON SCHEMA {schema}, SELECT on the django_celery_beat_* tables, and UPDATE (last_run_at, total_run_count, enabled) ON {TABLE}"
         )),
         _ => StoreError::Db(e),
@@ -321,11 +321,87 @@ pub struct Run {
     pub at: DateTime<Utc>,
 }
 
-/// The runs of one row in a batch.
+/// The runs of one row: the latest, and how many.
+#[derive(Debug, Clone, PartialEq)]
 struct RowRuns {
     last: DateTime<Utc>,
     runs: i64,
     one_off: bool,
+    /// The row's `date_changed` when the entry of the latest run was read.
+    changed: Option<DateTime<Utc>>,
+}
+
+/// Sent fires to write back, one line per row: its latest run and how many
+/// there were. A write-back that keeps failing (a dropped schema, say)
+/// holds one line per row however many fires pass, and each retry writes
+/// one row each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Runs {
+    rows: BTreeMap<(String, i64), RowRuns>,
+}
+
+impl Runs {
+    /// Counts one run.
+    pub fn add(&mut self, run: Run) {
+        let Run { link, at } = run;
+        let row = self.rows.entry((link.schema, link.id)).or_insert(RowRuns {
+            last: at,
+            runs: 0,
+            one_off: false,
+            changed: link.changed,
+        });
+        if at >= row.last {
+            row.last = at;
+            row.changed = link.changed;
+        }
+        row.runs = row.runs.saturating_add(1);
+        row.one_off |= link.one_off;
+    }
+
+    /// Adds `other`'s runs to these.
+    pub fn merge(&mut self, other: Runs) {
+        for (key, r) in other.rows {
+            match self.rows.entry(key) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(r);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let row = o.get_mut();
+                    if r.last >= row.last {
+                        row.last = r.last;
+                        row.changed = r.changed;
+                    }
+                    row.runs = row.runs.saturating_add(r.runs);
+                    row.one_off |= r.one_off;
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// How many rows have runs to write.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Row `id` of `schema`: its latest run and how many runs.
+    pub fn of(&self, schema: &str, id: i64) -> Option<(DateTime<Utc>, i64)> {
+        self.rows
+            .get(&(schema.to_string(), id))
+            .map(|r| (r.last, r.runs))
+    }
+}
+
+/// Writes sent fires back to their rows: see [`write_runs`].
+pub async fn record_runs(store: &Store, runs: &[Run]) -> Result<(), StoreError> {
+    let mut by_row = Runs::default();
+    for r in runs {
+        by_row.add(r.clone());
+    }
+    write_runs(store, &by_row).await
 }
 
 /// Writes sent fires back to their rows in one UPDATE per schema:
@@ -334,50 +410,86 @@ struct RowRuns {
 /// maximum), and a one-off row is disabled with its count reset to 0, as
 /// django-celery-beat does, so that enabling it again in the admin runs it
 /// once more. Rows deleted meanwhile are skipped.
-pub async fn record_runs(store: &Store, runs: &[Run]) -> Result<(), StoreError> {
+///
+/// A one-off row someone saved after the fire (an admin enabling it again
+/// for one more run, while this write-back was failing and retried) is
+/// left as they saved it: disabled, or its count grown past 0, it would
+/// not run again. It counts as unchanged when its `date_changed` is still
+/// what the entry was read with, or is not after the run.
+pub async fn write_runs(store: &Store, runs: &Runs) -> Result<(), StoreError> {
     if runs.is_empty() {
         return Ok(());
     }
     let pg = postgres(store)?;
-    // One line per row: UPDATE ... FROM applies one source row per target.
-    let mut by_schema: BTreeMap<&str, BTreeMap<i64, RowRuns>> = BTreeMap::new();
-    for r in runs {
-        let row = by_schema
-            .entry(&r.link.schema)
-            .or_default()
-            .entry(r.link.id)
-            .or_insert(RowRuns {
-                last: r.at,
-                runs: 0,
-                one_off: false,
-            });
-        row.last = row.last.max(r.at);
-        row.runs += 1;
-        row.one_off |= r.link.one_off;
+    let mut by_schema: BTreeMap<&str, Vec<(i64, &RowRuns)>> = BTreeMap::new();
+    for ((schema, id), r) in &runs.rows {
+        by_schema.entry(schema).or_default().push((*id, r));
     }
     for (schema, rows) in by_schema {
+        // One line per row: UPDATE ... FROM applies one source row per target.
+        let unchanged = "(t.date_changed IS NOT DISTINCT FROM r.changed OR t.date_changed <= r.at)";
         let sql = format!(
             "UPDATE {} AS t
                 SET last_run_at = GREATEST(t.last_run_at, r.at),
-                    total_run_count = CASE WHEN r.done THEN 0
-                                           ELSE LEAST(t.total_run_count::bigint + r.n, 2147483647) END,
-                    enabled = t.enabled AND NOT r.done
-               FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::boolean[]) AS r(id, at, n, done)
+                    total_run_count = CASE WHEN NOT r.done THEN LEAST(t.total_run_count::bigint + r.n, 2147483647)
+                                           WHEN {unchanged} THEN 0
+                                           ELSE t.total_run_count END,
+                    enabled = CASE WHEN r.done AND {unchanged} THEN false ELSE t.enabled END
+               FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::boolean[], $5::timestamptz[])
+                    AS r(id, at, n, done, changed)
               WHERE t.id = r.id",
             qualified(schema, TABLE)?
         );
-        let ids: Vec<i64> = rows.keys().copied().collect();
-        let ats: Vec<DateTime<Utc>> = rows.values().map(|v| v.last).collect();
-        let ns: Vec<i64> = rows.values().map(|v| v.runs).collect();
-        let done: Vec<bool> = rows.values().map(|v| v.one_off).collect();
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let ats: Vec<DateTime<Utc>> = rows.iter().map(|(_, r)| r.last).collect();
+        let ns: Vec<i64> = rows.iter().map(|(_, r)| r.runs).collect();
+        let done: Vec<bool> = rows.iter().map(|(_, r)| r.one_off).collect();
+        let changed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, r)| r.changed).collect();
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ids)
             .bind(ats)
             .bind(ns)
             .bind(done)
+            .bind(changed)
             .execute(pg.pool())
             .await
             .map_err(|e| explain(schema, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: i64, at: &str) -> Run {
+        Run {
+            link: Link {
+                schema: "public".into(),
+                id,
+                one_off: false,
+                changed: None,
+            },
+            at: DateTime::parse_from_rfc3339(at).unwrap().to_utc(),
+        }
+    }
+
+    #[test]
+    fn runs_not_written_back_hold_one_line_per_row_however_many_fires_pass() {
+        let mut runs = Runs::default();
+        let mut later = Runs::default();
+        for s in 0..10_000 {
+            let at = format!("2026-11-21T10:{:02}:{:02}Z", s / 60 % 60, s % 60);
+            runs.add(run(7, &at));
+            later.add(run(8, &at));
+        }
+        runs.merge(later);
+        runs.add(run(7, "2026-11-21T09:00:00Z"));
+        assert_eq!(runs.rows(), 2);
+        let latest = DateTime::parse_from_rfc3339("2026-11-21T10:59:59Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(runs.of("public", 7), Some((latest, 10_001)));
+        assert_eq!(runs.of("public", 8), Some((latest, 10_000)));
+    }
 }

@@ -3,10 +3,12 @@
 //! confirmed once SQS accepted it, or recorded as missed with the reason.
 //!
 //! Fencing: [`record_decision`] checks the leader row's epoch in the same
-//! transaction that claims fires (holding the row's lock until commit on
-//! PostgreSQL; SQLite has one writer). A new leader bumps the epoch only
+//! transaction that claims fires (holding a lock on the row until commit
+//! on PostgreSQL; SQLite has one writer). A new leader bumps the epoch only
 //! after taking the advisory lock, which the previous leader's session
 //! held; so once a new epoch exists, no claim under an older one commits.
+//! The lock a decision holds (`pg::fence`) blocks an epoch bump but
+//! not the leader's own heartbeat.
 
 use std::collections::HashMap;
 
@@ -44,6 +46,29 @@ pub struct Cursor {
 
 /// A fire claimed but never confirmed, with its attempts so far.
 pub type Unconfirmed = (FireKey, i32);
+
+/// How long a claim of `sqsbeat backfill` stays its own without being
+/// renewed: a leader beginning a term does not take over a live backfill
+/// claim (the backfill is sending it), only one older than this (the
+/// backfill died). A backfill renews its claims while it sends
+/// ([`super::backfill::renew`]).
+pub const BACKFILL_LEASE_SECS: i64 = 60;
+
+/// A claimed ledger row that cannot be read (written by hand): its key as
+/// the database spells it, to set it aside by, and why.
+#[derive(Debug)]
+pub struct UnreadableClaim {
+    pub entry: String,
+    pub slot: String,
+    pub error: StoreError,
+}
+
+/// A stored cursor that cannot be read: the entry it belongs to, and why.
+#[derive(Debug)]
+pub struct UnreadableCursor {
+    pub entry: String,
+    pub error: StoreError,
+}
 
 #[derive(sqlx::FromRow)]
 struct FireRow {
@@ -179,29 +204,54 @@ struct CursorRow {
     enabled: bool,
 }
 
-/// Each entry's stored cursor and whether it was enabled then.
+/// Each entry's stored cursor and whether it was enabled then; and, apart,
+/// each row that cannot be read (one bad row must not stop every entry).
 pub async fn load_cursors(
     store: &Store,
-) -> Result<HashMap<String, (DateTime<Utc>, bool)>, StoreError> {
+) -> Result<
+    (
+        HashMap<String, (DateTime<Utc>, bool)>,
+        Vec<UnreadableCursor>,
+    ),
+    StoreError,
+> {
     const SQL: &str = "SELECT entry AS row_key, entry, cursor, enabled FROM entry_state";
-    let rows: Vec<CursorRow> = match store {
+    let rows: Vec<(String, Result<CursorRow, StoreError>)> = match store {
         Store::Postgres(s) => sqlx::query(SQL)
             .fetch_all(s.pool())
             .await?
             .iter()
-            .map(|r| decode_row("entry_state", r))
-            .collect::<Result<_, _>>()?,
+            .map(|r| (key_text(r), decode_row("entry_state", r)))
+            .collect(),
         Store::Sqlite(s) => sqlx::query(SQL)
             .fetch_all(s.pool())
             .await?
             .iter()
-            .map(|r| decode_row("entry_state", r))
-            .collect::<Result<_, _>>()?,
+            .map(|r| (key_text(r), decode_row("entry_state", r)))
+            .collect(),
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.entry, (r.cursor.0, r.enabled)))
-        .collect())
+    let mut ok = HashMap::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for (entry, row) in rows {
+        match row {
+            Ok(r) => {
+                ok.insert(r.entry, (r.cursor.0, r.enabled));
+            }
+            Err(error) => bad.push(UnreadableCursor { entry, error }),
+        }
+    }
+    Ok((ok, bad))
+}
+
+/// The `row_key` text of a row, `?` when even that cannot be read.
+fn key_text<R>(row: &R) -> String
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get::<String, _>("row_key")
+        .unwrap_or_else(|_| "?".to_string())
 }
 
 #[derive(sqlx::FromRow)]
@@ -213,39 +263,130 @@ struct UnconfirmedRow {
 
 /// Fires claimed but never confirmed, oldest first: a leader died between
 /// claim and confirm. They are sent again with their original task id.
-pub async fn unconfirmed(store: &Store) -> Result<Vec<Unconfirmed>, StoreError> {
-    let rows: Vec<UnconfirmedRow> = match store {
+/// A claim of `sqsbeat backfill` renewed within [`BACKFILL_LEASE_SECS`]
+/// is not among them: that backfill is sending it. Rows that cannot be
+/// read come apart, each with its key, for [`miss_unreadable`].
+pub async fn unconfirmed(
+    store: &Store,
+) -> Result<(Vec<Unconfirmed>, Vec<UnreadableClaim>), StoreError> {
+    let rows: Vec<(String, String, Result<UnconfirmedRow, StoreError>)> = match store {
         Store::Postgres(s) => sqlx::query(
-            "SELECT entry || ' ' || slot::text AS row_key, entry, slot, attempts
-               FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
+            "SELECT entry || ' ' || slot::text AS row_key, entry AS key_entry, slot::text AS key_slot,
+                    entry, slot, attempts
+               FROM ledger WHERE outcome = 'claimed'
+                AND NOT (source = 'backfill' AND claimed_at > now() - make_interval(secs => $1))
+              ORDER BY slot",
         )
+        .bind(BACKFILL_LEASE_SECS as f64)
         .fetch_all(s.pool())
         .await?
         .iter()
-        .map(|r| decode_row("ledger", r))
-        .collect::<Result<_, _>>()?,
-        Store::Sqlite(s) => sqlx::query(
-            "SELECT entry || ' ' || slot AS row_key, entry, slot, attempts
-               FROM ledger WHERE outcome = 'claimed' ORDER BY slot",
-        )
+        .map(unconfirmed_row)
+        .collect(),
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT entry || ' ' || slot AS row_key, CAST(entry AS TEXT) AS key_entry,
+                    CAST(slot AS TEXT) AS key_slot, entry, slot, attempts
+               FROM ledger WHERE outcome = 'claimed'
+                AND NOT (source = 'backfill' AND claimed_at > {})
+              ORDER BY slot",
+            codec::now_less(BACKFILL_LEASE_SECS)
+        )))
         .fetch_all(s.pool())
         .await?
         .iter()
-        .map(|r| decode_row("ledger", r))
-        .collect::<Result<_, _>>()?,
+        .map(unconfirmed_row)
+        .collect(),
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
+    let mut ok = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for (entry, slot, row) in rows {
+        match row {
+            Ok(r) => ok.push((
                 FireKey {
                     entry: r.entry,
                     slot: r.slot.0,
                 },
                 r.attempts,
+            )),
+            Err(error) => bad.push(UnreadableClaim { entry, slot, error }),
+        }
+    }
+    Ok((ok, bad))
+}
+
+/// One row of [`unconfirmed`] with its key as text.
+fn unconfirmed_row<'r, R>(row: &'r R) -> (String, String, Result<UnconfirmedRow, StoreError>)
+where
+    R: sqlx::Row,
+    UnconfirmedRow: sqlx::FromRow<'r, R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text = |column: &'static str| {
+        row.try_get::<String, _>(column)
+            .unwrap_or_else(|_| "?".to_string())
+    };
+    (
+        text("key_entry"),
+        text("key_slot"),
+        decode_row("ledger", row),
+    )
+}
+
+/// Records claimed rows that cannot be read as missed, with why, fenced
+/// like a decision: a hand-written row no leader can send must neither
+/// stop every other fire nor be retried at every start.
+pub async fn miss_unreadable(
+    store: &Store,
+    epoch: i64,
+    rows: &[UnreadableClaim],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let reason = |r: &UnreadableClaim| format!("set aside: {}", r.error);
+    match store {
+        Store::Postgres(s) => {
+            let entries: Vec<&str> = rows.iter().map(|r| r.entry.as_str()).collect();
+            let slots: Vec<&str> = rows.iter().map(|r| r.slot.as_str()).collect();
+            let reasons: Vec<String> = rows.iter().map(reason).collect();
+            let mut tx = s.pool().begin().await?;
+            pg::fence(&mut tx, epoch).await?;
+            // By the slot's text: the row's slot is what cannot be read.
+            sqlx::query(
+                "UPDATE ledger SET outcome = 'missed', reason = u.r, epoch = $4
+                   FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(e, s, r)
+                  WHERE ledger.entry = u.e AND ledger.slot::text = u.s AND ledger.outcome = 'claimed'",
             )
-        })
-        .collect())
+            .bind(&entries)
+            .bind(&slots)
+            .bind(&reasons)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Store::Sqlite(s) => {
+            let json: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::json!([r.entry, r.slot, reason(r)]))
+                .collect();
+            let mut tx = s.pool().begin().await?;
+            lite::fence(&mut tx, epoch).await?;
+            sqlx::query(
+                "UPDATE ledger SET outcome = 'missed', reason = j.value ->> 2, epoch = ?2
+                   FROM json_each(?1) AS j
+                  WHERE ledger.outcome = 'claimed' AND CAST(ledger.entry AS TEXT) = j.value ->> 0
+                    AND CAST(ledger.slot AS TEXT) = j.value ->> 1",
+            )
+            .bind(serde_json::Value::Array(json).to_string())
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes settled ledger rows whose slot is older than `before`.
@@ -429,16 +570,29 @@ mod pg {
     use super::*;
     use sqlx::PgPool;
 
-    pub(super) async fn record_decision(
-        pool: &PgPool,
-        epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
-    ) -> Result<Vec<FireKey>, StoreError> {
-        let mut tx = pool.begin().await?;
+    /// Checks that `epoch` is current and keeps it so until `tx` ends.
+    ///
+    /// `FOR KEY SHARE`, not `FOR UPDATE`: the leader's heartbeat updates
+    /// this row every half second with a deadline, and a `FOR UPDATE` lock
+    /// held through a large decision (the cursors of every entry at the
+    /// start of a term) made the heartbeat wait past its deadline, so the
+    /// leader stepped down, and the next one did the same. A heartbeat
+    /// changes no key column, so it takes `FOR NO KEY UPDATE`, which does
+    /// not conflict with `FOR KEY SHARE`.
+    ///
+    /// Still safe against a stale leader: `epoch` has a unique constraint
+    /// (migration 0009), so it is a key column, and an update that changes
+    /// it (a new leader's bump, `store::leader::Session::take`) takes
+    /// `FOR UPDATE`, which conflicts with `FOR KEY SHARE`. The bump
+    /// therefore waits until this transaction ends; a decision that saw
+    /// its epoch current commits before any newer epoch exists, and one
+    /// that starts after the bump sees the new epoch and is fenced. The
+    /// lock follows the row through heartbeat updates (PostgreSQL carries a
+    /// key-share locker over to the new row version).
+    /// tests/it/store.rs checks both halves against the server.
+    pub(super) async fn fence(tx: &mut sqlx::PgConnection, epoch: i64) -> Result<(), StoreError> {
         let current: Option<i64> =
-            sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR UPDATE")
+            sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1 FOR KEY SHARE")
                 .fetch_optional(&mut *tx)
                 .await?;
         if current != Some(epoch) {
@@ -447,6 +601,18 @@ mod pg {
                 current,
             });
         }
+        Ok(())
+    }
+
+    pub(super) async fn record_decision(
+        pool: &PgPool,
+        epoch: i64,
+        claims: &[Claim],
+        misses: &[Miss],
+        cursors: &[Cursor],
+    ) -> Result<Vec<FireKey>, StoreError> {
+        let mut tx = pool.begin().await?;
+        fence(&mut tx, epoch).await?;
         let mut ours = Vec::with_capacity(claims.len());
         if !claims.is_empty() {
             let entries: Vec<&str> = claims.iter().map(|c| c.entry.as_str()).collect();
@@ -454,11 +620,13 @@ mod pg {
             let ids: Vec<Uuid> = claims.iter().map(|c| c.task_id).collect();
             let queues: Vec<&str> = claims.iter().map(|c| c.queue.as_str()).collect();
             // A row still 'claimed' (never confirmed) is taken over; a 'sent'
-            // or 'missed' row is final and not returned.
+            // or 'missed' row is final and not returned. A backfill claim
+            // taken over becomes the beat's, so that backfill's release of
+            // a failed send cannot turn this claim into a miss.
             let rows = sqlx::query(
                 "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome)
                  SELECT e, s, t, q, $5, 'claimed' FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::text[]) AS u(e, s, t, q)
-                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = EXCLUDED.epoch, claimed_at = now()
+                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = EXCLUDED.epoch, claimed_at = now(), source = 'beat'
                    WHERE ledger.outcome = 'claimed'
                  RETURNING entry || ' ' || slot::text AS row_key, entry, slot",
             )
@@ -517,14 +685,12 @@ mod lite {
     use super::*;
     use sqlx::SqlitePool;
 
-    pub(super) async fn record_decision(
-        pool: &SqlitePool,
+    /// Checks that `epoch` is current; SQLite has one writer, so it stays
+    /// so until `tx` ends.
+    pub(super) async fn fence(
+        tx: &mut sqlx::SqliteConnection,
         epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
-    ) -> Result<Vec<FireKey>, StoreError> {
-        let mut tx = pool.begin().await?;
+    ) -> Result<(), StoreError> {
         let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM leader WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?;
@@ -534,6 +700,18 @@ mod lite {
                 current,
             });
         }
+        Ok(())
+    }
+
+    pub(super) async fn record_decision(
+        pool: &SqlitePool,
+        epoch: i64,
+        claims: &[Claim],
+        misses: &[Miss],
+        cursors: &[Cursor],
+    ) -> Result<Vec<FireKey>, StoreError> {
+        let mut tx = pool.begin().await?;
+        fence(&mut tx, epoch).await?;
         // One statement per chunk, rows passed as JSON: a statement per
         // row cost a round trip to SQLite's worker thread each (3.7 s for
         // the 100 000 cursors of a first start).
@@ -554,7 +732,8 @@ mod lite {
                 "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
                  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, 'claimed', {NOW}
                    FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at
+                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
+                   source = 'beat'
                    WHERE ledger.outcome = 'claimed'
                  RETURNING entry || ' ' || slot AS row_key, entry, slot"
             )))

@@ -73,6 +73,10 @@ pub enum StoreError {
     /// tables) cannot be used: why, and what to do.
     #[error("{0}")]
     Source(String),
+    /// The database user lacks a privilege it needs (SQLSTATE 42501):
+    /// which, and the GRANT that gives it. Retrying does not help.
+    #[error("{0}")]
+    Denied(String),
     /// A read-only command found no sqsbeat schema, or an older one.
     #[error("{0}; run `sqsbeat migrate` (or start `sqsbeat run`) first")]
     NotMigrated(String),

@@ -3,6 +3,7 @@
 //! it chooses, and judges by the ledger and the sink's record.
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use sqsbeat::wire::celery::fire_task_id;
@@ -376,4 +377,243 @@ async fn a_burst_is_claimed_and_sent_in_parts_the_first_small() {
     let expected: Vec<uuid::Uuid> = names[..64].iter().map(|n| fire_task_id(n, slot)).collect();
     assert_eq!(first, expected, "earliest first, by schedule order");
     assert!(h.ledger().await.iter().all(|r| r.2 == "sent"));
+}
+
+/// Regression: one row of sqsbeat's own tables that cannot be read (a
+/// cursor or a claim written by hand) made every term fail to begin: the
+/// leader kept its role, retried each second and fired nothing. Each such
+/// row is now set aside on its own: the cursor's entry starts as if it had
+/// none, the claim is recorded missed with the reason, and every entry
+/// fires.
+async fn an_unreadable_cursor_or_claim_row_is_set_aside_and_every_entry_fires(
+    h: Harness,
+    bad: &str,
+) {
+    let old = h.new_epoch().await;
+    let good = sqsbeat::store::Cursor {
+        entry: "a".into(),
+        cursor: at("2026-11-21T10:00:00Z"),
+        enabled: true,
+    };
+    sqsbeat::store::ledger::record_cursors(&h.store, old, &[good])
+        .await
+        .unwrap();
+    h.exec(
+        &format!(
+            "INSERT INTO entry_state (entry, cursor, enabled) VALUES ('b', '{bad}', true);
+             INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome)
+               VALUES ('c', '{bad}', '00000000-0000-4000-8000-000000000001', 'celery', 1, 'claimed');"
+        ),
+        &format!(
+            "INSERT INTO entry_state (entry, cursor, enabled, updated_at) VALUES ('b', '{bad}', 1, '');
+             INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
+               VALUES ('c', '{bad}', '00000000-0000-4000-8000-000000000001', 'celery', 1, 'claimed', '');"
+        ),
+    )
+    .await;
+    let set = format!(
+        "{EVERY_MINUTE}[entries.b]\ntask = \"t.b\"\nevery = \"1m\"\n[entries.c]\ntask = \"t.c\"\nevery = \"1m\"\n"
+    );
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(&set)), epoch)
+        .await
+        .expect("a term begins beside rows it cannot read");
+    let slot = at("2026-11-21T10:01:00Z");
+    term.turn(h.at("2026-11-21T10:01:00Z")).await.unwrap();
+    term.drain().await;
+    let mut sent = h.accepted_ids();
+    sent.sort();
+    let mut want = [
+        fire_task_id("a", slot),
+        fire_task_id("b", slot),
+        fire_task_id("c", slot),
+    ];
+    want.sort();
+    assert_eq!(sent, want, "every entry fires its 10:01 slot once");
+    let claim = h
+        .texts("SELECT outcome, coalesce(reason, '') FROM ledger WHERE entry = 'c' AND outcome <> 'sent'")
+        .await;
+    assert_eq!(claim.len(), 1, "{claim:?}");
+    assert_eq!(claim[0][0], "missed", "{claim:?}");
+    assert!(
+        claim[0][1].starts_with("set aside: cannot read table ledger, column slot, row c "),
+        "{claim:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_cursor_or_claim_row_is_set_aside_and_every_entry_fires_sqlite() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:30Z")).await;
+    an_unreadable_cursor_or_claim_row_is_set_aside_and_every_entry_fires(h, "yesterday").await;
+}
+
+#[tokio::test]
+async fn an_unreadable_cursor_or_claim_row_is_set_aside_and_every_entry_fires_postgres() {
+    let h = Harness::postgres(at("2026-11-21T10:00:30Z")).await;
+    an_unreadable_cursor_or_claim_row_is_set_aside_and_every_entry_fires(h, "infinity").await;
+}
+
+/// SQLite: a trigger that refuses every confirm (`outcome` becoming
+/// `sent`), as a database that takes claims but fails the confirm after
+/// the send.
+const REFUSE_CONFIRMS: &str = "CREATE TRIGGER refuse_confirms BEFORE UPDATE OF outcome ON ledger
+    WHEN NEW.outcome = 'sent' BEGIN SELECT RAISE(ABORT, 'confirm refused'); END;";
+
+/// One send of `a`'s 10:01 slot, accepted by SQS, whose confirm fails.
+async fn a_send_whose_confirm_fails(
+    h: &Harness,
+    term: &mut sqsbeat::beat::driver::Term<'_, sqsbeat::wire::sink::MemorySink>,
+) {
+    let gate = Gate::new();
+    h.sink.then(Plan::gated(&gate));
+    term.turn(h.at("2026-11-21T10:01:00Z")).await.unwrap();
+    // Claimed; the send is held until the confirm is sure to fail.
+    h.exec("", REFUSE_CONFIRMS).await;
+    gate.open();
+    term.drain().await;
+    assert_eq!(h.accepted_ids(), ids("a", [at("2026-11-21T10:01:00Z")]));
+    assert_eq!(h.ledger().await[0].2, "claimed", "the confirm failed");
+}
+
+#[tokio::test]
+async fn a_failed_confirm_is_retried_each_turn_while_the_leader_stays_healthy() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:59Z")).await;
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_MINUTE)), epoch)
+        .await
+        .unwrap();
+    a_send_whose_confirm_fails(&h, &mut term).await;
+    term.turn(h.at("2026-11-21T10:01:05Z")).await.unwrap();
+    assert_eq!(h.ledger().await[0].2, "claimed", "still refused");
+    h.exec("", "DROP TRIGGER refuse_confirms").await;
+    term.turn(h.at("2026-11-21T10:01:10Z")).await.unwrap();
+    term.drain().await;
+    let ledger = h.ledger().await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].2, "sent", "confirmed at the next turn");
+    assert_eq!(h.sink.accepted().len(), 1, "and not sent again");
+}
+
+/// Regression: the fires whose confirm failed lived in the term; when it
+/// ended (leadership lost, the entries reloaded), the next term found
+/// them claimed and sent them again. The driver keeps them across terms:
+/// not sent again, even while the confirm still fails, and confirmed once
+/// it works.
+#[tokio::test]
+async fn a_fire_whose_confirm_failed_is_not_sent_again_by_the_next_term() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:59Z")).await;
+    let set = Arc::new(entries(EVERY_MINUTE));
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(set.clone(), epoch).await.unwrap();
+    a_send_whose_confirm_fails(&h, &mut term).await;
+    drop(term);
+    // A new term (leadership regained, or a reload), the confirm still
+    // refused while it begins.
+    h.at("2026-11-21T10:01:05Z");
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(set, epoch).await.unwrap();
+    term.turn(h.at("2026-11-21T10:01:05Z")).await.unwrap();
+    term.drain().await;
+    assert_eq!(h.sink.accepted().len(), 1, "not sent a second time");
+    h.exec("", "DROP TRIGGER refuse_confirms").await;
+    term.turn(h.at("2026-11-21T10:01:10Z")).await.unwrap();
+    term.drain().await;
+    assert_eq!(h.sink.accepted().len(), 1);
+    let ledger = h.ledger().await;
+    assert_eq!((ledger.len(), ledger[0].2.as_str()), (1, "sent"));
+}
+
+/// Queries the store `n` times. It has one connection, so a driver with
+/// work to do gets it between these queries: one that would begin a term
+/// at once has begun it by their end, and one that ends a term has ended
+/// it, however slow the machine.
+async fn make_room(h: &Harness, n: usize) {
+    for _ in 0..n {
+        h.texts("SELECT 1 || ''").await;
+    }
+}
+
+/// How many terms have begun once the driver has settled, waiting until
+/// at least `n` have (a bound for a failing test only). Each begin writes
+/// a disabled entry's cursor, which a trigger counts.
+async fn terms_begun(h: &Harness, n: usize) -> usize {
+    let count = || async {
+        h.texts("SELECT CAST(count(*) AS TEXT) FROM begun").await[0][0]
+            .parse::<usize>()
+            .unwrap()
+    };
+    for _ in 0..100_000 {
+        if count().await >= n {
+            break;
+        }
+    }
+    make_room(h, 50).await;
+    count().await
+}
+
+/// Regression: a term that ended on a failed decision (a claim the
+/// database refuses) was followed at once by the next, which failed the
+/// same way: a loop with no pause. Terms now begin again after 1 s, then
+/// 2 s, 4 s... Tokio's clock is paused and kept from moving on its own (a
+/// task that always has work), so it moves only as far as the test
+/// advances it, whatever the database's calls take.
+#[tokio::test]
+async fn a_term_that_ended_on_a_failed_decision_backs_off_before_the_next() {
+    use sqsbeat::runtime::leader::Role;
+    let h = Harness::sqlite(at("2026-11-21T10:00:00.200Z")).await;
+    let old = h.new_epoch().await;
+    // `s` has a slot due at once, whose claim is refused.
+    let due = sqsbeat::store::Cursor {
+        entry: "s".into(),
+        cursor: at("2026-11-21T09:59:59Z"),
+        enabled: true,
+    };
+    sqsbeat::store::ledger::record_cursors(&h.store, old, &[due])
+        .await
+        .unwrap();
+    h.exec(
+        "",
+        "CREATE TRIGGER refuse_claims BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'refused'); END;
+         CREATE TABLE begun (cursor TEXT);
+         CREATE TRIGGER begun_ins AFTER INSERT ON entry_state WHEN NEW.entry = 'probe'
+           BEGIN INSERT INTO begun VALUES (NEW.cursor); END;
+         CREATE TRIGGER begun_upd AFTER UPDATE ON entry_state WHEN NEW.entry = 'probe'
+           BEGIN INSERT INTO begun VALUES (NEW.cursor); END;",
+    )
+    .await;
+    let set =
+        format!("{EVERY_SECOND}[entries.probe]\ntask = \"t.p\"\nevery = \"1h\"\nenabled = false\n");
+    let epoch = h.new_epoch().await;
+    let since = h.clock.now();
+    tokio::time::pause();
+    let busy = tokio::spawn(async {
+        loop {
+            tokio::task::yield_now().await;
+        }
+    });
+    let (_entries, entries_rx) = tokio::sync::watch::channel(Arc::new(entries(&set)));
+    let (_pauses, pauses_rx) = tokio::sync::watch::channel(Arc::new(Default::default()));
+    let (_role, role_rx) = tokio::sync::watch::channel(Role::Leader { epoch, since });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(
+        h.driver()
+            .run(entries_rx, pauses_rx, role_rx, shutdown.clone()),
+    );
+    assert_eq!(terms_begun(&h, 1).await, 1, "no second term at once");
+    for (n, backoff) in [(2, 1_000), (3, 2_000), (4, 4_000)] {
+        tokio::time::advance(StdDuration::from_millis(backoff - 20)).await;
+        assert_eq!(terms_begun(&h, 0).await, n - 1, "{backoff} ms are not over");
+        tokio::time::advance(StdDuration::from_millis(40)).await;
+        assert_eq!(terms_begun(&h, n).await, n, "{backoff} ms are over");
+    }
+    shutdown.cancel();
+    run.await.unwrap();
+    busy.abort();
+    assert!(h.sink.accepted().is_empty());
+    assert!(h.ledger().await.is_empty(), "every claim refused");
 }

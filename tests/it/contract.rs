@@ -91,7 +91,7 @@ where
         "an old epoch claims nothing"
     );
 
-    let pending = ledger::unconfirmed(store).await.unwrap();
+    let pending = ledger::unconfirmed(store).await.unwrap().0;
     assert_eq!(
         pending,
         [(key("a", c.slot), 0)],
@@ -124,7 +124,7 @@ where
             .is_empty(),
         "a sent fire is never claimed again"
     );
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     let miss_sent = Miss {
         entry: "a".into(),
         slot: c.slot,
@@ -158,7 +158,7 @@ where
         .await
         .unwrap();
     assert_eq!(
-        ledger::load_cursors(store).await.unwrap()["a"],
+        ledger::load_cursors(store).await.unwrap().0["a"],
         (at("2026-11-21T10:05:00Z"), false),
         "cursors never move back"
     );
@@ -189,6 +189,32 @@ where
             .unwrap(),
         1
     );
+}
+
+/// A backfill's claim is not among the unconfirmed claims a leader takes
+/// over while its lease lasts; renewing it restarts the lease; one that
+/// lapsed is.
+async fn backfill_claims_are_the_backfills_while_their_lease_lasts(store: &Store) {
+    let c = claim("bf", "2026-11-21T10:03:00Z");
+    let won = sqsbeat::store::backfill::claim(store, std::slice::from_ref(&c))
+        .await
+        .unwrap();
+    let k = key("bf", c.slot);
+    assert_eq!(won, std::slice::from_ref(&k));
+    let taken_over = || async {
+        let (pending, _) = ledger::unconfirmed(store).await.unwrap();
+        pending.iter().any(|(p, _)| *p == k)
+    };
+    assert!(!taken_over().await, "a live backfill claim");
+    let lapse = "UPDATE ledger SET claimed_at = '2026-11-21T09:00:00.000000Z' WHERE entry = 'bf'";
+    raw(store, lapse, lapse).await;
+    assert!(taken_over().await, "a lapsed one");
+    sqsbeat::store::backfill::renew(store, std::slice::from_ref(&k))
+        .await
+        .unwrap();
+    assert!(!taken_over().await, "renewed");
+    ledger::confirm_sent(store, &[k]).await.unwrap();
+    assert_eq!(outcome(store, "bf").await, "sent");
 }
 
 /// A leader's heartbeat carries what its beat found overdue; a standby's
@@ -237,7 +263,7 @@ async fn a_claimed_fire_that_expires_is_recorded_missed(store: &Store, epoch: i6
     ledger::record_decision(store, epoch, &[], &[expired], &[])
         .await
         .unwrap();
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     assert_eq!(outcome(store, "x").await, "missed");
     // What the driver records for claims of an entry no longer scheduled.
     let r = claim("removed", "2026-11-21T11:00:00Z");
@@ -251,7 +277,7 @@ async fn a_claimed_fire_that_expires_is_recorded_missed(store: &Store, epoch: i6
     };
     ledger::record_misses(store, epoch, &[gone]).await.unwrap();
     assert_eq!(outcome(store, "removed").await, "missed");
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     let failing = ledger::failing(store, 10).await.unwrap();
     assert!(
         failing.is_empty(),
@@ -611,6 +637,7 @@ async fn postgres_store_keeps_the_contract() {
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
     replicas_publish_the_leaders_overdue_entries(&store).await;
     a_job_no_release_can_reach_is_failed_and_a_lease_without_an_end_is_over(&store).await;
+    backfill_claims_are_the_backfills_while_their_lease_lasts(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();
@@ -649,6 +676,7 @@ async fn sqlite_store_keeps_the_contract() {
     a_claimed_fire_that_expires_is_recorded_missed(&store, new_epoch().await).await;
     replicas_publish_the_leaders_overdue_entries(&store).await;
     a_job_no_release_can_reach_is_failed_and_a_lease_without_an_end_is_over(&store).await;
+    backfill_claims_are_the_backfills_while_their_lease_lasts(&store).await;
     let s = store.clone();
     jobs_contract(&store, |id, due| {
         let s = s.clone();

@@ -800,3 +800,121 @@ out = {
         "{out}"
     );
 }
+
+/// A trigger on django-celery-beat's table that fails every UPDATE with
+/// SQLSTATE `code`: a write-back the database refuses.
+async fn refuse_updates(url: &str, code: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$
+         BEGIN RAISE EXCEPTION 'refused for the test' USING ERRCODE = '{code}'; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER refuse BEFORE UPDATE ON public.django_celery_beat_periodictask
+           FOR EACH ROW EXECUTE FUNCTION refuse();"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
+async fn accept_updates(url: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER refuse ON public.django_celery_beat_periodictask; DROP FUNCTION refuse();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
+/// Regression: write-backs that failed were kept and sent again each turn,
+/// all of them, forever, even when the database user lacks the UPDATE
+/// privilege, which no retry can fix. A refusal for want of a privilege
+/// (42501) is logged and not retried; once it is granted, the next fires
+/// are written back.
+#[tokio::test]
+async fn a_write_back_refused_for_want_of_a_privilege_is_not_retried() {
+    let dj = DjangoDb::new().await;
+    dj.orm(&format!(
+        r#"task("tick", "app.tick", interval=interval(10), start_time=at("{T}"))"#
+    ));
+    let url = dj.url.clone();
+    let h = Harness::postgres_on(dj.db, at("2026-11-21T09:59:59.5Z")).await;
+    let (entries, _) = load(&h, Loaded::default()).await;
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(Arc::new(entries), epoch).await.unwrap();
+    refuse_updates(&url, "42501").await;
+    let t0 = at(T);
+    for s in [0, 10, 20] {
+        let t = t0 + Duration::seconds(s);
+        h.clock.set(t);
+        term.turn(t).await.unwrap();
+        term.drain().await;
+    }
+    // The privilege is granted: the next fire is written back, the three
+    // refused ones are not retried.
+    accept_updates(&url).await;
+    let t = t0 + Duration::seconds(30);
+    h.clock.set(t);
+    term.turn(t).await.unwrap();
+    term.drain().await;
+    let t = t0 + Duration::seconds(35);
+    h.clock.set(t);
+    term.turn(t).await.unwrap();
+    term.drain().await;
+    assert_eq!(h.sink.accepted().len(), 4, "every fire was sent");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (last, n): (Option<DateTime<Utc>>, i32) = sqlx::query_as(
+        "SELECT last_run_at, total_run_count FROM public.django_celery_beat_periodictask WHERE name = 'tick'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((last, n), (Some(t0 + Duration::seconds(30)), 1));
+}
+
+/// Regression: a write-back retried after a failure disabled a one-off row
+/// that someone had saved after its fire (enabled again, for one more
+/// run). It now disables only a row not changed since; a one-off nobody
+/// touched is still disabled by the retry.
+#[tokio::test]
+async fn a_retried_write_back_leaves_a_one_off_saved_after_its_fire_as_saved() {
+    let dj = DjangoDb::new().await;
+    dj.orm(
+        r#"
+task("again", "app.again", clocked=clocked("2026-11-21T10:00:15Z"), one_off=True)
+task("once", "app.once", clocked=clocked("2026-11-21T10:00:15Z"), one_off=True)
+"#,
+    );
+    let url = dj.url.clone();
+    let h = Harness::postgres_on(dj.db, at("2026-11-21T10:00:14.5Z")).await;
+    let (entries, _) = load(&h, Loaded::default()).await;
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(Arc::new(entries), epoch).await.unwrap();
+    refuse_updates(&url, "57P01").await;
+    let fire = h.at("2026-11-21T10:00:15Z");
+    term.turn(fire).await.unwrap();
+    term.drain().await;
+    assert_eq!(h.sink.accepted().len(), 2);
+    // The database is back; an admin saves `again`, enabled, for one more
+    // run, before the write-back is retried.
+    accept_updates(&url).await;
+    orm(&url, r#"edit("again", enabled=True)"#);
+    term.turn(h.at("2026-11-21T10:00:16Z")).await.unwrap();
+    term.drain().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let rows: Vec<(String, bool, Option<DateTime<Utc>>, i32)> = sqlx::query_as(
+        "SELECT name, enabled, last_run_at, total_run_count FROM public.django_celery_beat_periodictask ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("again".into(), true, Some(fire), 0),
+            ("once".into(), false, Some(fire), 0),
+        ]
+    );
+}

@@ -110,6 +110,50 @@ impl Harness {
         }
     }
 
+    /// Runs SQL written by hand (rows, triggers), for the backend at hand.
+    pub async fn exec(&self, pg: &str, lite: &str) {
+        match &self.store {
+            Store::Postgres(s) => sqlx::raw_sql(sqlx::AssertSqlSafe(pg.to_string()))
+                .execute(s.pool())
+                .await
+                .map(|_| ()),
+            Store::Sqlite(s) => sqlx::raw_sql(sqlx::AssertSqlSafe(lite.to_string()))
+                .execute(s.pool())
+                .await
+                .map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{pg} / {lite}: {e}"));
+    }
+
+    /// Text columns of the rows `sql` selects (the same SQL on both).
+    pub async fn texts(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row;
+        fn cols<R: Row>(r: &R) -> Vec<String>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        {
+            (0..r.len()).map(|i| r.get::<String, _>(i)).collect()
+        }
+        let q = sqlx::AssertSqlSafe(sql.to_string());
+        match &self.store {
+            Store::Postgres(s) => sqlx::query(q)
+                .fetch_all(s.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(cols)
+                .collect(),
+            Store::Sqlite(s) => sqlx::query(q)
+                .fetch_all(s.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(cols)
+                .collect(),
+        }
+    }
+
     /// A driver over this harness's store, sink and clock.
     pub fn driver(&self) -> sqsbeat::beat::driver::Driver<MemorySink> {
         sqsbeat::beat::driver::Driver {
@@ -119,6 +163,7 @@ impl Harness {
             opts: self.opts.clone(),
             clock: self.clock.clone(),
             check_ins: sqsbeat::runtime::sentry::CheckIns::off(),
+            accepted: Default::default(),
         }
     }
 

@@ -343,7 +343,7 @@ async fn a_manual_run_sends_now_with_a_fresh_id_and_leaves_the_schedule(h: Harne
     turn(&h, &mut term, "2026-11-21T10:01:00Z").await;
     let before = (
         h.ledger().await,
-        ledger::load_cursors(&h.store).await.unwrap(),
+        ledger::load_cursors(&h.store).await.unwrap().0,
     );
     let now = by("2026-11-21T10:01:30.250Z");
     let first = ops::run_now(&h.store, &h.sink, &h.opts, &set[0], &now)
@@ -373,7 +373,7 @@ async fn a_manual_run_sends_now_with_a_fresh_id_and_leaves_the_schedule(h: Harne
     assert_eq!(
         (
             h.ledger().await,
-            ledger::load_cursors(&h.store).await.unwrap()
+            ledger::load_cursors(&h.store).await.unwrap().0
         ),
         before,
         "no slot recorded, no cursor moved"
@@ -1235,4 +1235,59 @@ async fn the_pauses_watcher_publishes_each_change_sqlite() {
 async fn the_pauses_watcher_publishes_each_change_postgres() {
     the_pauses_watcher_publishes_each_change(Harness::postgres(at("2026-11-21T10:00:00Z")).await)
         .await;
+}
+
+/// Regression: a leader beginning a term while `sqsbeat backfill` was
+/// sending took the backfill's claims for fires whose leader had died, and
+/// sent them again. A backfill claim is the backfill's while its lease
+/// lasts (renewed as it sends); only one that lapsed (the backfill died)
+/// is taken over, and then sent once.
+async fn a_leader_leaves_a_live_backfill_claim_alone_and_takes_over_a_lapsed_one(h: Harness) {
+    let set = Arc::new(entries(ENTRY));
+    // Backfill has claimed 10:03 and is sending it.
+    let slot = at("2026-11-21T10:03:00Z");
+    let won = sqsbeat::store::backfill::claim(
+        &h.store,
+        &[Claim {
+            entry: "a".into(),
+            slot,
+            task_id: fire_task_id("a", slot),
+            queue: "celery".into(),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(won.len(), 1);
+    // A leader starts meanwhile (a failover, a restart).
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(set.clone(), epoch).await.unwrap();
+    turn(&h, &mut term, "2026-11-21T10:04:40Z").await;
+    assert!(h.sink.accepted().is_empty(), "not the leader's to send");
+    assert_eq!(rows(&h).await, [row("10:03", "claimed", "")]);
+    drop(term);
+    // The backfill died: its claim lapses. The next term sends it, once.
+    let lapsed = "UPDATE ledger SET claimed_at = '2026-11-21T09:00:00.000000Z' WHERE entry = 'a'";
+    h.exec(lapsed, lapsed).await;
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(set.clone(), epoch).await.unwrap();
+    turn(&h, &mut term, "2026-11-21T10:04:45Z").await;
+    drop(term);
+    let epoch = h.new_epoch().await;
+    let mut term = driver.begin(set, epoch).await.unwrap();
+    turn(&h, &mut term, "2026-11-21T10:04:50Z").await;
+    assert_eq!(h.accepted_ids(), ids(&["2026-11-21T10:03:00Z"]));
+    assert_eq!(rows(&h).await, [row("10:03", "sent", "")]);
+}
+
+#[tokio::test]
+async fn a_leader_leaves_a_live_backfill_claim_alone_and_takes_over_a_lapsed_one_sqlite() {
+    let h = Harness::sqlite(at("2026-11-21T10:04:30Z")).await;
+    a_leader_leaves_a_live_backfill_claim_alone_and_takes_over_a_lapsed_one(h).await;
+}
+
+#[tokio::test]
+async fn a_leader_leaves_a_live_backfill_claim_alone_and_takes_over_a_lapsed_one_postgres() {
+    let h = Harness::postgres(at("2026-11-21T10:04:30Z")).await;
+    a_leader_leaves_a_live_backfill_claim_alone_and_takes_over_a_lapsed_one(h).await;
 }

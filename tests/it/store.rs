@@ -112,7 +112,7 @@ async fn claims_are_fenced_by_epoch_and_never_repeated_once_sent() {
         })
     ));
     // Unconfirmed: the new leader takes it over (same row, same task id).
-    assert_eq!(ledger::unconfirmed(store).await.unwrap().len(), 1);
+    assert_eq!(ledger::unconfirmed(store).await.unwrap().0.len(), 1);
     let again = ledger::record_decision(store, 8, std::slice::from_ref(&c), &[], &[])
         .await
         .unwrap();
@@ -138,7 +138,7 @@ async fn claims_are_fenced_by_epoch_and_never_repeated_once_sent() {
             .unwrap()
             .is_empty()
     );
-    assert!(ledger::unconfirmed(store).await.unwrap().is_empty());
+    assert!(ledger::unconfirmed(store).await.unwrap().0.is_empty());
     let row = sqlx::query("SELECT outcome, epoch, sent_at IS NOT NULL AS sent FROM ledger")
         .fetch_one(pool)
         .await
@@ -167,7 +167,7 @@ async fn cursors_never_move_back_and_misses_are_recorded() {
         .await
         .unwrap();
     assert_eq!(
-        ledger::load_cursors(store).await.unwrap()["a"],
+        ledger::load_cursors(store).await.unwrap().0["a"],
         (at("2026-11-21T10:05:00Z"), true)
     );
     let miss = Miss {
@@ -259,6 +259,87 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     assert!(third.epoch() > second.epoch());
     stop_b.cancel();
     b.await.unwrap();
+}
+
+/// Regression: a decision locked the leader row `FOR UPDATE` until it
+/// committed, and the leader's own heartbeat updates that row under a
+/// 1.5 s deadline: a large decision (every cursor at the start of a term,
+/// a catch-up) made the heartbeat wait past it, the leader stepped down,
+/// and the next one did the same. A decision in flight no longer holds up
+/// the heartbeat, and still holds up a new leader's epoch, which is what
+/// keeps a stale leader's decision from committing after a new epoch.
+#[tokio::test]
+async fn an_open_decision_does_not_block_the_heartbeat_but_blocks_a_new_epoch() {
+    use sqlx::Connection;
+    let db = TestDb::new().await;
+    let s = Store::connect(&db.url, "sqsbeat").await.unwrap();
+    let store = AnyStore::Postgres(s.clone());
+    let (mut session, _) = sqsbeat::store::leader::Session::open(&s).await.unwrap();
+    assert!(session.try_lock(s.lock_key()).await.unwrap());
+    let (epoch, _) = session.take("me").await.unwrap();
+    let cursor = |t: &str| Cursor {
+        entry: "x".into(),
+        cursor: at(t),
+        enabled: true,
+    };
+    ledger::record_cursors(&store, epoch, &[cursor("2026-11-21T10:00:00Z")])
+        .await
+        .unwrap();
+    // The next decision stalls on a cursor row this test holds: its fence
+    // taken, its transaction open, for as long as the test likes.
+    let mut holder = s.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM entry_state WHERE entry = 'x' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let decision = tokio::spawn({
+        let store = store.clone();
+        async move { ledger::record_cursors(&store, epoch, &[cursor("2026-11-21T10:01:00Z")]).await }
+    });
+    let mut waits = 0;
+    while waits < 10_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        waits += 1;
+        tokio::task::yield_now().await;
+    }
+    assert!(waits < 10_000, "the decision never waited on the row");
+
+    // The heartbeat does not wait for it (the bound only stops a failing
+    // test from hanging: without the fix it waits as long as the decision).
+    let beat = tokio::time::timeout(Duration::from_secs(30), session.heartbeat(epoch))
+        .await
+        .expect("the heartbeat waited for the open decision");
+    assert!(beat.unwrap().is_some(), "still the leader");
+
+    // A new leader's epoch does wait for it.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SET lock_timeout = '200ms'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let bump = sqlx::query("UPDATE sqsbeat.leader SET epoch = epoch + 1 WHERE id = 1")
+        .execute(&mut other)
+        .await
+        .unwrap_err();
+    let code = bump.as_database_error().and_then(|e| e.code());
+    assert_eq!(code.as_deref(), Some("55P03"), "{bump}");
+
+    holder.rollback().await.unwrap();
+    decision.await.unwrap().unwrap();
+    assert_eq!(
+        ledger::load_cursors(&store).await.unwrap().0["x"].0,
+        at("2026-11-21T10:01:00Z"),
+        "the decision committed"
+    );
+    session.close().await;
 }
 
 /// Regression (idle NOTIFY loop): every release pass ended with an UPDATE
@@ -617,15 +698,30 @@ async fn out_of_range_instants_in_every_table_are_errors_not_panics() {
     }
     assert!(jobs::failing(&store, 10).await.is_ok());
 
-    // The ledger, cursors and replicas: errors naming the row.
+    // The ledger and cursors: each row that cannot be read comes apart,
+    // named, with its key (the beat sets it aside and goes on); replicas:
+    // an error naming the row.
+    let (pending, bad) = ledger::unconfirmed(&store).await.unwrap();
+    assert!(pending.is_empty());
+    let bad: Vec<(String, String, String)> = bad
+        .into_iter()
+        .map(|b| (b.entry, b.slot, decode::<()>(Err(b.error))))
+        .collect();
     assert_eq!(
-        decode(ledger::unconfirmed(&store).await),
-        "ledger.slot e infinity"
+        bad,
+        [(
+            "e".to_string(),
+            "infinity".to_string(),
+            "ledger.slot e infinity".to_string()
+        )]
     );
-    assert_eq!(
-        decode(ledger::load_cursors(&store).await),
-        "entry_state.cursor e"
-    );
+    let (cursors, bad) = ledger::load_cursors(&store).await.unwrap();
+    assert!(cursors.is_empty());
+    let bad: Vec<(String, String)> = bad
+        .into_iter()
+        .map(|b| (b.entry, decode::<()>(Err(b.error))))
+        .collect();
+    assert_eq!(bad, [("e".to_string(), "entry_state.cursor e".to_string())]);
     assert_eq!(
         decode(replicas::replicas(&store).await),
         "replicas.seen_at h"

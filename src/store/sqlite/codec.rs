@@ -62,6 +62,11 @@ pub fn is_canonical(s: &str) -> bool {
 /// width.
 pub const NOW: &str = "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z')";
 
+/// [`NOW`] less `secs` seconds, in the same text form.
+pub fn now_less(secs: i64) -> String {
+    format!("(strftime('%Y-%m-%dT%H:%M:%f', 'now', '-{secs} seconds') || '000Z')")
+}
+
 /// Parses an instant as stored, or says why it is not one.
 pub fn parse(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
