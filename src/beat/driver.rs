@@ -72,44 +72,58 @@ const MAX_BACKOFF: StdDuration = StdDuration::from_secs(16);
 /// not leave them to the next term's resume, which would send them again.
 /// Confirmed every turn, at the end of each term, and first thing when a
 /// term begins.
+///
+/// Every accepted fire passes through here (a burst of 100 000 included),
+/// so the fires are a plain list, taken whole for a confirm and put back
+/// only if it fails: no hashing, no copy. Only a term's begin, which must
+/// not send one of them again, reads them as a set.
 #[derive(Clone, Debug, Default)]
-pub struct Accepted(Arc<Mutex<HashSet<FireKey>>>);
+pub struct Accepted(Arc<Mutex<Held>>);
+
+#[derive(Debug, Default)]
+struct Held {
+    keys: Vec<FireKey>,
+    /// Whether the last confirm failed (logged when one succeeds again).
+    failing: bool,
+}
 
 impl Accepted {
     fn add(&self, keys: impl IntoIterator<Item = FireKey>) {
-        self.lock().extend(keys);
+        self.lock().keys.extend(keys);
     }
 
-    fn snapshot(&self) -> Vec<FireKey> {
-        self.lock().iter().cloned().collect()
+    /// The fires held, as a set.
+    fn set(&self) -> HashSet<FireKey> {
+        self.lock().keys.iter().cloned().collect()
     }
 
-    fn remove(&self, keys: &[FireKey]) {
-        let mut held = self.lock();
-        for k in keys {
-            held.remove(k);
-        }
-    }
-
-    fn contains(&self, key: &FireKey) -> bool {
-        self.lock().contains(key)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<FireKey>> {
-        // A panic while holding this lock leaves a valid set behind.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // A panic while holding this lock leaves a valid list behind.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tries to confirm every fire held; keeps those it could not.
+    /// Tries to confirm every fire held; keeps them if it cannot. Only the
+    /// task that leads adds or confirms, one at a time, so nothing is added
+    /// while the fires are out for the confirm.
     async fn confirm(&self, store: &Store) {
-        let keys = self.snapshot();
+        let keys = std::mem::take(&mut self.lock().keys);
         if keys.is_empty() {
             return;
         }
-        match ledger::confirm_sent(store, &keys).await {
-            Ok(()) => self.remove(&keys),
+        let result = ledger::confirm_sent(store, &keys).await;
+        let mut held = self.lock();
+        match result {
+            Ok(()) => {
+                if held.failing {
+                    info!(fires = keys.len(), "confirmed sent fires on a second try");
+                }
+                held.failing = false;
+            }
             Err(e) => {
-                warn!(error = %e, fires = keys.len(), "could not confirm sent fires; trying again next turn")
+                warn!(error = %e, fires = keys.len(), "could not confirm sent fires; trying again next turn");
+                held.failing = true;
+                let added = std::mem::replace(&mut held.keys, keys);
+                held.keys.extend(added);
             }
         }
     }
@@ -355,10 +369,11 @@ impl<S: Sink> Driver<S> {
             .enumerate()
             .map(|(i, e)| (e.name.as_str(), i))
             .collect();
+        let accepted = self.accepted.set();
         let mut claims = Vec::new();
         let mut misses = Vec::new();
         for (key, attempts) in pending {
-            if self.accepted.contains(&key) {
+            if accepted.contains(&key) {
                 continue;
             }
             let FireKey { entry, slot } = key;

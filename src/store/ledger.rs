@@ -581,7 +581,7 @@ mod pg {
     /// not conflict with `FOR KEY SHARE`.
     ///
     /// Still safe against a stale leader: `epoch` has a unique constraint
-    /// (migration 0009), so it is a key column, and an update that changes
+    /// (migration 0010), so it is a key column, and an update that changes
     /// it (a new leader's bump, `store::leader::Session::take`) takes
     /// `FOR UPDATE`, which conflicts with `FOR KEY SHARE`. The bump
     /// therefore waits until this transaction ends; a decision that saw
