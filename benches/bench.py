@@ -200,6 +200,66 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+class ThreadCpu:
+    """CPU time of a process's threads in nanoseconds, from
+    /proc/PID/task/TID/schedstat: /proc/PID/stat counts in clock ticks
+    (10 ms), coarser than a whole window's CPU at low N. `sample()` once a
+    second keeps each thread's last value, so a thread that ends during the
+    window still counts up to its last sample; one born after `start()`
+    counts from zero."""
+
+    def __init__(self, pid):
+        self.pid, self.first, self.last = pid, {}, {}
+
+    def _read(self):
+        out = {}
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/schedstat") as f:
+                    out[tid] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    def start(self):
+        self.first = self._read()
+        self.last = dict(self.first)
+
+    def sample(self):
+        self.last.update(self._read())
+
+    def seconds(self):
+        return sum(ns - self.first.get(tid, 0) for tid, ns in self.last.items()) / 1e9
+
+
+class Host:
+    """The machine's CPU accounting from /proc/stat between two instants:
+    steal (the hypervisor ran someone else while this guest wanted the
+    CPU), busy and idle, in % of all CPUs; and the load average."""
+
+    @staticmethod
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal (guest time is in user)
+        return {"idle": v[3] + v[4], "steal": v[7], "total": sum(v[:8])}
+
+    def __init__(self):
+        self.t0 = Host.read()
+
+    def since(self):
+        t1 = Host.read()
+        total = max(1, t1["total"] - self.t0["total"])
+        pct = lambda k: round(100 * (t1[k] - self.t0[k]) / total, 1)
+        with open("/proc/loadavg") as f:
+            load = float(f.read().split()[0])
+        return {"steal_pct": pct("steal"), "idle_pct": pct("idle"), "load1": load}
+
+
 def rss_mib(pid):
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE / 2**20
@@ -369,15 +429,21 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work, source="t
         rss_start = rss_mib(s.proc.pid)
         time.sleep(max(0.0, warmup - 5))
         lo = time.time()
+        host = Host()
+        threads = ThreadCpu(s.proc.pid)
+        threads.start()
         cpu0, ep_cpu0 = cpu_seconds(s.proc.pid), ep.cpu()
         rss_max = rss_start
         while time.time() < lo + window:
             time.sleep(1)
             if s.proc.poll() is not None:
                 raise RuntimeError(f"{which} exited during the window: {''.join(s.tail)[-2000:]}")
+            threads.sample()
             rss_max = max(rss_max, rss_mib(s.proc.pid))
         hi = time.time()
+        threads.sample()
         cpu1, ep_cpu1 = cpu_seconds(s.proc.pid), ep.cpu()
+        machine = host.since()
         rss_end = rss_mib(s.proc.pid)
         # Fires due just before the end are still being sent.
         time.sleep(2)
@@ -389,9 +455,12 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work, source="t
     in_window = [(a, t, e) for a, t, e in acc if lo <= t < hi]
     late = [a - t for a, t, e in in_window]
     probe = [a - t for a, t, e in in_window if e == "probe"]
+    # Fires that share their instant with no crowd: the probe and the
+    # interval entries (the `* * * * *` tenth all fall due at :00).
+    lone = [a - t for a, t, e in in_window if not e.startswith("cron-")]
     sent_in_window = sum(1 for a, t, e in acc if lo <= a < hi)
     due = expected_fires(entries, lo, hi)
-    cpu = cpu1 - cpu0
+    cpu = threads.seconds()
     return {
         "scheduler": which, "n": n, "endpoint": endpoint_kind, "window_s": round(hi - lo, 1),
         "source": "beat_app" if which == "beat" else f"{source}/{store}",
@@ -408,6 +477,10 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work, source="t
         "lateness_p50_ms": ms(pct(late, 50)), "lateness_p99_ms": ms(pct(late, 99)),
         "lateness_max_ms": ms(max(late) if late else None),
         "probe_p99_ms": ms(pct(probe, 99)),
+        "lone_p99_ms": ms(pct(lone, 99)),
+        # The same CPU in /proc/PID/stat's clock ticks, as a cross-check.
+        "cpu_ms_per_msg_ticks": round((cpu1 - cpu0) * 1000 / sent_in_window, 4) if sent_in_window else None,
+        **machine,
     }
 
 
@@ -421,12 +494,15 @@ def run_burst(which, n, endpoint_kind, work, observe=40, source="toml", store="s
     try:
         startup = s.wait_ready(timeout=25)
         minute = (time.time() // 60 + 1) * 60
-        cpu0 = None
+        threads = ThreadCpu(s.proc.pid)
         while time.time() < minute:
-            cpu0 = cpu_seconds(s.proc.pid)
+            threads.start()
             time.sleep(0.05)
-        time.sleep(observe)
-        cpu1 = cpu_seconds(s.proc.pid)
+        host = Host()
+        while time.time() < minute + observe:
+            time.sleep(1)
+            threads.sample()
+        machine = host.since()
     finally:
         s.stop()
         ep.stop()
@@ -441,9 +517,55 @@ def run_burst(which, n, endpoint_kind, work, observe=40, source="toml", store="s
         "first_to_last_s": round(span, 3) if span else None,
         "msg_per_s": round(len(burst) / span) if span else None,
         "first_after_minute_ms": ms(burst[0] - minute) if burst else None,
-        "cpu_ms_per_msg": round((cpu1 - cpu0) * 1000 / len(burst), 4) if burst else None,
+        "cpu_ms_per_msg": round(threads.seconds() * 1000 / len(burst), 4) if burst else None,
         "probe_p99_ms": ms(pct(probe, 99)), "probe_max_ms": ms(max(probe) if probe else None),
+        **machine,
     }
+
+
+def run_idle(which, work, secs):
+    """One hourly entry, nothing else: what a scheduler costs while it
+    waits (the sink endpoint; no message is due in the window unless it
+    spans the top of an hour)."""
+    entries = [{"name": "hourly", "cron": "0 * * * *", "task": "bench.tick", "queue": "bench"}]
+    ep = Endpoint("sink", work)
+    s = Scheduler(which, entries, ep, work)
+    try:
+        s.wait_ready(timeout=60)
+        time.sleep(5)
+        host = Host()
+        threads = ThreadCpu(s.proc.pid)
+        threads.start()
+        lo = time.time()
+        while time.time() < lo + secs:
+            time.sleep(1)
+            threads.sample()
+        hi = time.time()
+        machine = host.since()
+    finally:
+        s.stop()
+        ep.stop()
+    cpu = threads.seconds()
+    return {"scheduler": which, "idle_s": round(hi - lo, 1), "cpu_ms_per_min": round(cpu * 1000 / (hi - lo) * 60, 2),
+            "cpu_pct_of_core": round(100 * cpu / (hi - lo), 3), **machine}
+
+
+def run_release(n, total, replicas):
+    """benches/release_throughput.sh, parsed."""
+    env = dict(os.environ, N=str(n), TOTAL=str(total), R=str(replicas), BIN=str(SQSBEAT), TIMEOUT="400")
+    env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    host = Host()
+    r = subprocess.run(["bash", str(ROOT / "benches/release_throughput.sh")], env=env, capture_output=True, text=True)
+    out = {"n_due": n, "pending": total, "replicas": replicas, **host.since()}
+    for line in r.stdout.splitlines():
+        if line.startswith("release:"):
+            out["jobs_per_s"] = int(line.split(" = ")[1].split()[0])
+            out["released"] = int(line.split("released=")[1].split()[0])
+        elif line.startswith("cpu s:"):
+            out["cpu"] = line[len("cpu s: "):]
+    if r.returncode != 0 or "jobs_per_s" not in out:
+        out["error"] = (r.stderr + r.stdout)[-1500:]
+    return out
 
 
 def ms(x):
@@ -557,6 +679,139 @@ def report(a, name, results, keys, group, ratio_keys):
     text = table(results, keys, group) + "\n\nbeat / sqsbeat (median over median):\n\n" + ratios(results, ratio_keys) + "\n"
     (out / f"{name}-{stamp}.md").write_text(text)
     print(text)
+
+
+def cmd_goals(a):
+    """Every goal of the lean core in one run, beat beside sqsbeat where
+    beat can run the scenario, with the machine's steal time per scenario.
+    Writes goals-<stamp>.json and .md under --out."""
+    need_binaries()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    res = {"started": stamp, "steady": [], "burst": [], "idle": [], "release": []}
+    whole = Host()
+
+    def save():
+        (out / f"goals-{stamp}.json").write_text(json.dumps(res, indent=1))
+
+    def log(kind, r):
+        print(json.dumps(r), flush=True)
+        res[kind].append(r)
+        save()
+
+    def tmp():
+        return tempfile.TemporaryDirectory(prefix="sqsbeat-bench-")
+
+    if "idle" not in a.skip:
+        for which in ["beat", "sqsbeat"]:
+            with tmp() as d:
+                log("idle", run_idle(which, Path(d), a.idle_secs))
+    if "steady" not in a.skip:
+        for n in a.n:
+            entries = generate(n, "mix")
+            window = a.window * 2 if n <= 10 else a.window
+            runs = [("beat", "toml", "sqlite")] if n <= a.beat_max else []
+            runs.append(("sqsbeat", "toml", "sqlite"))
+            if n >= 100000:
+                runs += [("sqsbeat", "table", "sqlite"), ("sqsbeat", "table", "postgres")]
+            if n >= 1000000:
+                runs = [("sqsbeat", "table", "sqlite")]
+            for which, source, store in runs:
+                warmup = max(a.warmup, 20) if n >= 1000000 else a.warmup
+                with tmp() as d:
+                    try:
+                        r = run_steady(which, n, entries, "sink", window, warmup, Path(d), source, store)
+                    except RuntimeError as e:
+                        r = {"scheduler": which, "n": n, "source": f"{source}/{store}", "error": str(e)[-1500:]}
+                log("steady", r)
+    if "burst" not in a.skip:
+        for which in ["beat", "sqsbeat"]:
+            with tmp() as d:
+                log("burst", run_burst(which, a.burst + 1, "sink", Path(d), a.observe))
+    if "release" not in a.skip:
+        for r in [1, 2]:
+            log("release", run_release(a.release, a.release, r))
+    res["machine"] = whole.since()
+    save()
+    text = goals_table(res)
+    (out / f"goals-{stamp}.md").write_text(text)
+    print(text)
+
+
+def goals_table(res):
+    """The goals, each with beat's figure, sqsbeat's and whether it is met."""
+    rows = []
+
+    def steady(which, n, source="toml/sqlite"):
+        return next((r for r in res["steady"] if r["scheduler"] == which and r["n"] == n
+                     and (which == "beat" or r.get("source") == source) and "error" not in r), None)
+
+    def g(r, k):
+        return None if r is None else r.get(k)
+
+    def add(goal, beat, sqsbeat, met, note=""):
+        rows.append(f"| {goal} | {fmt(beat) if beat is not None else '—'} | "
+                    f"{fmt(sqsbeat) if sqsbeat is not None else '—'} | {met} | {note} |")
+
+    ns = sorted({r["n"] for r in res["steady"]})
+    for n in ns:
+        b, q = steady("beat", n), steady("sqsbeat", n)
+        bc, qc = g(b, "cpu_ms_per_msg"), g(q, "cpu_ms_per_msg")
+        ratio = f"beat / sqsbeat = {bc / qc:.0f}×" if bc and qc else ""
+        add(f"CPU ms per message, N = {n:,} (≤ 1/50 of beat's)", bc, qc,
+            ("yes" if bc / qc >= 50 else "**no**") if bc and qc else "—", ratio)
+    for n in ns:
+        if n < 100000:
+            continue
+        b = steady("beat", n)
+        for src in ["toml/sqlite", "table/sqlite", "table/postgres"]:
+            q = steady("sqsbeat", n, src)
+            if q is None:
+                continue
+            rss = max(q["rss_after_startup_mib"], q["rss_end_mib"], q.get("rss_max_mib") or 0)
+            limit = 60 if n == 100000 else 300
+            add(f"RSS MiB, N = {n:,}, {src} (≤ {limit})", g(b, "rss_end_mib"), rss,
+                "yes" if rss <= limit else "**no**")
+            if n >= 1000000:
+                add(f"sent / due in window, N = {n:,}, {src}", None, f"{q['sent_of_due']:,} / {q['due']:,}",
+                    "yes" if q["sent_of_due"] == q["due"] else "**no**",
+                    f"lateness p99 {fmt(q['lateness_p99_ms'])} ms")
+            st_limit = 1.0 if src.startswith("toml") else 0.3
+            add(f"start-up s, N = {n:,}, {src} (≤ {st_limit})", g(b, "startup_s"), q["startup_s"],
+                "yes" if q["startup_s"] <= st_limit else "**no**")
+    for n in ns:
+        b, q = steady("beat", n), steady("sqsbeat", n)
+        if q is None:
+            continue
+        v = q.get("lone_p99_ms")
+        add(f"lateness p99 ms outside bursts, N = {n:,} (≤ 10)", g(b, "lone_p99_ms"), v,
+            "yes" if v is not None and v <= 10 else "**no**",
+            f"all fires p99 {fmt(q['lateness_p99_ms'])}, sent {q['sent_of_due']:,} / {q['due']:,}")
+    bb = next((r for r in res["burst"] if r["scheduler"] == "beat"), None)
+    qb = next((r for r in res["burst"] if r["scheduler"] == "sqsbeat"), None)
+    if qb:
+        add(f"probe p99 ms during a burst of {qb['n']:,} (≤ 10)", g(bb, "probe_p99_ms"), qb["probe_p99_ms"],
+            "yes" if (qb["probe_p99_ms"] or 1e9) <= 10 else "**no**",
+            f"burst sent {qb['sent']:,} in {fmt(qb['first_to_last_s'])} s, first at {fmt(qb['first_after_minute_ms'])} ms; "
+            f"beat sent {g(bb, 'sent')}")
+    for r in res["release"]:
+        ok = r.get("jobs_per_s", 0) >= 10000
+        add(f"release jobs/s, {r['pending']:,} pending, {r['replicas']} replica(s) (≥ 10 000)", None,
+            r.get("jobs_per_s"), "yes" if ok else "**no**", r.get("cpu", r.get("error", ""))[:200])
+    for r in res["idle"]:
+        pass
+    bi = next((r for r in res["idle"] if r["scheduler"] == "beat"), None)
+    qi = next((r for r in res["idle"] if r["scheduler"] == "sqsbeat"), None)
+    if qi:
+        add("idle CPU, % of a core (no measurable CPU)", g(bi, "cpu_pct_of_core"), qi["cpu_pct_of_core"],
+            "yes" if qi["cpu_pct_of_core"] < 0.05 else "**no**", f"{qi['cpu_ms_per_min']} CPU ms per minute")
+    steal = [f"{k} {r.get('n', r.get('replicas', ''))}: {r.get('steal_pct')} %" for k in ["steady", "burst", "idle", "release"]
+             for r in res[k] if "steal_pct" in r]
+    m = res.get("machine", {})
+    head = ["| goal | beat | sqsbeat | met | note |", "| --- | --- | --- | --- | --- |"]
+    return ("\n".join(head + rows) + f"\n\nWhole run: steal {m.get('steal_pct')} %, idle {m.get('idle_pct')} %, "
+            f"load {m.get('load1')} at the end. Steal per scenario: " + "; ".join(steal) + "\n")
 
 
 def cmd_smoke(a):
@@ -693,6 +948,18 @@ def main():
     source_args(pr)
     pr.add_argument("--out", default=str(ROOT / "bench-results/profile"))
     pr.set_defaults(f=cmd_profile)
+    go = sub.add_parser("goals", help="every lean-core goal in one run, beat beside sqsbeat, with steal time")
+    go.add_argument("--n", type=int, nargs="+", default=[10, 1000, 100000, 1000000])
+    go.add_argument("--window", type=float, default=60, help="measured seconds per steady run (doubled at N <= 10)")
+    go.add_argument("--warmup", type=float, default=10)
+    go.add_argument("--beat-max", type=int, default=100000, help="largest N beat runs at")
+    go.add_argument("--burst", type=int, default=10000)
+    go.add_argument("--observe", type=float, default=30)
+    go.add_argument("--release", type=int, default=1000000, help="one-off jobs, all due, all pending")
+    go.add_argument("--idle-secs", type=float, default=60)
+    go.add_argument("--skip", nargs="*", default=[], choices=["idle", "steady", "burst", "release"])
+    go.add_argument("--out", default=str(ROOT / "bench-results"))
+    go.set_defaults(f=cmd_goals)
     s = sub.add_parser("smoke", help="seconds-long form for CI")
     s.set_defaults(f=cmd_smoke)
     a = p.parse_args()
