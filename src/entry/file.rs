@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -149,6 +150,7 @@ pub fn parse_str(file: &str, src: &str, ctx: &Context) -> Loaded {
 fn parse_whole(file: &str, src: &str, lines: &Lines, ctx: &Context) -> Loaded {
     let mut p = FileParser {
         file,
+        origin_file: file.into(),
         at: At { lines, base: 0 },
         ctx,
         out: Loaded::default(),
@@ -187,10 +189,15 @@ fn parse_sections(
 ) -> Option<Loaded> {
     let mut p = FileParser {
         file,
+        origin_file: file.into(),
         at: At { lines, base: 0 },
         ctx,
         out: Loaded::default(),
     };
+    // Sized once: grown by doubling, the vectors of 100 000 entries held
+    // up to twice the room they needed.
+    p.out.entries.reserve_exact(sections.entries.len());
+    p.out.names.reserve_exact(sections.entries.len());
     let mut defaults = RawEntry::default();
     if let Some(range) = &sections.defaults {
         let root = DeTable::parse(&src[range.clone()]).ok()?.into_inner();
@@ -370,6 +377,8 @@ impl At<'_> {
 /// and the entries add up to.
 struct FileParser<'a> {
     file: &'a str,
+    /// `file`, shared by the origins of its entries.
+    origin_file: Arc<str>,
     at: At<'a>,
     ctx: &'a Context,
     out: Loaded,
@@ -443,7 +452,7 @@ impl FileParser<'_> {
         let name = key.get_ref().to_string();
         let entry_line = self.at.line(key.span().start);
         let origin = Origin {
-            file: self.file.to_string(),
+            file: self.origin_file.clone(),
             line: entry_line,
         };
         self.out.names.push((name.clone(), origin.clone()));
@@ -613,16 +622,18 @@ pub fn expand_paths(paths: &SchedulePaths) -> Result<Vec<PathBuf>, LoadError> {
 /// unique across all of them. No files at all is a valid schedule, with a
 /// notice saying so.
 pub fn load_paths(paths: &SchedulePaths, ctx: &Context) -> Result<Loaded, LoadError> {
-    let mut sources = Vec::new();
-    for file in expand_paths(paths)? {
-        let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
+    let files = expand_paths(paths)?;
+    let mut all = Loaded::default();
+    // A file's text is dropped once it is parsed.
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| LoadError::Io {
             path: file.display().to_string(),
             source: e,
         })?;
-        sources.push((display_path(&file), text));
+        all.add(parse_str(&display_path(file), &text, ctx));
     }
-    let mut loaded = parse_sources(&sources, ctx);
-    if sources.is_empty() {
+    let mut loaded = all.without_duplicates();
+    if files.is_empty() {
         loaded.notice = Some(format!(
             "no schedule files (*.toml) in {}; only entries from the database fire",
             paths.display()
@@ -635,41 +646,64 @@ pub fn load_paths(paths: &SchedulePaths, ctx: &Context) -> Result<Loaded, LoadEr
 pub fn parse_sources(sources: &[(String, String)], ctx: &Context) -> Loaded {
     let mut all = Loaded::default();
     for (name, text) in sources {
-        let one = parse_str(name, text, ctx);
-        all.entries.extend(one.entries);
-        all.diagnostics.extend(one.diagnostics);
-        all.names.extend(one.names);
+        all.add(parse_str(name, text, ctx));
     }
-    let mut seen: HashMap<&str, &Origin> = HashMap::new();
-    let mut duplicates = Vec::new();
-    for (name, origin) in &all.names {
-        match seen.get(name.as_str()) {
-            Some(first) => duplicates.push(Diagnostic {
-                file: origin.file.clone(),
-                line: origin.line,
-                entry: Some(name.clone()),
-                message: format!(
-                    "duplicate entry name; first defined at {}:{}",
-                    first.file, first.line
-                ),
-                warning: false,
-            }),
-            None => {
-                seen.insert(name, origin);
+    all.without_duplicates()
+}
+
+impl Loaded {
+    /// Adds one file's entries and findings.
+    fn add(&mut self, one: Loaded) {
+        // The first file's vectors are taken as they are: copying 100 000
+        // entries into a new vector held both at once.
+        if self.entries.is_empty() {
+            self.entries = one.entries;
+        } else {
+            self.entries.extend(one.entries);
+        }
+        if self.names.is_empty() {
+            self.names = one.names;
+        } else {
+            self.names.extend(one.names);
+        }
+        self.diagnostics.extend(one.diagnostics);
+    }
+
+    /// The entries of names defined once; a name defined twice is an
+    /// error at each later definition.
+    fn without_duplicates(self) -> Loaded {
+        let mut all = self;
+        let mut seen: HashMap<&str, &Origin> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for (name, origin) in &all.names {
+            match seen.get(name.as_str()) {
+                Some(first) => duplicates.push(Diagnostic {
+                    file: origin.file.to_string(),
+                    line: origin.line,
+                    entry: Some(name.clone()),
+                    message: format!(
+                        "duplicate entry name; first defined at {}:{}",
+                        first.file, first.line
+                    ),
+                    warning: false,
+                }),
+                None => {
+                    seen.insert(name, origin);
+                }
             }
         }
+        // A duplicate is not loaded, not even its first definition: which one
+        // wins would be an accident of file order.
+        let dup_names: std::collections::HashSet<String> =
+            duplicates.iter().filter_map(|d| d.entry.clone()).collect();
+        let unique: Vec<Entry> = std::mem::take(&mut all.entries)
+            .into_iter()
+            .filter(|e| !dup_names.contains(&e.name))
+            .collect();
+        all.diagnostics.extend(duplicates);
+        all.entries = unique;
+        all
     }
-    // A duplicate is not loaded, not even its first definition: which one
-    // wins would be an accident of file order.
-    let dup_names: std::collections::HashSet<String> =
-        duplicates.iter().filter_map(|d| d.entry.clone()).collect();
-    let unique: Vec<Entry> = std::mem::take(&mut all.entries)
-        .into_iter()
-        .filter(|e| !dup_names.contains(&e.name))
-        .collect();
-    all.diagnostics.extend(duplicates);
-    all.entries = unique;
-    all
 }
 
 fn display_path(p: &Path) -> String {
@@ -713,7 +747,7 @@ every = "30s"
             l.entries[1].schedule.display_tz().name(),
             "America/Sao_Paulo"
         );
-        assert_eq!(l.entries[0].kwargs["batch"], 100);
+        assert_eq!(l.entries[0].kwargs()["batch"], 100);
     }
 
     #[test]
@@ -791,7 +825,7 @@ every = "30s"
             "[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\nkwargs = { since = 2026-01-01T00:00:00Z }\n",
         );
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
-        assert_eq!(l.entries[0].kwargs["since"], "2026-01-01T00:00:00Z");
+        assert_eq!(l.entries[0].kwargs()["since"], "2026-01-01T00:00:00Z");
     }
 
     #[test]
@@ -990,7 +1024,7 @@ every = "30s"
         // The same table twice, spelt two ways: one section, which then
         // does not parse (TOML forbids it), so the whole parse says why.
         let twice = "[entries.a]\n[entries.\"a\"]\n";
-        assert_eq!(sections(twice).unwrap().entries, [0..twice.len()]);
+        assert_eq!(sections(twice).unwrap().entries, vec![(0..twice.len())]);
         let l = parse(twice);
         assert!(
             l.diagnostics[0].message.starts_with("invalid TOML"),

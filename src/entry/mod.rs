@@ -12,6 +12,9 @@ pub mod merge;
 pub mod raw;
 pub mod validate;
 
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
@@ -65,35 +68,50 @@ impl CatchUp {
 /// Where an entry was defined, for messages that point back at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub file: String,
+    /// Shared by every entry of the file (or table).
+    pub file: Arc<str>,
     pub line: usize,
 }
 
 /// A validated periodic entry.
+///
+/// Compact, as a schedule holds one per entry for as long as it runs (at
+/// 100 000 entries, each byte here is 100 kB): task and queue names are
+/// shared across entries, args and kwargs are kept as their JSON text and
+/// read back for each message, and what few entries set is boxed in
+/// [`Extras`], absent when nothing there is set.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
-    pub task: String,
+    pub task: Arc<str>,
     pub schedule: Schedule,
-    pub args: Vec<Value>,
-    pub kwargs: Map<String, Value>,
-    pub queue: String,
+    /// The args array as JSON, `""` for none.
+    args_json: Box<str>,
+    /// The kwargs object as JSON, `""` for none.
+    kwargs_json: Box<str>,
+    pub queue: Arc<str>,
+    pub origin: Origin,
     pub priority: u8,
+    pub enabled: bool,
+    pub catch_up: CatchUp,
+    extras: Option<Box<Extras>>,
+}
+
+/// What few entries set. Each field's default is what an entry without it
+/// has, and an entry whose extras are all default keeps none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
     pub headers: Map<String, Value>,
     pub expires: Option<Duration>,
-    pub enabled: bool,
+    /// `None`: [`DEFAULT_GRACE`].
+    pub grace: Option<Duration>,
+    pub jitter: Option<Duration>,
     pub start_at: Option<DateTime<Utc>>,
     pub end_at: Option<DateTime<Utc>>,
-    pub catch_up: CatchUp,
-    pub grace: Duration,
-    pub jitter: Option<Duration>,
     /// FIFO queues only: the `MessageGroupId` (default: the entry name).
     pub group_id: Option<String>,
     /// `sentry_monitor = true` on a schedule Sentry Crons can describe.
-    /// Boxed, like `django`: few entries have one, and inline it made
-    /// every entry 96 bytes larger.
     pub sentry_monitor: Option<Box<crate::wire::sentry::Monitor>>,
-    pub origin: Origin,
     /// An instant every message of the entry expires at, besides
     /// `expires` (django-celery-beat's `expires`, which is both the end of
     /// the schedule and the messages' expiry).
@@ -108,12 +126,189 @@ pub struct Entry {
     pub django: Option<Box<django::Link>>,
 }
 
+impl Extras {
+    /// Every field as an entry without it has it.
+    fn is_default(&self) -> bool {
+        *self == Extras::default()
+    }
+}
+
+/// Headers of an entry that has none.
+static NO_HEADERS: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// The one shared copy of a name many entries repeat (task and queue
+/// names). Like parsed cron schedules, a bounded process-wide set: past
+/// its bound it starts over, which only stops sharing names seen before.
+pub fn intern(name: &str) -> Arc<str> {
+    static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    let Ok(mut names) = NAMES.get_or_init(Default::default).lock() else {
+        return Arc::from(name);
+    };
+    if let Some(known) = names.get(name) {
+        return known.clone();
+    }
+    if names.len() >= 4096 {
+        names.clear();
+    }
+    let new: Arc<str> = Arc::from(name);
+    names.insert(new.clone());
+    new
+}
+
+/// A JSON array or object as the text an entry keeps: `""` when empty.
+fn json_text(value: &Value) -> Box<str> {
+    let empty = match value {
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    if empty {
+        return Box::default();
+    }
+    // Serializing a Value cannot fail (its keys are strings).
+    serde_json::to_string(value).unwrap_or_default().into()
+}
+
 impl Entry {
+    /// An entry of validated parts; `extras` is kept only if it sets
+    /// something.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        task: Arc<str>,
+        schedule: Schedule,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        queue: Arc<str>,
+        origin: Origin,
+        priority: u8,
+        enabled: bool,
+        catch_up: CatchUp,
+        extras: Extras,
+    ) -> Entry {
+        let mut e = Entry {
+            name,
+            task,
+            schedule,
+            args_json: json_text(&Value::Array(args)),
+            kwargs_json: json_text(&Value::Object(kwargs)),
+            queue,
+            origin,
+            priority,
+            enabled,
+            catch_up,
+            extras: None,
+        };
+        e.set_extras(extras);
+        e
+    }
+
+    /// The args, read back from their JSON.
+    pub fn args(&self) -> Vec<Value> {
+        if self.args_json.is_empty() {
+            return Vec::new();
+        }
+        // The text is serde_json's own writing of an array.
+        serde_json::from_str(&self.args_json).unwrap_or_default()
+    }
+
+    /// The kwargs, read back from their JSON.
+    pub fn kwargs(&self) -> Map<String, Value> {
+        if self.kwargs_json.is_empty() {
+            return Map::new();
+        }
+        serde_json::from_str(&self.kwargs_json).unwrap_or_default()
+    }
+
+    pub fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    /// Changes the extras; an entry whose extras are all default keeps
+    /// none.
+    pub fn set_extras(&mut self, extras: Extras) {
+        self.extras = (!extras.is_default()).then(|| Box::new(extras));
+    }
+
+    /// Changes some extras (see [`Entry::set_extras`]).
+    pub fn update_extras(&mut self, f: impl FnOnce(&mut Extras)) {
+        let mut extras = self.extras.take().map(|b| *b).unwrap_or_default();
+        f(&mut extras);
+        self.set_extras(extras);
+    }
+
+    pub fn headers(&self) -> &Map<String, Value> {
+        self.extras.as_ref().map_or(&NO_HEADERS, |x| &x.headers)
+    }
+
+    pub fn expires(&self) -> Option<Duration> {
+        self.extras.as_ref().and_then(|x| x.expires)
+    }
+
+    /// Lateness after which a fire counts as missed.
+    pub fn grace(&self) -> Duration {
+        self.extras
+            .as_ref()
+            .and_then(|x| x.grace)
+            .unwrap_or(DEFAULT_GRACE)
+    }
+
+    pub fn jitter(&self) -> Option<Duration> {
+        self.extras.as_ref().and_then(|x| x.jitter)
+    }
+
+    pub fn start_at(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.start_at)
+    }
+
+    pub fn end_at(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.end_at)
+    }
+
+    pub fn group_id(&self) -> Option<&str> {
+        self.extras.as_ref().and_then(|x| x.group_id.as_deref())
+    }
+
+    pub fn sentry_monitor(&self) -> Option<&crate::wire::sentry::Monitor> {
+        self.extras
+            .as_ref()
+            .and_then(|x| x.sentry_monitor.as_deref())
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.expires_at)
+    }
+
+    pub fn resume_from(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.resume_from)
+    }
+
+    pub fn django(&self) -> Option<&django::Link> {
+        self.extras.as_ref().and_then(|x| x.django.as_deref())
+    }
+
+    /// Whether two entries define the same thing: everything but where
+    /// they were defined and where a new one would resume (which moves
+    /// with every run of a django-celery-beat row, and counts only where
+    /// the ledger knows nothing of the entry).
+    pub fn same_definition(&self, other: &Entry) -> bool {
+        let strip = |e: &Entry| {
+            let mut e = e.clone();
+            e.origin = Origin {
+                file: Arc::from(""),
+                line: 0,
+            };
+            e.update_extras(|x| x.resume_from = None);
+            format!("{e:?}")
+        };
+        strip(self) == strip(other)
+    }
+
     /// The next nominal fire strictly after `after`, inside the entry's
     /// start/end window (both ends inclusive).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<crate::schedule::Fire> {
         let mut from = after;
-        if let Some(start) = self.start_at {
+        if let Some(start) = self.start_at() {
             // Fires before the window are not fires: search from just before it.
             let before_start = start - Duration::milliseconds(1);
             if from < before_start {
@@ -121,7 +316,7 @@ impl Entry {
             }
         }
         let fire = self.schedule.next_after(from)?;
-        match self.end_at {
+        match self.end_at() {
             Some(end) if fire.at > end => None,
             _ => Some(fire),
         }
@@ -134,7 +329,7 @@ impl Entry {
     /// ([`LATEST_INSTANT`]), but a slot can also follow a stored cursor,
     /// and no row may panic the beat.
     pub fn send_at(&self, nominal: DateTime<Utc>) -> DateTime<Utc> {
-        match self.jitter {
+        match self.jitter() {
             Some(j) if j.num_milliseconds() > 0 => {
                 let key = format!("{}\n{}", self.name, nominal.timestamp_millis());
                 let ms = fnv1a64(key.as_bytes()) % j.num_milliseconds() as u64;
@@ -153,7 +348,7 @@ impl Entry {
                 .checked_add_signed(d)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC)
         };
-        match (self.expires.map(after), self.expires_at) {
+        match (self.expires().map(after), self.expires_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -179,7 +374,7 @@ impl Entry {
         now: DateTime<Utc>,
         origin: &'a str,
         trigger: Option<&'a str>,
-    ) -> TaskMessage<'a> {
+    ) -> EntryMessage<'a> {
         let mut m = self.message(id, scheduled_at, origin);
         m.expires = self.expiry(now);
         m.trigger = trigger;
@@ -196,24 +391,62 @@ impl Entry {
         id: &'a str,
         nominal: DateTime<Utc>,
         origin: &'a str,
-    ) -> TaskMessage<'a> {
-        TaskMessage {
-            task: &self.task,
+    ) -> EntryMessage<'a> {
+        EntryMessage {
+            entry: self,
             id,
-            args: &self.args,
-            kwargs: &self.kwargs,
-            queue: &self.queue,
-            priority: self.priority,
-            headers: &self.headers,
-            eta: None,
+            args: self.args(),
+            kwargs: self.kwargs(),
             expires: self.expiry(nominal),
             scheduled_at: nominal,
-            periodic_entry: Some(&self.name),
             trigger: None,
             origin,
-            args_shape: ArgsShape::List,
-            sentry: self.sentry_monitor.as_deref(),
+            sentry: self.sentry_monitor(),
         }
+    }
+}
+
+/// The message of one fire of an entry: the entry's args and kwargs read
+/// back from their JSON, and what else varies by fire; it gives the
+/// [`TaskMessage`] that builds the bytes.
+#[derive(Debug, Clone)]
+pub struct EntryMessage<'a> {
+    entry: &'a Entry,
+    id: &'a str,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    pub expires: Option<DateTime<Utc>>,
+    pub scheduled_at: DateTime<Utc>,
+    pub trigger: Option<&'a str>,
+    origin: &'a str,
+    pub sentry: Option<&'a crate::wire::sentry::Monitor>,
+}
+
+impl EntryMessage<'_> {
+    pub fn task_message(&self) -> TaskMessage<'_> {
+        let e = self.entry;
+        TaskMessage {
+            task: &e.task,
+            id: self.id,
+            args: &self.args,
+            kwargs: &self.kwargs,
+            queue: &e.queue,
+            priority: e.priority,
+            headers: e.headers(),
+            eta: None,
+            expires: self.expires,
+            scheduled_at: self.scheduled_at,
+            periodic_entry: Some(&e.name),
+            trigger: self.trigger,
+            origin: self.origin,
+            args_shape: ArgsShape::List,
+            sentry: self.sentry,
+        }
+    }
+
+    /// The SQS `MessageBody` (see [`TaskMessage::sqs_body`]).
+    pub fn sqs_body(&self, now: DateTime<Utc>, encoding: BodyEncoding) -> String {
+        self.task_message().sqs_body(now, encoding)
     }
 }
 
@@ -274,11 +507,16 @@ impl Problem {
 /// An upper bound on [`message_size`] that builds no message: building one
 /// per entry was half the time of loading a 100 000-entry schedule.
 pub fn message_size_bound(entry: &Entry) -> usize {
+    payload_size_bound(entry, &entry.args(), &entry.kwargs())
+}
+
+/// [`message_size_bound`] of an entry whose args and kwargs are at hand.
+fn payload_size_bound(entry: &Entry, args: &[Value], kwargs: &Map<String, Value>) -> usize {
     let names = entry.name.len()
         + entry.task.len()
         + entry.queue.len()
-        + entry.group_id.as_ref().map_or(0, String::len);
-    limits::message_size_bound(&entry.args, &entry.kwargs, &entry.headers, names)
+        + entry.group_id().map_or(0, str::len);
+    limits::message_size_bound(args, kwargs, entry.headers(), names)
 }
 
 /// The SQS body size of this entry's message, as it will be sent.
@@ -409,6 +647,105 @@ mod tests {
                 assert!(bound >= real, "bound {bound} < real {real} for {s:?}");
             }
         }
+    }
+
+    /// An entry keeps args and kwargs as JSON text: its messages must be
+    /// the bytes the values themselves give (big integers, float text,
+    /// key order, escapes, nesting).
+    #[test]
+    fn messages_from_the_kept_json_are_the_values_own() {
+        let args = serde_json::json!([
+            18446744073709551616_u128,
+            1.50,
+            "é \" \\ 😀",
+            {"z": 1, "a": [null, true, {"y": "x"}]},
+            []
+        ]);
+        let kwargs: Value = serde_json::from_str(
+            r#"{"zeta": 1e400, "alpha": -0, "m": {"b": 2, "a": 1}, "": "", "list": [1E5]}"#,
+        )
+        .unwrap();
+        let raw = RawEntry {
+            task: Some("app.tasks.t".into()),
+            every: Some("1m".into()),
+            args: Some(args.clone()),
+            kwargs: Some(kwargs.clone()),
+            headers: Some(serde_json::json!({"tenant": "acme"})),
+            expires: Some("1h".into()),
+            ..Default::default()
+        };
+        let (e, p) = validate("exact", raw, origin(), &Context::default());
+        let e = e.unwrap_or_else(|| panic!("{p:?}"));
+        assert_eq!(Value::Array(e.args()), args);
+        assert_eq!(Value::Object(e.kwargs()), kwargs);
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        let (Value::Array(a), Value::Object(k)) = (args, kwargs) else {
+            unreachable!()
+        };
+        let want = TaskMessage {
+            task: "app.tasks.t",
+            id: "id",
+            args: &a,
+            kwargs: &k,
+            queue: DEFAULT_QUEUE,
+            priority: 0,
+            headers: e.headers(),
+            eta: None,
+            expires: Some(t + Duration::hours(1)),
+            scheduled_at: t,
+            periodic_entry: Some("exact"),
+            trigger: None,
+            origin: "o",
+            args_shape: ArgsShape::List,
+            sentry: None,
+        };
+        for enc in [BodyEncoding::Base64, BodyEncoding::RawJson] {
+            let got = e.message("id", t, "o").sqs_body(t, enc);
+            assert_eq!(got, want.sqs_body(t, enc));
+        }
+        // No args or kwargs: empty text, and `[]` and `{}` in the message.
+        let bare = RawEntry {
+            task: Some("app.tasks.t".into()),
+            every: Some("1m".into()),
+            ..Default::default()
+        };
+        let (e, _) = validate("bare", bare, origin(), &Context::default());
+        let e = e.unwrap();
+        let body = e.message("id", t, "o").task_message().task_body_json();
+        assert!(body.starts_with("[[], {}, {"), "{body}");
+    }
+
+    /// What the compact entry is for: a large schedule holds one per
+    /// entry. Names repeated across entries are one copy, and an entry
+    /// with nothing rare set keeps no extras.
+    #[test]
+    fn entries_stay_small_and_share_their_names() {
+        assert!(size_of::<Entry>() <= 160, "{}", size_of::<Entry>());
+        let raw = |grace: Option<&str>| RawEntry {
+            task: Some("app.tasks.shared".into()),
+            queue: Some("shared-queue".into()),
+            every: Some("1m".into()),
+            grace: grace.map(str::to_string),
+            kwargs: Some(serde_json::json!({"n": 1})),
+            ..Default::default()
+        };
+        let (a, _) = validate("a", raw(None), origin(), &Context::default());
+        let (b, _) = validate("b", raw(Some("1m")), origin(), &Context::default());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(Arc::ptr_eq(&a.task, &b.task) && Arc::ptr_eq(&a.queue, &b.queue));
+        // The default grace written out is the default.
+        assert!(a.extras().is_none() && b.extras().is_none());
+        assert_eq!(b.grace(), DEFAULT_GRACE);
+        let (c, _) = validate("c", raw(Some("2m")), origin(), &Context::default());
+        let c = c.unwrap();
+        assert_eq!(c.grace(), Duration::minutes(2));
+        assert!(c.extras().is_some());
+        // Extras set back to their defaults are dropped again.
+        let mut d = c.clone();
+        d.update_extras(|x| x.grace = None);
+        assert!(d.extras().is_none());
     }
 
     #[test]
