@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -378,7 +377,7 @@ impl At<'_> {
 struct FileParser<'a> {
     file: &'a str,
     /// `file`, shared by the origins of its entries.
-    origin_file: Arc<str>,
+    origin_file: crate::entry::SharedName,
     at: At<'a>,
     ctx: &'a Context,
     out: Loaded,

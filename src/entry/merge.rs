@@ -60,7 +60,7 @@ impl EntryRow {
 pub fn validate(rows: &[Result<EntryRow, StoreError>], ctx: &Context) -> Loaded {
     let mut out = Loaded::default();
     // Shared by every row's origin.
-    let source: std::sync::Arc<str> = SOURCE.into();
+    let source = crate::entry::SharedName::from(SOURCE);
     for row in rows {
         let row = match row {
             Ok(row) => row,

@@ -12,7 +12,7 @@ pub mod merge;
 pub mod raw;
 pub mod validate;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
@@ -69,8 +69,64 @@ impl CatchUp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// Shared by every entry of the file (or table).
-    pub file: Arc<str>,
+    pub file: SharedName,
     pub line: usize,
+}
+
+/// A name many entries repeat (task, queue, file), one copy shared by
+/// all: a pointer (8 bytes, half an `Arc<str>`) that reads as the `str`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedName(Arc<String>);
+
+impl std::ops::Deref for SharedName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SharedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for SharedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&str> for SharedName {
+    /// An unshared copy; [`intern`] shares.
+    fn from(s: &str) -> Self {
+        SharedName(Arc::new(s.to_string()))
+    }
+}
+
+impl From<String> for SharedName {
+    /// An unshared name; [`intern`] shares.
+    fn from(s: String) -> Self {
+        SharedName(Arc::new(s))
+    }
+}
+
+impl serde::Serialize for SharedName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl PartialEq<str> for SharedName {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&str> for SharedName {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
 }
 
 /// A validated periodic entry.
@@ -83,13 +139,14 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
-    pub task: Arc<str>,
+    pub task: SharedName,
     pub schedule: Schedule,
-    /// The args array as JSON, `""` for none.
-    args_json: Box<str>,
-    /// The kwargs object as JSON, `""` for none.
-    kwargs_json: Box<str>,
-    pub queue: Arc<str>,
+    /// The args array's JSON then the kwargs object's, each `""` for
+    /// none: one allocation for both.
+    payload: Box<str>,
+    /// Where the kwargs start in `payload`.
+    kwargs_at: u32,
+    pub queue: SharedName,
     pub origin: Origin,
     pub priority: u8,
     pub enabled: bool,
@@ -139,10 +196,10 @@ static NO_HEADERS: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
 /// The one shared copy of a name many entries repeat (task and queue
 /// names). Like parsed cron schedules, a bounded process-wide set: past
 /// its bound it starts over, which only stops sharing names seen before.
-pub fn intern(name: &str) -> Arc<str> {
-    static NAMES: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+pub fn intern(name: &str) -> SharedName {
+    static NAMES: OnceLock<Mutex<HashMap<String, SharedName>>> = OnceLock::new();
     let Ok(mut names) = NAMES.get_or_init(Default::default).lock() else {
-        return Arc::from(name);
+        return SharedName::from(name);
     };
     if let Some(known) = names.get(name) {
         return known.clone();
@@ -150,23 +207,23 @@ pub fn intern(name: &str) -> Arc<str> {
     if names.len() >= 4096 {
         names.clear();
     }
-    let new: Arc<str> = Arc::from(name);
-    names.insert(new.clone());
+    let new = SharedName::from(name);
+    names.insert(name.to_string(), new.clone());
     new
 }
 
-/// A JSON array or object as the text an entry keeps: `""` when empty.
-fn json_text(value: &Value) -> Box<str> {
+/// A JSON array or object as the text an entry keeps, appended to `out`:
+/// nothing when it is empty.
+fn push_json(out: &mut String, value: &Value) {
     let empty = match value {
         Value::Array(a) => a.is_empty(),
         Value::Object(m) => m.is_empty(),
         _ => false,
     };
-    if empty {
-        return Box::default();
+    if !empty {
+        // Serializing a Value cannot fail (its keys are strings).
+        out.push_str(&serde_json::to_string(value).unwrap_or_default());
     }
-    // Serializing a Value cannot fail (its keys are strings).
-    serde_json::to_string(value).unwrap_or_default().into()
 }
 
 impl Entry {
@@ -175,23 +232,29 @@ impl Entry {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: String,
-        task: Arc<str>,
+        task: SharedName,
         schedule: Schedule,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
-        queue: Arc<str>,
+        queue: SharedName,
         origin: Origin,
         priority: u8,
         enabled: bool,
         catch_up: CatchUp,
         extras: Extras,
     ) -> Entry {
+        let mut payload = String::new();
+        push_json(&mut payload, &Value::Array(args));
+        // Validation bounds a message at 256 KiB (or the configured
+        // size): the payload's length fits a u32 many times over.
+        let kwargs_at = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        push_json(&mut payload, &Value::Object(kwargs));
         let mut e = Entry {
             name,
             task,
             schedule,
-            args_json: json_text(&Value::Array(args)),
-            kwargs_json: json_text(&Value::Object(kwargs)),
+            payload: payload.into_boxed_str(),
+            kwargs_at,
             queue,
             origin,
             priority,
@@ -205,19 +268,28 @@ impl Entry {
 
     /// The args, read back from their JSON.
     pub fn args(&self) -> Vec<Value> {
-        if self.args_json.is_empty() {
+        let (args, _) = self.payload_texts();
+        if args.is_empty() {
             return Vec::new();
         }
         // The text is serde_json's own writing of an array.
-        serde_json::from_str(&self.args_json).unwrap_or_default()
+        serde_json::from_str(args).unwrap_or_default()
+    }
+
+    /// The args' JSON and the kwargs'.
+    fn payload_texts(&self) -> (&str, &str) {
+        self.payload
+            .split_at_checked(self.kwargs_at as usize)
+            .unwrap_or((&self.payload, ""))
     }
 
     /// The kwargs, read back from their JSON.
     pub fn kwargs(&self) -> Map<String, Value> {
-        if self.kwargs_json.is_empty() {
+        let (_, kwargs) = self.payload_texts();
+        if kwargs.is_empty() {
             return Map::new();
         }
-        serde_json::from_str(&self.kwargs_json).unwrap_or_default()
+        serde_json::from_str(kwargs).unwrap_or_default()
     }
 
     pub fn extras(&self) -> Option<&Extras> {
@@ -295,7 +367,7 @@ impl Entry {
         let strip = |e: &Entry| {
             let mut e = e.clone();
             e.origin = Origin {
-                file: Arc::from(""),
+                file: SharedName::from(""),
                 line: 0,
             };
             e.update_extras(|x| x.resume_from = None);
@@ -722,7 +794,7 @@ mod tests {
     /// with nothing rare set keeps no extras.
     #[test]
     fn entries_stay_small_and_share_their_names() {
-        assert!(size_of::<Entry>() <= 160, "{}", size_of::<Entry>());
+        assert!(size_of::<Entry>() <= 120, "{}", size_of::<Entry>());
         let raw = |grace: Option<&str>| RawEntry {
             task: Some("app.tasks.shared".into()),
             queue: Some("shared-queue".into()),
@@ -734,7 +806,7 @@ mod tests {
         let (a, _) = validate("a", raw(None), origin(), &Context::default());
         let (b, _) = validate("b", raw(Some("1m")), origin(), &Context::default());
         let (a, b) = (a.unwrap(), b.unwrap());
-        assert!(Arc::ptr_eq(&a.task, &b.task) && Arc::ptr_eq(&a.queue, &b.queue));
+        assert!(Arc::ptr_eq(&a.task.0, &b.task.0) && Arc::ptr_eq(&a.queue.0, &b.queue.0));
         // The default grace written out is the default.
         assert!(a.extras().is_none() && b.extras().is_none());
         assert_eq!(b.grace(), DEFAULT_GRACE);
