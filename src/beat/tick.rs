@@ -157,10 +157,13 @@ impl Beat {
         let entries = entries.into();
         let cursors: Vec<DateTime<Utc>> =
             entries.iter().map(|e| cursor(e).unwrap_or(start)).collect();
+        // Each enabled entry has one slot in the heap: sized once, not by
+        // doubling (4.2 MB for 100 000 entries where 3.2 MB hold them).
+        let heap = BinaryHeap::with_capacity(entries.len());
         let mut beat = Beat {
             entries,
             cursors,
-            heap: BinaryHeap::new(),
+            heap,
             retries: BinaryHeap::new(),
             waiting: HashMap::new(),
             pauses: HashMap::new(),
