@@ -320,7 +320,7 @@ impl<S: Sink> Driver<S> {
                 Some((at, true)) if e.enabled => Some(*at),
                 // Never after now: a row saved with a clock ahead of ours
                 // must not skip slots.
-                _ => e.resume_from.map(|t| t.min(start)),
+                _ => e.resume_from().map(|t| t.min(start)),
             },
             DEFAULT_MAX_CATCH_UP,
         );
@@ -589,7 +589,7 @@ impl<S: Sink> Term<'_, S> {
         }
         let (outgoing, ids) = build(&self.beat, &self.driver.opts, &due, now);
         for (f, id) in due.iter().zip(&ids) {
-            if let Some(m) = &self.beat.entries()[f.entry].sentry_monitor {
+            if let Some(m) = self.beat.entries()[f.entry].sentry_monitor() {
                 self.driver.check_ins.in_progress(m, id);
             }
         }
@@ -603,9 +603,7 @@ impl<S: Sink> Term<'_, S> {
         let links: Vec<(usize, Link)> = due
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| {
-                Some((i, (**self.beat.entries()[f.entry].django.as_ref()?).clone()))
-            })
+            .filter_map(|(i, f)| Some((i, self.beat.entries()[f.entry].django()?.clone())))
             .collect();
         let (sink, store, clock) = (
             self.driver.sink.clone(),
@@ -856,7 +854,7 @@ async fn record(
                 entry: e.name.clone(),
                 slot: f.nominal,
                 task_id: fire_task_id(&e.name, f.nominal),
-                queue: e.queue.clone(),
+                queue: e.queue.to_string(),
             }
         })
         .collect();

@@ -24,12 +24,12 @@ use crate::entry::Entry;
 
 /// Whether `slot`, still outstanding at `now`, makes entry `e` overdue.
 pub fn is_overdue(e: &Entry, slot: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    if !e.enabled || now - slot <= e.grace {
+    if !e.enabled || now - slot <= e.grace() {
         // The send instant is never before the slot: no need to compute
         // the jitter to know it is within grace.
         return false;
     }
-    now - e.send_at(slot) > e.grace
+    now - e.send_at(slot) > e.grace()
 }
 
 /// The first slot of `e` from `slot` on that `pause` does not take when

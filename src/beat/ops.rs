@@ -49,9 +49,11 @@ pub fn outgoing(entry: &Entry, opts: &MessageOptions, task_id: Uuid, body: Strin
     let queue = QueueName::new(&opts.queue_name_prefix, &entry.queue);
     Outgoing {
         task_id,
-        group_id: queue
-            .fifo
-            .then(|| entry.group_id.clone().unwrap_or_else(|| entry.name.clone())),
+        group_id: queue.fifo.then(|| {
+            entry
+                .group_id()
+                .map_or_else(|| entry.name.clone(), str::to_string)
+        }),
         dedup_id: queue.fifo.then(|| task_id.to_string()),
         queue,
         queue_url: None,
@@ -90,7 +92,7 @@ pub async fn run_now<S: Sink>(
             task_id,
             entry: entry.name.clone(),
             requested_at: now,
-            queue: entry.queue.clone(),
+            queue: entry.queue.to_string(),
             actor: audit.actor.clone(),
             outcome: "claimed".into(),
             error: None,
@@ -119,7 +121,7 @@ pub async fn run_now<S: Sink>(
     history::record(store, &entry.name, Action::Run, audit, &detail).await?;
     Ok(RunNow {
         task_id,
-        queue: entry.queue.clone(),
+        queue: entry.queue.to_string(),
         scheduled_at: now,
         outcome,
     })
@@ -171,7 +173,7 @@ pub async fn backfill<S: Sink>(
 ) -> Result<BackfillReport, OpsError> {
     let slots = backfill::slots_in(entry, req.from, req.to, req.earliest, req.limit)?;
     let cursor = store::backfill::cursor(store, &entry.name).await?;
-    let bound = backfill::bound(cursor, entry.resume_from, audit.at);
+    let bound = backfill::bound(cursor, entry.resume_from(), audit.at);
     let recorded: HashMap<_, _> = store::backfill::recorded(store, &entry.name, req.from, req.to)
         .await?
         .into_iter()
@@ -242,7 +244,7 @@ async fn send_round<S: Sink>(
             entry: entry.name.clone(),
             slot,
             task_id: fire_task_id(&entry.name, slot),
-            queue: entry.queue.clone(),
+            queue: entry.queue.to_string(),
         })
         .collect();
     let won = store::backfill::claim(store, &claims).await?;

@@ -33,7 +33,7 @@ pub async fn run(paths: &[PathBuf], config: &Config) -> anyhow::Result<bool> {
     };
     let probe = runtime::probe_queues(
         sink.clone(),
-        prepared.entries.clone(),
+        runtime::queues(&prepared.entries),
         config.sqs.queue_name_prefix.clone(),
     );
     runtime::serve(

@@ -261,7 +261,7 @@ fn resume_from(row: &PeriodicTaskRow, entry: &Entry) -> Option<DateTime<Utc>> {
         from = Some(start - TICK);
     }
     if row.clocked_id.is_some()
-        && let Some(slot) = entry.start_at
+        && let Some(slot) = entry.start_at()
         && row.last_run_at.is_none_or(|l| l < slot)
     {
         from = Some(from.map_or(slot - TICK, |f| f.min(slot - TICK)));
@@ -289,7 +289,7 @@ pub fn entry(
     };
     let mut diagnostics: Vec<Diagnostic> = warnings.into_iter().map(|w| diag(w, true)).collect();
     let origin = Origin {
-        file: place.clone(),
+        file: place.as_str().into(),
         line: 0,
     };
     let (entry, problems) = entry::validate(&row.name, raw, origin, ctx);
@@ -299,22 +299,27 @@ pub fn entry(
     };
     // Set after validation: they only narrow what validation accepted.
     if let Some(x) = row.expires {
-        entry.expires_at = Some(x);
-        entry.end_at = Some(entry.end_at.map_or(x, |e| e.min(x)));
+        entry.update_extras(|e| {
+            e.expires_at = Some(x);
+            e.end_at = Some(e.end_at.map_or(x, |e| e.min(x)));
+        });
     }
-    entry.resume_from = resume_from(row, &entry);
+    let from = resume_from(row, &entry);
+    entry.update_extras(|e| e.resume_from = from);
     entry.enabled = row.enabled && !(row.one_off && row.total_run_count > 0);
     if row.one_off
-        && let Some(first) = entry.resume_from.and_then(|f| entry.next_after(f))
+        && let Some(first) = entry.resume_from().and_then(|f| entry.next_after(f))
     {
-        entry.end_at = Some(entry.end_at.map_or(first.at, |e| e.min(first.at)));
+        entry.update_extras(|e| e.end_at = Some(e.end_at.map_or(first.at, |e| e.min(first.at))));
     }
-    entry.django = Some(Box::new(Link {
-        schema: schema.to_string(),
-        id: row.id,
-        one_off: row.one_off,
-        changed: row.date_changed,
-    }));
+    entry.update_extras(|e| {
+        e.django = Some(Box::new(Link {
+            schema: schema.to_string(),
+            id: row.id,
+            one_off: row.one_off,
+            changed: row.date_changed,
+        }))
+    });
     (Some(entry), diagnostics)
 }
 
@@ -333,7 +338,7 @@ pub fn validate(
                 out.names.push((
                     row.name.clone(),
                     Origin {
-                        file: place(schema, row.id),
+                        file: place(schema, row.id).into(),
                         line: 0,
                     },
                 ));
@@ -345,7 +350,7 @@ pub fn validate(
                 out.names.push((
                     u.name.clone(),
                     Origin {
-                        file: file.clone(),
+                        file: file.as_str().into(),
                         line: 0,
                     },
                 ));
@@ -378,7 +383,7 @@ pub fn set_aside_invalid(rows: Loaded, current: &[Entry]) -> (Loaded, Vec<Diagno
         .chain(
             current
                 .iter()
-                .filter(|e| e.django.is_some() && bad.contains(e.name.as_str()))
+                .filter(|e| e.django().is_some() && bad.contains(e.name.as_str()))
                 .cloned(),
         )
         .collect();
@@ -406,7 +411,7 @@ pub fn set_aside_clashes(others: &Loaded, rows: Loaded) -> (Loaded, Vec<Diagnost
                 format!("{}:{}", o.file, o.line)
             };
             errors.push(Diagnostic {
-                file: origin.file.clone(),
+                file: origin.file.to_string(),
                 line: 0,
                 entry: Some(name.clone()),
                 message: format!(

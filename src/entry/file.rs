@@ -6,8 +6,9 @@
 //! cross-file check for duplicate names.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -126,17 +127,37 @@ impl Lines {
 }
 
 /// Parses one schedule file's text. `file` names it in diagnostics.
+///
+/// A file of the usual shape (`[defaults]` and `[entries.NAME]` sections)
+/// is parsed a section at a time: the whole file's TOML tree (its tokens,
+/// parse events and tables, held at once) was a heap peak of 473 MB for a
+/// 13.8 MB file of 100 000 entries, and the allocator kept that memory
+/// after it was freed. Any other shape, and any file a section of which
+/// does not parse, is parsed whole, so that every diagnostic is the one
+/// the whole file gives.
 pub fn parse_str(file: &str, src: &str, ctx: &Context) -> Loaded {
+    let lines = Lines::new(src);
+    if let Some(sections) = sections(src)
+        && let Some(out) = parse_sections(file, src, &lines, ctx, &sections)
+    {
+        return out;
+    }
+    parse_whole(file, src, &lines, ctx)
+}
+
+/// The whole file as one TOML document.
+fn parse_whole(file: &str, src: &str, lines: &Lines, ctx: &Context) -> Loaded {
     let mut p = FileParser {
         file,
-        lines: Lines::new(src),
+        origin_file: file.into(),
+        at: At { lines, base: 0 },
         ctx,
         out: Loaded::default(),
     };
     let root = match DeTable::parse(src) {
         Ok(t) => t.into_inner(),
         Err(e) => {
-            let line = e.span().map_or(1, |s| p.lines.line(s.start));
+            let line = e.span().map_or(1, |s| lines.line(s.start));
             let message = format!("invalid TOML: {}", e.message().trim());
             p.error(line, None, message);
             return p.out;
@@ -149,23 +170,215 @@ pub fn parse_str(file: &str, src: &str, ctx: &Context) -> Loaded {
                 p.entry(key, value, &defaults);
             }
         }
-        None if !p.out.has_errors() => p.out.diagnostics.push(p.diag(
-            1,
-            None,
-            "no entries: add one as [entries.NAME] with task and cron, crontab or every".into(),
-            true,
-        )),
-        None => {}
+        None => p.no_entries(),
     }
     p.out.diagnostics.sort_by_key(|d| d.line);
     p.out
+}
+
+/// The file a section at a time, `[defaults]` first (it applies to every
+/// entry, wherever it is). `None` when a section does not parse on its
+/// own: the whole file's parse then reports it.
+fn parse_sections(
+    file: &str,
+    src: &str,
+    lines: &Lines,
+    ctx: &Context,
+    sections: &Sections,
+) -> Option<Loaded> {
+    let mut p = FileParser {
+        file,
+        origin_file: file.into(),
+        at: At { lines, base: 0 },
+        ctx,
+        out: Loaded::default(),
+    };
+    // Sized once: grown by doubling, the vectors of 100 000 entries held
+    // up to twice the room they needed.
+    p.out.entries.reserve_exact(sections.entries.len());
+    p.out.names.reserve_exact(sections.entries.len());
+    let mut defaults = RawEntry::default();
+    if let Some(range) = &sections.defaults {
+        let root = DeTable::parse(&src[range.clone()]).ok()?.into_inner();
+        p.at.base = range.start;
+        (defaults, _) = p.top_level(root);
+    }
+    for range in &sections.entries {
+        let root = DeTable::parse(&src[range.clone()]).ok()?.into_inner();
+        p.at.base = range.start;
+        // `[entries.NAME]` and its sub-tables: one key, `entries`,
+        // holding one table, NAME.
+        for (_, value) in root {
+            let DeValue::Table(entries) = value.into_inner() else {
+                return None;
+            };
+            for (key, value) in entries {
+                p.entry(key, value, &defaults);
+            }
+        }
+    }
+    if sections.entries.is_empty() {
+        p.no_entries();
+    }
+    p.out.diagnostics.sort_by_key(|d| d.line);
+    Some(p.out)
+}
+
+/// Where a file's sections are, by byte range: its `[defaults]` and each
+/// `[entries.NAME]`, each running from its header to the next section's.
+/// A range holds every header of its section (`[entries.NAME.kwargs]` as
+/// well), so that TOML's rules on defining a table twice apply within it
+/// as they do in the whole file.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Sections {
+    defaults: Option<Range<usize>>,
+    entries: Vec<Range<usize>>,
+}
+
+/// Which section a table header opens.
+#[derive(Debug, PartialEq, Eq)]
+enum Section<'s> {
+    Defaults,
+    Entry(Cow<'s, str>),
+}
+
+/// The sections of a file whose every table header is `[defaults...]` or
+/// `[entries.NAME...]`, with nothing but comments before the first, and
+/// each section's headers next to each other. `None` for anything else
+/// (key/values at the top level, `[entries]` itself, arrays of tables, a
+/// section split in two): the file is then parsed whole. The scan only
+/// lexes; a header is a `[` that starts a line outside any array or inline
+/// table. It need not judge bad syntax: a section that does not parse on
+/// its own sends the file to the whole parse too.
+fn sections(src: &str) -> Option<Sections> {
+    use toml_parser::lexer::TokenKind as K;
+    let source = toml_parser::Source::new(src);
+    let mut tokens = source.lex();
+    let mut out = Sections::default();
+    // The section being read, and where it started.
+    let mut open: Option<(Section<'_>, usize)> = None;
+    // Sections seen, to send a file whose section is split to the whole
+    // parse; a hash collision only does the same.
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut depth = 0usize;
+    let mut line_start = true;
+    while let Some(t) = tokens.next() {
+        match t.kind() {
+            K::Newline => {
+                line_start |= depth == 0;
+                continue;
+            }
+            K::Whitespace | K::Comment => continue,
+            K::Eof => break,
+            K::LeftSquareBracket if depth == 0 && line_start => {
+                let start = t.span().start();
+                let section = header(&source, &mut tokens, t.span().end())?;
+                if open.as_ref().is_some_and(|(s, _)| *s == section) {
+                    line_start = false;
+                    continue;
+                }
+                if let Some((s, from)) = open.take() {
+                    out.close(s, from..start);
+                }
+                let id = match &section {
+                    Section::Defaults => hash_name(None),
+                    Section::Entry(name) => hash_name(Some(name)),
+                };
+                if !seen.insert(id) {
+                    return None;
+                }
+                open = Some((section, start));
+            }
+            K::LeftSquareBracket | K::LeftCurlyBracket => depth += 1,
+            K::RightSquareBracket | K::RightCurlyBracket => depth = depth.checked_sub(1)?,
+            // A key/value before the first header.
+            _ if open.is_none() => return None,
+            _ => {}
+        }
+        line_start = false;
+    }
+    if let Some((s, from)) = open {
+        out.close(s, from..src.len());
+    }
+    Some(out)
+}
+
+impl Sections {
+    fn close(&mut self, section: Section<'_>, range: Range<usize>) {
+        match section {
+            Section::Defaults => self.defaults = Some(range),
+            Section::Entry(_) => self.entries.push(range),
+        }
+    }
+}
+
+fn hash_name(name: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// The section a table header opens, its `[` just read (ending at
+/// `after`): `None` if it is an array of tables, a header of another
+/// table, or not a header the scan can read.
+fn header<'s>(
+    source: &toml_parser::Source<'s>,
+    tokens: &mut toml_parser::lexer::Lexer<'s>,
+    after: usize,
+) -> Option<Section<'s>> {
+    use toml_parser::lexer::TokenKind as K;
+    let mut keys: Vec<Cow<'s, str>> = Vec::new();
+    let mut first = true;
+    for t in tokens.by_ref() {
+        match t.kind() {
+            // `[[`: an array of tables.
+            K::LeftSquareBracket if first && t.span().start() == after => return None,
+            K::Whitespace | K::Dot => {}
+            K::Atom | K::BasicString | K::LiteralString => {
+                let mut key = Cow::Borrowed("");
+                let mut errors: Vec<toml_parser::ParseError> = Vec::new();
+                source.get(t)?.decode_key(&mut key, &mut errors);
+                if !errors.is_empty() {
+                    return None;
+                }
+                keys.push(key);
+            }
+            K::RightSquareBracket => break,
+            _ => return None,
+        }
+        first = false;
+    }
+    let mut keys = keys.into_iter();
+    match (keys.next()?.as_ref(), keys.next()) {
+        ("defaults", _) => Some(Section::Defaults),
+        ("entries", Some(name)) => Some(Section::Entry(name)),
+        _ => None,
+    }
+}
+
+/// Turns offsets within the text being parsed (the whole file, or one
+/// section of it) into the file's lines.
+#[derive(Clone, Copy)]
+struct At<'l> {
+    lines: &'l Lines,
+    /// Where that text starts in the file.
+    base: usize,
+}
+
+impl At<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.lines.line(self.base + offset)
+    }
 }
 
 /// One file's parse in progress: where diagnostics point, and what they
 /// and the entries add up to.
 struct FileParser<'a> {
     file: &'a str,
-    lines: Lines,
+    /// `file`, shared by the origins of its entries.
+    origin_file: crate::entry::SharedName,
+    at: At<'a>,
     ctx: &'a Context,
     out: Loaded,
 }
@@ -186,6 +399,16 @@ impl FileParser<'_> {
         self.out.diagnostics.push(d);
     }
 
+    /// The file defines no entry: worth a warning, unless it has errors.
+    fn no_entries(&mut self) {
+        if !self.out.has_errors() {
+            let message =
+                "no entries: add one as [entries.NAME] with task and cron, crontab or every";
+            let d = self.diag(1, None, message.into(), true);
+            self.out.diagnostics.push(d);
+        }
+    }
+
     /// The file's `[defaults]` and its `[entries]` table; anything else at
     /// the top level is an error.
     fn top_level<'s>(&mut self, root: DeTable<'s>) -> (RawEntry, Option<DeTable<'s>>) {
@@ -194,14 +417,14 @@ impl FileParser<'_> {
         // Owned iteration: cloning each entry's TOML tree doubled the peak
         // memory of loading a large schedule.
         for (key, value) in root {
-            let line = self.lines.line(key.span().start);
+            let line = self.at.line(key.span().start);
             match key.get_ref().as_ref() {
                 "defaults" => {
-                    for (k, l) in unknown_keys(&value, DEFAULT_KEYS, &self.lines).unwrap_or_default() {
+                    for (k, l) in unknown_keys(&value, DEFAULT_KEYS, self.at).unwrap_or_default() {
                         let allowed = DEFAULT_KEYS.join(", ");
                         self.error(l, None, format!("unknown key `{k}` in [defaults]; allowed: {allowed}"));
                     }
-                    match deserialize_entry(value, &self.lines) {
+                    match deserialize_entry(value, self.at) {
                         Ok(d) => defaults = d,
                         Err((l, m)) => self.error(l, None, format!("[defaults]: {m}")),
                     }
@@ -226,9 +449,9 @@ impl FileParser<'_> {
         defaults: &RawEntry,
     ) {
         let name = key.get_ref().to_string();
-        let entry_line = self.lines.line(key.span().start);
+        let entry_line = self.at.line(key.span().start);
         let origin = Origin {
-            file: self.file.to_string(),
+            file: self.origin_file.clone(),
             line: entry_line,
         };
         self.out.names.push((name.clone(), origin.clone()));
@@ -238,24 +461,21 @@ impl FileParser<'_> {
             return;
         }
         let mut bad_keys = false;
-        for (k, l) in unknown_keys(&value, ENTRY_KEYS, &self.lines).unwrap_or_default() {
+        for (k, l) in unknown_keys(&value, ENTRY_KEYS, self.at).unwrap_or_default() {
             bad_keys = true;
             let hint = suggest(&k, ENTRY_KEYS)
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
             self.error(l, Some(&name), format!("unknown key `{k}`{hint}"));
         }
-        let key_lines = key_lines(&value, &self.lines);
-        let raw = match deserialize_entry(value, &self.lines) {
+        let key_lines = key_lines(&value, self.at);
+        let raw = match deserialize_entry(value, self.at) {
             Ok(r) => r.with_defaults(defaults),
             Err((l, m)) => return self.error(l, Some(&name), m),
         };
         let (entry, problems) = entry::validate(&name, raw, origin, self.ctx);
         for p in problems {
-            let line = p
-                .key
-                .and_then(|k| key_lines.get(k).copied())
-                .unwrap_or(entry_line);
+            let line = p.key.and_then(|k| key_lines.get(k)).unwrap_or(entry_line);
             let d = self.diag(line, Some(&name), p.message, p.warning);
             self.out.diagnostics.push(d);
         }
@@ -269,7 +489,7 @@ impl FileParser<'_> {
 fn unknown_keys(
     value: &Spanned<DeValue<'_>>,
     allowed: &[&str],
-    lines: &Lines,
+    at: At<'_>,
 ) -> Option<Vec<(String, usize)>> {
     let DeValue::Table(t) = value.get_ref() else {
         return None;
@@ -277,27 +497,36 @@ fn unknown_keys(
     Some(
         t.iter()
             .filter(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))
-            .map(|(k, _)| (k.get_ref().to_string(), lines.line(k.span().start)))
+            .map(|(k, _)| (k.get_ref().to_string(), at.line(k.span().start)))
             .collect(),
     )
 }
 
-fn key_lines(value: &Spanned<DeValue<'_>>, lines: &Lines) -> HashMap<&'static str, usize> {
-    let mut found = HashMap::new();
+/// The line of each known key an entry table sets, by its place in
+/// [`ENTRY_KEYS`]: a hash map per entry was a twentieth of loading
+/// 100 000 entries.
+struct KeyLines([Option<usize>; ENTRY_KEYS.len()]);
+
+impl KeyLines {
+    fn get(&self, key: &str) -> Option<usize> {
+        let i = ENTRY_KEYS.iter().position(|n| *n == key)?;
+        self.0[i]
+    }
+}
+
+fn key_lines(value: &Spanned<DeValue<'_>>, at: At<'_>) -> KeyLines {
+    let mut found = KeyLines([None; ENTRY_KEYS.len()]);
     if let DeValue::Table(t) = value.get_ref() {
         for (k, _) in t.iter() {
-            if let Some(known) = ENTRY_KEYS.iter().find(|n| **n == k.get_ref().as_ref()) {
-                found.insert(*known, lines.line(k.span().start));
+            if let Some(i) = ENTRY_KEYS.iter().position(|n| *n == k.get_ref().as_ref()) {
+                found.0[i] = Some(at.line(k.span().start));
             }
         }
     }
     found
 }
 
-fn deserialize_entry(
-    value: Spanned<DeValue<'_>>,
-    lines: &Lines,
-) -> Result<RawEntry, (usize, String)> {
+fn deserialize_entry(value: Spanned<DeValue<'_>>, at: At<'_>) -> Result<RawEntry, (usize, String)> {
     let start = value.span().start;
     RawEntry::deserialize(ValueDeserializer::from(value))
         .map(|mut r| {
@@ -310,7 +539,7 @@ fn deserialize_entry(
             r
         })
         .map_err(|e| {
-            let line = lines.line(e.span().map_or(start, |s| s.start));
+            let line = at.line(e.span().map_or(start, |s| s.start));
             (line, e.message().trim().replace('\n', " "))
         })
 }
@@ -401,16 +630,18 @@ pub fn expand_paths(paths: &SchedulePaths) -> Result<Vec<PathBuf>, LoadError> {
 /// unique across all of them. No files at all is a valid schedule, with a
 /// notice saying so.
 pub fn load_paths(paths: &SchedulePaths, ctx: &Context) -> Result<Loaded, LoadError> {
-    let mut sources = Vec::new();
-    for file in expand_paths(paths)? {
-        let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
+    let files = expand_paths(paths)?;
+    let mut all = Loaded::default();
+    // A file's text is dropped once it is parsed.
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| LoadError::Io {
             path: file.display().to_string(),
             source: e,
         })?;
-        sources.push((display_path(&file), text));
+        all.add(parse_str(&display_path(file), &text, ctx));
     }
-    let mut loaded = parse_sources(&sources, ctx);
-    if sources.is_empty() {
+    let mut loaded = all.without_duplicates();
+    if files.is_empty() {
         loaded.notice = Some(format!(
             "no schedule files (*.toml) in {}; only entries from the database fire",
             paths.display()
@@ -423,41 +654,64 @@ pub fn load_paths(paths: &SchedulePaths, ctx: &Context) -> Result<Loaded, LoadEr
 pub fn parse_sources(sources: &[(String, String)], ctx: &Context) -> Loaded {
     let mut all = Loaded::default();
     for (name, text) in sources {
-        let one = parse_str(name, text, ctx);
-        all.entries.extend(one.entries);
-        all.diagnostics.extend(one.diagnostics);
-        all.names.extend(one.names);
+        all.add(parse_str(name, text, ctx));
     }
-    let mut seen: HashMap<&str, &Origin> = HashMap::new();
-    let mut duplicates = Vec::new();
-    for (name, origin) in &all.names {
-        match seen.get(name.as_str()) {
-            Some(first) => duplicates.push(Diagnostic {
-                file: origin.file.clone(),
-                line: origin.line,
-                entry: Some(name.clone()),
-                message: format!(
-                    "duplicate entry name; first defined at {}:{}",
-                    first.file, first.line
-                ),
-                warning: false,
-            }),
-            None => {
-                seen.insert(name, origin);
+    all.without_duplicates()
+}
+
+impl Loaded {
+    /// Adds one file's entries and findings.
+    fn add(&mut self, one: Loaded) {
+        // The first file's vectors are taken as they are: copying 100 000
+        // entries into a new vector held both at once.
+        if self.entries.is_empty() {
+            self.entries = one.entries;
+        } else {
+            self.entries.extend(one.entries);
+        }
+        if self.names.is_empty() {
+            self.names = one.names;
+        } else {
+            self.names.extend(one.names);
+        }
+        self.diagnostics.extend(one.diagnostics);
+    }
+
+    /// The entries of names defined once; a name defined twice is an
+    /// error at each later definition.
+    fn without_duplicates(self) -> Loaded {
+        let mut all = self;
+        let mut seen: HashMap<&str, &Origin> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for (name, origin) in &all.names {
+            match seen.get(name.as_str()) {
+                Some(first) => duplicates.push(Diagnostic {
+                    file: origin.file.to_string(),
+                    line: origin.line,
+                    entry: Some(name.clone()),
+                    message: format!(
+                        "duplicate entry name; first defined at {}:{}",
+                        first.file, first.line
+                    ),
+                    warning: false,
+                }),
+                None => {
+                    seen.insert(name, origin);
+                }
             }
         }
+        // A duplicate is not loaded, not even its first definition: which one
+        // wins would be an accident of file order.
+        let dup_names: std::collections::HashSet<String> =
+            duplicates.iter().filter_map(|d| d.entry.clone()).collect();
+        let unique: Vec<Entry> = std::mem::take(&mut all.entries)
+            .into_iter()
+            .filter(|e| !dup_names.contains(&e.name))
+            .collect();
+        all.diagnostics.extend(duplicates);
+        all.entries = unique;
+        all
     }
-    // A duplicate is not loaded, not even its first definition: which one
-    // wins would be an accident of file order.
-    let dup_names: std::collections::HashSet<String> =
-        duplicates.iter().filter_map(|d| d.entry.clone()).collect();
-    let unique: Vec<Entry> = std::mem::take(&mut all.entries)
-        .into_iter()
-        .filter(|e| !dup_names.contains(&e.name))
-        .collect();
-    all.diagnostics.extend(duplicates);
-    all.entries = unique;
-    all
 }
 
 fn display_path(p: &Path) -> String {
@@ -501,7 +755,7 @@ every = "30s"
             l.entries[1].schedule.display_tz().name(),
             "America/Sao_Paulo"
         );
-        assert_eq!(l.entries[0].kwargs["batch"], 100);
+        assert_eq!(l.entries[0].kwargs()["batch"], 100);
     }
 
     #[test]
@@ -579,7 +833,7 @@ every = "30s"
             "[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\nkwargs = { since = 2026-01-01T00:00:00Z }\n",
         );
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
-        assert_eq!(l.entries[0].kwargs["since"], "2026-01-01T00:00:00Z");
+        assert_eq!(l.entries[0].kwargs()["since"], "2026-01-01T00:00:00Z");
     }
 
     #[test]
@@ -681,5 +935,108 @@ every = "30s"
         .unwrap();
         let l = load_paths(&default, &ctx).unwrap();
         assert_eq!((l.entries.len(), l.notice), (1, None));
+    }
+
+    /// Everything a parse produced, to compare two parses.
+    fn outcome(l: &Loaded) -> String {
+        format!("{:?}\n{:?}\n{:?}", l.entries, l.diagnostics, l.names)
+    }
+
+    /// Pieces of schedule files, good and bad, which
+    /// `parse_by_section_equals_parse_whole` puts together.
+    const PIECES: &[&str] = &[
+        "[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\nkwargs = { n = 1 }\n",
+        "[defaults]\nqueue = \"q\"\nexpires = \"30s\"\n",
+        "# a comment\n\n",
+        "[entries.\"b.c\"]\ntask = \"x.y\"\ncron = \"*/5 * * * *\"\n[entries.\"b.c\".kwargs]\nk = [\n[1, 2],\n[3],\n]\n",
+        "[entries.'d']\ntask = \"x.y\"\nevery = \"1h\"\nheaders = { h = \"\"\"\n[entries.z]\ntask = 1\n\"\"\" }\n",
+        "[entries.e]\ntask = \"x.y\"\ncron = \"* * *\"\ncorn = 1\n",
+        "[entries.f]\ntask = \"x.y\nevery = \"1m\"\n",
+        "[entries]\ng = { task = \"x.y\", every = \"1m\" }\n",
+        "top = 1\n",
+        "[[entries.h]]\ntask = \"x.y\"\n",
+        "[entries.a.kwargs]\nm = 2\n",
+        "[defaults.headers]\nx = \"y\"\n",
+        "[entries.i]\r\ntask = \"x.y\"\r\nevery = \"2m\"\r\nargs = [1,\r\n  2]\r\n",
+        "[ entries . j ]  # spaced\ntask = \"x.y\"\nevery = \"1m\"\nkwargs = {\n  a = 1,\n}\n",
+        "[defaults]\nqueue = 5\nbogus = 1\n",
+        "[entries.k]\ntask = \"x.y\"\nevery = \"1m\"\nenabled = \"yes\"\n",
+        "[entries.l]\n",
+        "[other]\nx = 1\n",
+        "[entries.m]\ntask = \"x.y\"\nevery = \"1m\"\n[entries]\n",
+        "[entries.n]\ntask = \"x.y\"\nevery = \"1m\"\ntask = \"z.z\"\n",
+        "]\n",
+        "[entries.\"bad\\q\"]\ntask = \"x.y\"\n",
+    ];
+
+    /// Parsing a section at a time is only a way to use less memory: it
+    /// must give what parsing the whole file gives, entries, diagnostics
+    /// and lines, for any file.
+    #[test]
+    fn parse_by_section_equals_parse_whole() {
+        let ctx = Context::default();
+        let mut files: Vec<String> = Vec::new();
+        for a in PIECES {
+            files.push((*a).to_string());
+            files.push(format!("\u{feff}{a}"));
+            for b in PIECES {
+                files.push(format!("{a}{b}"));
+                for c in [PIECES[0], PIECES[1], PIECES[3]] {
+                    files.push(format!("{a}{b}{c}"));
+                    files.push(format!("{c}{a}{b}"));
+                }
+            }
+        }
+        let mut by_section = 0;
+        for src in &files {
+            let whole = parse_whole("s.toml", src, &Lines::new(src), &ctx);
+            let parsed = parse_str("s.toml", src, &ctx);
+            assert_eq!(outcome(&parsed), outcome(&whole), "{src}");
+            if let Some(s) = sections(src) {
+                by_section += 1;
+                assert!(
+                    parse_sections("s.toml", src, &Lines::new(src), &ctx, &s).is_some()
+                        || whole.has_errors(),
+                    "{src}"
+                );
+            }
+        }
+        // The pieces reach both paths.
+        assert!(
+            by_section > files.len() / 4,
+            "{by_section} of {}",
+            files.len()
+        );
+        assert!(by_section < files.len(), "{by_section} of {}", files.len());
+    }
+
+    /// The usual file is read a section at a time; the shapes the scan
+    /// cannot split go to the whole parse.
+    #[test]
+    fn which_files_are_read_a_section_at_a_time() {
+        let spec = "# schedule\n[defaults]\nqueue = \"q\"\n[defaults.headers]\nh = 1\n\n[entries.a]\ntask = \"x.y\"\nevery = \"1m\"\n[entries.a.kwargs]\nk = [\n[1],\n]\n[entries.\"b.c\"]\ntask = \"x.y\"\ncron = \"* * * * *\"\n";
+        let s = sections(spec).unwrap();
+        assert_eq!(s.defaults, Some(11..spec.find("[entries.a]").unwrap()));
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(&spec[s.entries[1].clone()][..15], "[entries.\"b.c\"]");
+        for whole in [
+            "x = 1\n[entries.a]\n",
+            "[entries]\na = {}\n",
+            "[[entries.a]]\n",
+            "[other]\n",
+            "[entries.a]\n[entries.b]\n[entries.a.kwargs]\n",
+            "[defaults]\n[entries.a]\n[defaults.headers]\n",
+        ] {
+            assert_eq!(sections(whole), None, "{whole}");
+        }
+        // The same table twice, spelt two ways: one section, which then
+        // does not parse (TOML forbids it), so the whole parse says why.
+        let twice = "[entries.a]\n[entries.\"a\"]\n";
+        assert_eq!(sections(twice).unwrap().entries, vec![(0..twice.len())]);
+        let l = parse(twice);
+        assert!(
+            l.diagnostics[0].message.starts_with("invalid TOML"),
+            "{l:?}"
+        );
     }
 }

@@ -59,6 +59,8 @@ impl EntryRow {
 /// validate.
 pub fn validate(rows: &[Result<EntryRow, StoreError>], ctx: &Context) -> Loaded {
     let mut out = Loaded::default();
+    // Shared by every row's origin.
+    let source = crate::entry::SharedName::from(SOURCE);
     for row in rows {
         let row = match row {
             Ok(row) => row,
@@ -78,7 +80,7 @@ pub fn validate(rows: &[Result<EntryRow, StoreError>], ctx: &Context) -> Loaded 
                 out.names.push((
                     name.clone(),
                     Origin {
-                        file: SOURCE.to_string(),
+                        file: source.clone(),
                         line: 0,
                     },
                 ));
@@ -93,7 +95,7 @@ pub fn validate(rows: &[Result<EntryRow, StoreError>], ctx: &Context) -> Loaded 
             }
         };
         let origin = Origin {
-            file: SOURCE.to_string(),
+            file: source.clone(),
             line: 0,
         };
         out.names.push((row.name.clone(), origin.clone()));
@@ -136,7 +138,7 @@ pub fn set_aside_invalid(db: Loaded, current: &[Entry]) -> (Loaded, Vec<Diagnost
         .chain(
             current
                 .iter()
-                .filter(|e| e.origin.file == SOURCE && bad.contains(e.name.as_str()))
+                .filter(|e| &*e.origin.file == SOURCE && bad.contains(e.name.as_str()))
                 .cloned(),
         )
         .collect();
@@ -206,7 +208,7 @@ pub fn merge(files: Loaded, db: Loaded) -> Loaded {
     for name in &clashes {
         let o = in_files[name.as_str()];
         out.diagnostics.push(Diagnostic {
-            file: o.file.clone(),
+            file: o.file.to_string(),
             line: o.line,
             entry: Some(name.clone()),
             message: format!("also defined in the {SOURCE}; keep one (remove it with `sqsbeat entries remove {name}` or from the file)"),
@@ -310,7 +312,7 @@ mod tests {
         assert!(!merged.has_errors(), "{:?}", merged.diagnostics);
         let x: Vec<_> = merged.entries.iter().filter(|e| e.name == "x").collect();
         assert_eq!(x.len(), 1);
-        assert_eq!(x[0].task, "app.file", "the file's definition fires");
+        assert_eq!(&*x[0].task, "app.file", "the file's definition fires");
         assert!(merged.entries.iter().any(|e| e.name == "y"));
     }
 }

@@ -12,6 +12,9 @@ pub mod merge;
 pub mod raw;
 pub mod validate;
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
@@ -65,35 +68,107 @@ impl CatchUp {
 /// Where an entry was defined, for messages that point back at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub file: String,
+    /// Shared by every entry of the file (or table).
+    pub file: SharedName,
     pub line: usize,
 }
 
+/// A name many entries repeat (task, queue, file), one copy shared by
+/// all: a pointer (8 bytes, half an `Arc<str>`) that reads as the `str`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedName(Arc<String>);
+
+impl std::ops::Deref for SharedName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SharedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for SharedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&str> for SharedName {
+    /// An unshared copy; [`intern`] shares.
+    fn from(s: &str) -> Self {
+        SharedName(Arc::new(s.to_string()))
+    }
+}
+
+impl From<String> for SharedName {
+    /// An unshared name; [`intern`] shares.
+    fn from(s: String) -> Self {
+        SharedName(Arc::new(s))
+    }
+}
+
+impl serde::Serialize for SharedName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl PartialEq<str> for SharedName {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&str> for SharedName {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
 /// A validated periodic entry.
+///
+/// Compact, as a schedule holds one per entry for as long as it runs (at
+/// 100 000 entries, each byte here is 100 kB): task and queue names are
+/// shared across entries, args and kwargs are kept as their JSON text and
+/// read back for each message, and what few entries set is boxed in
+/// [`Extras`], absent when nothing there is set.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
-    pub task: String,
+    pub task: SharedName,
     pub schedule: Schedule,
-    pub args: Vec<Value>,
-    pub kwargs: Map<String, Value>,
-    pub queue: String,
+    /// The args array's JSON then the kwargs object's, each `""` for
+    /// none: one allocation for both.
+    payload: Box<str>,
+    /// Where the kwargs start in `payload`.
+    kwargs_at: u32,
+    pub queue: SharedName,
+    pub origin: Origin,
     pub priority: u8,
+    pub enabled: bool,
+    pub catch_up: CatchUp,
+    extras: Option<Box<Extras>>,
+}
+
+/// What few entries set. Each field's default is what an entry without it
+/// has, and an entry whose extras are all default keeps none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
     pub headers: Map<String, Value>,
     pub expires: Option<Duration>,
-    pub enabled: bool,
+    /// `None`: [`DEFAULT_GRACE`].
+    pub grace: Option<Duration>,
+    pub jitter: Option<Duration>,
     pub start_at: Option<DateTime<Utc>>,
     pub end_at: Option<DateTime<Utc>>,
-    pub catch_up: CatchUp,
-    pub grace: Duration,
-    pub jitter: Option<Duration>,
     /// FIFO queues only: the `MessageGroupId` (default: the entry name).
     pub group_id: Option<String>,
     /// `sentry_monitor = true` on a schedule Sentry Crons can describe.
-    /// Boxed, like `django`: few entries have one, and inline it made
-    /// every entry 96 bytes larger.
     pub sentry_monitor: Option<Box<crate::wire::sentry::Monitor>>,
-    pub origin: Origin,
     /// An instant every message of the entry expires at, besides
     /// `expires` (django-celery-beat's `expires`, which is both the end of
     /// the schedule and the messages' expiry).
@@ -108,12 +183,204 @@ pub struct Entry {
     pub django: Option<Box<django::Link>>,
 }
 
+impl Extras {
+    /// Every field as an entry without it has it.
+    fn is_default(&self) -> bool {
+        *self == Extras::default()
+    }
+}
+
+/// Headers of an entry that has none.
+static NO_HEADERS: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// The one shared copy of a name many entries repeat (task and queue
+/// names). Like parsed cron schedules, a bounded process-wide set: past
+/// its bound it starts over, which only stops sharing names seen before.
+pub fn intern(name: &str) -> SharedName {
+    static NAMES: OnceLock<Mutex<HashMap<String, SharedName>>> = OnceLock::new();
+    let Ok(mut names) = NAMES.get_or_init(Default::default).lock() else {
+        return SharedName::from(name);
+    };
+    if let Some(known) = names.get(name) {
+        return known.clone();
+    }
+    if names.len() >= 4096 {
+        names.clear();
+    }
+    let new = SharedName::from(name);
+    names.insert(name.to_string(), new.clone());
+    new
+}
+
+/// A JSON array or object as the text an entry keeps, appended to `out`:
+/// nothing when it is empty.
+fn push_json(out: &mut String, value: &Value) {
+    let empty = match value {
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    if !empty {
+        // Serializing a Value cannot fail (its keys are strings).
+        out.push_str(&serde_json::to_string(value).unwrap_or_default());
+    }
+}
+
 impl Entry {
+    /// An entry of validated parts; `extras` is kept only if it sets
+    /// something.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        task: SharedName,
+        schedule: Schedule,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        queue: SharedName,
+        origin: Origin,
+        priority: u8,
+        enabled: bool,
+        catch_up: CatchUp,
+        extras: Extras,
+    ) -> Entry {
+        let mut payload = String::new();
+        push_json(&mut payload, &Value::Array(args));
+        // Validation bounds a message at 256 KiB (or the configured
+        // size): the payload's length fits a u32 many times over.
+        let kwargs_at = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        push_json(&mut payload, &Value::Object(kwargs));
+        let mut e = Entry {
+            name,
+            task,
+            schedule,
+            payload: payload.into_boxed_str(),
+            kwargs_at,
+            queue,
+            origin,
+            priority,
+            enabled,
+            catch_up,
+            extras: None,
+        };
+        e.set_extras(extras);
+        e
+    }
+
+    /// The args, read back from their JSON.
+    pub fn args(&self) -> Vec<Value> {
+        let (args, _) = self.payload_texts();
+        if args.is_empty() {
+            return Vec::new();
+        }
+        // The text is serde_json's own writing of an array.
+        serde_json::from_str(args).unwrap_or_default()
+    }
+
+    /// The args' JSON and the kwargs'.
+    fn payload_texts(&self) -> (&str, &str) {
+        self.payload
+            .split_at_checked(self.kwargs_at as usize)
+            .unwrap_or((&self.payload, ""))
+    }
+
+    /// The kwargs, read back from their JSON.
+    pub fn kwargs(&self) -> Map<String, Value> {
+        let (_, kwargs) = self.payload_texts();
+        if kwargs.is_empty() {
+            return Map::new();
+        }
+        serde_json::from_str(kwargs).unwrap_or_default()
+    }
+
+    pub fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    /// Changes the extras; an entry whose extras are all default keeps
+    /// none.
+    pub fn set_extras(&mut self, extras: Extras) {
+        self.extras = (!extras.is_default()).then(|| Box::new(extras));
+    }
+
+    /// Changes some extras (see [`Entry::set_extras`]).
+    pub fn update_extras(&mut self, f: impl FnOnce(&mut Extras)) {
+        let mut extras = self.extras.take().map(|b| *b).unwrap_or_default();
+        f(&mut extras);
+        self.set_extras(extras);
+    }
+
+    pub fn headers(&self) -> &Map<String, Value> {
+        self.extras.as_ref().map_or(&NO_HEADERS, |x| &x.headers)
+    }
+
+    pub fn expires(&self) -> Option<Duration> {
+        self.extras.as_ref().and_then(|x| x.expires)
+    }
+
+    /// Lateness after which a fire counts as missed.
+    pub fn grace(&self) -> Duration {
+        self.extras
+            .as_ref()
+            .and_then(|x| x.grace)
+            .unwrap_or(DEFAULT_GRACE)
+    }
+
+    pub fn jitter(&self) -> Option<Duration> {
+        self.extras.as_ref().and_then(|x| x.jitter)
+    }
+
+    pub fn start_at(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.start_at)
+    }
+
+    pub fn end_at(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.end_at)
+    }
+
+    pub fn group_id(&self) -> Option<&str> {
+        self.extras.as_ref().and_then(|x| x.group_id.as_deref())
+    }
+
+    pub fn sentry_monitor(&self) -> Option<&crate::wire::sentry::Monitor> {
+        self.extras
+            .as_ref()
+            .and_then(|x| x.sentry_monitor.as_deref())
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.expires_at)
+    }
+
+    pub fn resume_from(&self) -> Option<DateTime<Utc>> {
+        self.extras.as_ref().and_then(|x| x.resume_from)
+    }
+
+    pub fn django(&self) -> Option<&django::Link> {
+        self.extras.as_ref().and_then(|x| x.django.as_deref())
+    }
+
+    /// Whether two entries define the same thing: everything but where
+    /// they were defined and where a new one would resume (which moves
+    /// with every run of a django-celery-beat row, and counts only where
+    /// the ledger knows nothing of the entry).
+    pub fn same_definition(&self, other: &Entry) -> bool {
+        let strip = |e: &Entry| {
+            let mut e = e.clone();
+            e.origin = Origin {
+                file: SharedName::from(""),
+                line: 0,
+            };
+            e.update_extras(|x| x.resume_from = None);
+            format!("{e:?}")
+        };
+        strip(self) == strip(other)
+    }
+
     /// The next nominal fire strictly after `after`, inside the entry's
     /// start/end window (both ends inclusive).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<crate::schedule::Fire> {
         let mut from = after;
-        if let Some(start) = self.start_at {
+        if let Some(start) = self.start_at() {
             // Fires before the window are not fires: search from just before it.
             let before_start = start - Duration::milliseconds(1);
             if from < before_start {
@@ -121,7 +388,7 @@ impl Entry {
             }
         }
         let fire = self.schedule.next_after(from)?;
-        match self.end_at {
+        match self.end_at() {
             Some(end) if fire.at > end => None,
             _ => Some(fire),
         }
@@ -134,7 +401,7 @@ impl Entry {
     /// ([`LATEST_INSTANT`]), but a slot can also follow a stored cursor,
     /// and no row may panic the beat.
     pub fn send_at(&self, nominal: DateTime<Utc>) -> DateTime<Utc> {
-        match self.jitter {
+        match self.jitter() {
             Some(j) if j.num_milliseconds() > 0 => {
                 let key = format!("{}\n{}", self.name, nominal.timestamp_millis());
                 let ms = fnv1a64(key.as_bytes()) % j.num_milliseconds() as u64;
@@ -153,7 +420,7 @@ impl Entry {
                 .checked_add_signed(d)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC)
         };
-        match (self.expires.map(after), self.expires_at) {
+        match (self.expires().map(after), self.expires_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -179,7 +446,7 @@ impl Entry {
         now: DateTime<Utc>,
         origin: &'a str,
         trigger: Option<&'a str>,
-    ) -> TaskMessage<'a> {
+    ) -> EntryMessage<'a> {
         let mut m = self.message(id, scheduled_at, origin);
         m.expires = self.expiry(now);
         m.trigger = trigger;
@@ -196,24 +463,62 @@ impl Entry {
         id: &'a str,
         nominal: DateTime<Utc>,
         origin: &'a str,
-    ) -> TaskMessage<'a> {
-        TaskMessage {
-            task: &self.task,
+    ) -> EntryMessage<'a> {
+        EntryMessage {
+            entry: self,
             id,
-            args: &self.args,
-            kwargs: &self.kwargs,
-            queue: &self.queue,
-            priority: self.priority,
-            headers: &self.headers,
-            eta: None,
+            args: self.args(),
+            kwargs: self.kwargs(),
             expires: self.expiry(nominal),
             scheduled_at: nominal,
-            periodic_entry: Some(&self.name),
             trigger: None,
             origin,
-            args_shape: ArgsShape::List,
-            sentry: self.sentry_monitor.as_deref(),
+            sentry: self.sentry_monitor(),
         }
+    }
+}
+
+/// The message of one fire of an entry: the entry's args and kwargs read
+/// back from their JSON, and what else varies by fire; it gives the
+/// [`TaskMessage`] that builds the bytes.
+#[derive(Debug, Clone)]
+pub struct EntryMessage<'a> {
+    entry: &'a Entry,
+    id: &'a str,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    pub expires: Option<DateTime<Utc>>,
+    pub scheduled_at: DateTime<Utc>,
+    pub trigger: Option<&'a str>,
+    origin: &'a str,
+    pub sentry: Option<&'a crate::wire::sentry::Monitor>,
+}
+
+impl EntryMessage<'_> {
+    pub fn task_message(&self) -> TaskMessage<'_> {
+        let e = self.entry;
+        TaskMessage {
+            task: &e.task,
+            id: self.id,
+            args: &self.args,
+            kwargs: &self.kwargs,
+            queue: &e.queue,
+            priority: e.priority,
+            headers: e.headers(),
+            eta: None,
+            expires: self.expires,
+            scheduled_at: self.scheduled_at,
+            periodic_entry: Some(&e.name),
+            trigger: self.trigger,
+            origin: self.origin,
+            args_shape: ArgsShape::List,
+            sentry: self.sentry,
+        }
+    }
+
+    /// The SQS `MessageBody` (see [`TaskMessage::sqs_body`]).
+    pub fn sqs_body(&self, now: DateTime<Utc>, encoding: BodyEncoding) -> String {
+        self.task_message().sqs_body(now, encoding)
     }
 }
 
@@ -274,11 +579,16 @@ impl Problem {
 /// An upper bound on [`message_size`] that builds no message: building one
 /// per entry was half the time of loading a 100 000-entry schedule.
 pub fn message_size_bound(entry: &Entry) -> usize {
+    payload_size_bound(entry, &entry.args(), &entry.kwargs())
+}
+
+/// [`message_size_bound`] of an entry whose args and kwargs are at hand.
+fn payload_size_bound(entry: &Entry, args: &[Value], kwargs: &Map<String, Value>) -> usize {
     let names = entry.name.len()
         + entry.task.len()
         + entry.queue.len()
-        + entry.group_id.as_ref().map_or(0, String::len);
-    limits::message_size_bound(&entry.args, &entry.kwargs, &entry.headers, names)
+        + entry.group_id().map_or(0, str::len);
+    limits::message_size_bound(args, kwargs, entry.headers(), names)
 }
 
 /// The SQS body size of this entry's message, as it will be sent.
@@ -409,6 +719,105 @@ mod tests {
                 assert!(bound >= real, "bound {bound} < real {real} for {s:?}");
             }
         }
+    }
+
+    /// An entry keeps args and kwargs as JSON text: its messages must be
+    /// the bytes the values themselves give (big integers, float text,
+    /// key order, escapes, nesting).
+    #[test]
+    fn messages_from_the_kept_json_are_the_values_own() {
+        let args = serde_json::json!([
+            18446744073709551616_u128,
+            1.50,
+            "é \" \\ 😀",
+            {"z": 1, "a": [null, true, {"y": "x"}]},
+            []
+        ]);
+        let kwargs: Value = serde_json::from_str(
+            r#"{"zeta": 1e400, "alpha": -0, "m": {"b": 2, "a": 1}, "": "", "list": [1E5]}"#,
+        )
+        .unwrap();
+        let raw = RawEntry {
+            task: Some("app.tasks.t".into()),
+            every: Some("1m".into()),
+            args: Some(args.clone()),
+            kwargs: Some(kwargs.clone()),
+            headers: Some(serde_json::json!({"tenant": "acme"})),
+            expires: Some("1h".into()),
+            ..Default::default()
+        };
+        let (e, p) = validate("exact", raw, origin(), &Context::default());
+        let e = e.unwrap_or_else(|| panic!("{p:?}"));
+        assert_eq!(Value::Array(e.args()), args);
+        assert_eq!(Value::Object(e.kwargs()), kwargs);
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        let (Value::Array(a), Value::Object(k)) = (args, kwargs) else {
+            unreachable!()
+        };
+        let want = TaskMessage {
+            task: "app.tasks.t",
+            id: "id",
+            args: &a,
+            kwargs: &k,
+            queue: DEFAULT_QUEUE,
+            priority: 0,
+            headers: e.headers(),
+            eta: None,
+            expires: Some(t + Duration::hours(1)),
+            scheduled_at: t,
+            periodic_entry: Some("exact"),
+            trigger: None,
+            origin: "o",
+            args_shape: ArgsShape::List,
+            sentry: None,
+        };
+        for enc in [BodyEncoding::Base64, BodyEncoding::RawJson] {
+            let got = e.message("id", t, "o").sqs_body(t, enc);
+            assert_eq!(got, want.sqs_body(t, enc));
+        }
+        // No args or kwargs: empty text, and `[]` and `{}` in the message.
+        let bare = RawEntry {
+            task: Some("app.tasks.t".into()),
+            every: Some("1m".into()),
+            ..Default::default()
+        };
+        let (e, _) = validate("bare", bare, origin(), &Context::default());
+        let e = e.unwrap();
+        let body = e.message("id", t, "o").task_message().task_body_json();
+        assert!(body.starts_with("[[], {}, {"), "{body}");
+    }
+
+    /// What the compact entry is for: a large schedule holds one per
+    /// entry. Names repeated across entries are one copy, and an entry
+    /// with nothing rare set keeps no extras.
+    #[test]
+    fn entries_stay_small_and_share_their_names() {
+        assert!(size_of::<Entry>() <= 120, "{}", size_of::<Entry>());
+        let raw = |grace: Option<&str>| RawEntry {
+            task: Some("app.tasks.shared".into()),
+            queue: Some("shared-queue".into()),
+            every: Some("1m".into()),
+            grace: grace.map(str::to_string),
+            kwargs: Some(serde_json::json!({"n": 1})),
+            ..Default::default()
+        };
+        let (a, _) = validate("a", raw(None), origin(), &Context::default());
+        let (b, _) = validate("b", raw(Some("1m")), origin(), &Context::default());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(Arc::ptr_eq(&a.task.0, &b.task.0) && Arc::ptr_eq(&a.queue.0, &b.queue.0));
+        // The default grace written out is the default.
+        assert!(a.extras().is_none() && b.extras().is_none());
+        assert_eq!(b.grace(), DEFAULT_GRACE);
+        let (c, _) = validate("c", raw(Some("2m")), origin(), &Context::default());
+        let c = c.unwrap();
+        assert_eq!(c.grace(), Duration::minutes(2));
+        assert!(c.extras().is_some());
+        // Extras set back to their defaults are dropped again.
+        let mut d = c.clone();
+        d.update_extras(|x| x.grace = None);
+        assert!(d.extras().is_none());
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl Metrics {
                 } else {
                     OTHER.to_string()
                 },
-                queue: e.queue.clone(),
+                queue: e.queue.to_string(),
             })
             .collect();
         let (sent, failed) = (&self.fires_sent, &self.fires_failed);

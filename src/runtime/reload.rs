@@ -177,18 +177,7 @@ pub fn shared(mut entries: Vec<Entry>) -> Vec<Entry> {
 }
 
 fn same_definition(a: &Entry, b: &Entry) -> bool {
-    let strip = |e: &Entry| {
-        let mut e = e.clone();
-        e.origin = crate::entry::Origin {
-            file: String::new(),
-            line: 0,
-        };
-        // Moves with every run of a django-celery-beat row, and counts only
-        // where the ledger knows nothing of the entry.
-        e.resume_from = None;
-        format!("{e:?}")
-    };
-    strip(a) == strip(b)
+    a.same_definition(b)
 }
 
 /// Notifies `changed` when a schedule file is added, removed or modified

@@ -190,8 +190,8 @@ fn entry_status(e: &Entry, facts: &Facts, now: DateTime<Utc>) -> EntryStatus {
     let overdue = freshness::overdue_slot(e, cursor, unsent, interval.as_ref(), now);
     EntryStatus {
         name: e.name.clone(),
-        task: e.task.clone(),
-        queue: e.queue.clone(),
+        task: e.task.to_string(),
+        queue: e.queue.to_string(),
         schedule: schedule_text(e),
         enabled: e.enabled,
         last_fire: facts.last.get(&e.name).map(|t| iso(*t)),

@@ -368,7 +368,7 @@ mod tests {
             assert!(!loaded.has_errors(), "{toml}: {:?}", loaded.diagnostics);
             let entry = &loaded.entries[0];
             let want = &case["monitor_headers"];
-            let Some(monitor) = &entry.sentry_monitor else {
+            let Some(monitor) = entry.sentry_monitor() else {
                 assert!(want.get("sentry-monitor-slug").is_none(), "{toml}");
                 assert!(case["check_in"].is_null());
                 assert!(

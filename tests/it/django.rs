@@ -237,8 +237,7 @@ out = {{"tick": tick.id, "once": once.id, "dawn": dawn.id, "broken": broken.id, 
             .iter()
             .find(|e| e.name == name)
             .unwrap()
-            .django
-            .as_deref()
+            .django()
             .cloned()
             .unwrap()
     };
@@ -559,7 +558,7 @@ task("added", "app.added", crontab=crontab(minute="*/5", tz="Asia/Tokyo"))
         set.iter().any(|e| e.name == "added")
             && set
                 .iter()
-                .any(|e| e.name == "tick" && e.kwargs.get("n") == Some(&Value::from(2)))
+                .any(|e| e.name == "tick" && e.kwargs().get("n") == Some(&Value::from(2)))
     })
     .await;
     eprintln!(

@@ -394,7 +394,7 @@ async fn a_row_named_like_a_file_entry_never_stops_run() {
         .expect("the clashing row is set aside, run starts");
     let x: Vec<_> = prepared.entries.iter().filter(|e| e.name == "x").collect();
     assert_eq!(x.len(), 1);
-    assert_eq!(x[0].task, "app.file", "the file's definition fires");
+    assert_eq!(&*x[0].task, "app.file", "the file's definition fires");
 }
 
 /// The table is read a page at a time: every row of a table longer than a
