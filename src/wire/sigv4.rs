@@ -26,18 +26,18 @@ pub struct Keys<'a> {
     pub session_token: Option<&'a str>,
 }
 
-/// One POST to sign. Its signed headers are `content-type`, `host`,
-/// `x-amz-date`, `x-amz-target` and, with a session token,
-/// `x-amz-security-token`: the request must carry exactly these values.
+/// One POST to sign. Its signed headers are `host`, `x-amz-date`, with a
+/// session token `x-amz-security-token`, and `headers`: the request must
+/// carry exactly these values.
 pub struct Request<'a> {
     /// The `Host` header as sent (`host` or `host:port` for a port other
     /// than the scheme's default).
     pub host: &'a str,
     /// The request path as sent (already percent-encoded), e.g. `/`.
     pub path: &'a str,
-    pub content_type: &'a str,
-    /// `X-Amz-Target`, e.g. `AmazonSQS.SendMessageBatch`.
-    pub target: &'a str,
+    /// The other headers to sign, names in lower case, values as sent
+    /// (`content-type`, `x-amz-target`, ...).
+    pub headers: &'a [(&'a str, &'a str)],
     /// SHA-256 of the body.
     pub payload_sha256: &'a [u8; 32],
 }
@@ -91,23 +91,24 @@ impl Signer {
         push_canonical_path(&mut canonical, req.path);
         // No query string.
         canonical.push_str("\n\n");
-        let _ = write!(
-            canonical,
-            "content-type:{}\nhost:{}\nx-amz-date:{}\n",
-            req.content_type.trim(),
-            req.host,
-            amz_date
-        );
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(req.headers.len() + 3);
+        headers.push(("host", req.host));
+        headers.push(("x-amz-date", &amz_date));
         if let Some(token) = keys.session_token {
-            let _ = writeln!(canonical, "x-amz-security-token:{}", token.trim());
+            headers.push(("x-amz-security-token", token));
         }
-        let _ = write!(canonical, "x-amz-target:{}\n\n", req.target.trim());
-        let signed_headers = if keys.session_token.is_some() {
-            "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
-        } else {
-            "content-type;host;x-amz-date;x-amz-target"
-        };
-        canonical.push_str(signed_headers);
+        headers.extend_from_slice(req.headers);
+        headers.sort_unstable_by_key(|(name, _)| *name);
+        let mut signed_headers = String::with_capacity(96);
+        for (name, value) in &headers {
+            let _ = writeln!(canonical, "{name}:{}", value.trim());
+            if !signed_headers.is_empty() {
+                signed_headers.push(';');
+            }
+            signed_headers.push_str(name);
+        }
+        canonical.push('\n');
+        canonical.push_str(&signed_headers);
         canonical.push('\n');
         push_hex(&mut canonical, req.payload_sha256);
 
@@ -261,11 +262,7 @@ mod tests {
             .build()
             .unwrap()
             .into();
-        let headers = [
-            ("host", host),
-            ("content-type", "application/x-amz-json-1.0"),
-            ("x-amz-target", "AmazonSQS.SendMessageBatch"),
-        ];
+        let headers = [("host", host)].into_iter().chain(HEADERS);
         let request =
             SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
                 .unwrap();
@@ -296,13 +293,18 @@ mod tests {
             &Request {
                 host,
                 path,
-                content_type: "application/x-amz-json-1.0",
-                target: "AmazonSQS.SendMessageBatch",
+                headers: &HEADERS,
                 payload_sha256: &sha256(body),
             },
             now,
         )
     }
+
+    const HEADERS: [(&str, &str); 3] = [
+        ("x-amz-target", "AmazonSQS.SendMessageBatch"),
+        ("content-type", "application/x-amz-json-1.0"),
+        ("x-amzn-query-mode", "true"),
+    ];
 
     const BODY: &[u8] = br#"{"QueueUrl":"https://sqs.eu-west-1.amazonaws.com/123456789012/celery","Entries":[{"Id":"0","MessageBody":"eyJib2R5IjogIiJ9"}]}"#;
 
@@ -327,10 +329,9 @@ mod tests {
         assert_eq!(got.authorization, want);
         assert_eq!(got.amz_date, "20261128T090807Z");
         assert_eq!(token, None);
-        assert!(
-            got.authorization
-                .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target,")
-        );
+        assert!(got.authorization.contains(
+            "SignedHeaders=content-type;host;x-amz-date;x-amz-target;x-amzn-query-mode,"
+        ));
     }
 
     #[test]
@@ -354,7 +355,7 @@ mod tests {
         assert_eq!(got.authorization, want);
         assert_eq!(token.as_deref(), keys.session_token);
         assert!(got.authorization.contains(
-            "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target,"
+            "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target;x-amzn-query-mode,"
         ));
     }
 

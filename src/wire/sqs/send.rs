@@ -25,7 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap};
+use hyper::header::{AUTHORIZATION, HOST, HeaderMap};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -37,8 +37,14 @@ use crate::wire::intake::AttributeValue;
 use crate::wire::sigv4::{self, Keys, Signer};
 use crate::wire::sink::{Outgoing, SendError};
 
-const TARGET: &str = "AmazonSQS.SendMessageBatch";
-const JSON_1_0: &str = "application/x-amz-json-1.0";
+/// Sent and signed with every request, as the SDK sends and signs them:
+/// `x-amzn-query-mode` asks SQS for the query-protocol error codes
+/// (`AWS.SimpleQueueService.NonExistentQueue`) in `x-amzn-query-error`.
+const SIGNED: [(&str, &str); 3] = [
+    ("content-type", "application/x-amz-json-1.0"),
+    ("x-amz-target", "AmazonSQS.SendMessageBatch"),
+    ("x-amzn-query-mode", "true"),
+];
 /// SQS answers a batch in a few hundred bytes; anything far larger is not
 /// SQS, and is not read into memory.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -422,9 +428,9 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Base64 bodies (kombu's default) need no escape: one branch-free pass
     // the compiler vectorizes, then one copy.
-    let plain = !bytes
-        .iter()
-        .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let plain = !bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if plain {
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -780,16 +786,17 @@ impl BatchClient {
             &sigv4::Request {
                 host: &self.endpoint.host,
                 path: &self.endpoint.path,
-                content_type: JSON_1_0,
-                target: TARGET,
+                headers: &SIGNED,
                 payload_sha256,
             },
             self.clock.now(),
         );
-        let mut request = hyper::Request::post(self.endpoint.uri.clone())
-            .header(HOST, &self.endpoint.host)
-            .header(CONTENT_TYPE, JSON_1_0)
-            .header("x-amz-target", TARGET)
+        let mut request =
+            hyper::Request::post(self.endpoint.uri.clone()).header(HOST, &self.endpoint.host);
+        for (name, value) in SIGNED {
+            request = request.header(name, value);
+        }
+        let mut request = request
             .header("x-amz-date", signature.amz_date)
             .header(AUTHORIZATION, signature.authorization);
         if let Some(token) = keys.session_token {

@@ -303,7 +303,8 @@ fn sdk_signature(r: &Recorded, c: &Credentials) -> String {
         .unwrap()
         .into();
     let url = format!("http://{}{}", header(r, "host"), r.path);
-    let headers = ["host", "content-type", "x-amz-target"].map(|h| (h, header(r, h)));
+    let headers =
+        ["host", "content-type", "x-amz-target", "x-amzn-query-mode"].map(|h| (h, header(r, h)));
     let signable = SignableRequest::new(
         "POST",
         url,
@@ -350,6 +351,7 @@ async fn a_batch_goes_out_signed_as_the_sdk_signs_and_each_entry_gets_its_outcom
     assert_eq!(r.body, body);
     assert_eq!(header(r, "x-amz-target"), "AmazonSQS.SendMessageBatch");
     assert_eq!(header(r, "content-type"), "application/x-amz-json-1.0");
+    assert_eq!(header(r, "x-amzn-query-mode"), "true");
     assert_eq!(header(r, "x-amz-date"), "20261128T100000Z");
     assert_eq!(header(r, "x-amz-security-token"), "session/token+1==");
     assert_eq!(header(r, "authorization"), sdk_signature(r, &c));
