@@ -669,22 +669,31 @@ impl BatchClient {
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(policy.connect_timeout));
         let provider = rustls::crypto::ring::default_provider();
-        let tls = match hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-        {
-            Ok(b) => b,
-            Err(e) => {
-                // As the SDK's client: a warning, and https:// endpoints
-                // then fail their TLS handshake (an http:// emulator works).
-                warn!(error = %e, "no CA certificates found; HTTPS to SQS will fail until ca-certificates is installed");
-                let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    });
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(config.map_err(|e| format!("TLS with ring: {e}"))?)
+        let no_roots = |provider| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .map(|c| hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(c))
+                .map_err(|e| format!("TLS with ring: {e}"))
+        };
+        let tls = if endpoint.uri.scheme_str() != Some("https") {
+            // An http:// endpoint (an emulator) never makes a TLS
+            // connection: the system's CA certificates are not read.
+            no_roots(provider)?
+        } else {
+            match hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_native_roots(provider.clone())
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    // As the SDK's client: a warning, and the TLS
+                    // handshakes then fail (retried, and logged per send).
+                    warn!(error = %e, "no CA certificates found; HTTPS to SQS will fail until ca-certificates is installed");
+                    no_roots(provider)?
+                }
             }
         };
         let connector = tls.https_or_http().enable_http1().wrap_connector(tcp);

@@ -814,3 +814,15 @@ async fn the_sdks_resolver_picks_the_endpoint() {
         .unwrap();
     assert_eq!(e.host, "sqs.cn-north-1.amazonaws.com.cn");
 }
+
+#[test]
+fn an_https_endpoint_gets_a_client_with_the_systems_roots() {
+    let clock = Clock::manual(at(NOW));
+    let cache = CredentialsCache::new(
+        SharedCredentialsProvider::new(creds("AKIDONE", None, None)),
+        None,
+        clock.now().into(),
+    );
+    let endpoint = Endpoint::parse("https://sqs.eu-west-1.amazonaws.com").unwrap();
+    assert!(BatchClient::new(endpoint, "eu-west-1", cache, Policy::STANDARD, clock).is_ok());
+}
