@@ -559,7 +559,7 @@ impl Cached {
 
 /// The SDK's credentials provider behind a cache: the provider (the
 /// default chain) is asked again only when the credentials are near their
-/// expiry, after [`NO_EXPIRY_TTL`] for ones without one, or when SQS
+/// expiry, after 15 minutes for ones without one, or when SQS
 /// refused them.
 pub struct CredentialsCache {
     provider: SharedCredentialsProvider,
