@@ -3,7 +3,8 @@
 //! names ([`queue`]), Celery's `argsrepr` ([`saferepr`](mod@saferepr)), Sentry
 //! Crons' headers and check-ins ([`sentry`]), the seam the drivers send
 //! through ([`sink`]), the intake contract ([`intake`]) and the seam intake
-//! messages come through ([`source`]), and SQS itself ([`sqs`]).
+//! messages come through ([`source`]), and SQS itself ([`sqs`], with its
+//! request signing in [`sigv4`]).
 
 pub mod celery;
 pub mod intake;
@@ -11,6 +12,7 @@ pub mod limits;
 pub mod queue;
 pub mod saferepr;
 pub mod sentry;
+pub mod sigv4;
 pub mod sink;
 pub mod source;
 pub mod sqs;

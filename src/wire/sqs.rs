@@ -7,9 +7,14 @@
 //! batches in parallel, and every message gets its own outcome: a message
 //! counts as sent only when SQS listed it as successful.
 //!
+//! `SendMessageBatch`, once per fire, goes out through [`send`]: the same
+//! request the SDK would make, signed and sent without the SDK's request
+//! pipeline, which cost more CPU than everything else a fire does. Every
+//! other call (`GetQueueUrl`, `CreateQueue`, and the intake's) uses the SDK.
+//!
 //! Transient failures (throttling, 5xx, timeouts) are retried inside the
-//! SDK with exponential backoff and jitter; what still fails is returned to
-//! the caller, which schedules its own retry.
+//! client with exponential backoff and jitter; what still fails is returned
+//! to the caller, which schedules its own retry.
 //!
 //! The same client is the intake's [`Source`]: `ReceiveMessage` (a long
 //! poll, given its own longer timeouts) and `DeleteMessageBatch`, on the
@@ -25,19 +30,19 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
 use crate::config::SqsConfig;
-use crate::wire::intake::{AttributeValue, MessageAttribute};
 use crate::wire::queue::QueueName;
 use crate::wire::sink::{Outgoing, SendError, Sink};
 use crate::wire::source::{Poll, Received, Source};
+
+pub mod send;
 
 /// Most entries in one `SendMessageBatch`.
 pub const BATCH_MAX: usize = 10;
@@ -57,12 +62,20 @@ pub enum SetupError {
     Credentials(String),
     #[error("no AWS region configured; set [sqs] region, SQSBEAT_SQS_REGION or AWS_REGION")]
     Region,
+    #[error(
+        "cannot resolve the SQS endpoint for region {region:?} ({error}); check [sqs] region and [sqs] endpoint_url (or AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS)"
+    )]
+    Endpoint { region: String, error: String },
+    #[error("cannot set up HTTPS for SQS: {0}")]
+    Tls(String),
 }
 
-/// SQS through the AWS SDK.
+/// SQS through the AWS SDK, and [`send`] for `SendMessageBatch`.
 #[derive(Clone)]
 pub struct SqsSink {
     client: Client,
+    /// `SendMessageBatch` (see [`send`]).
+    batch: Arc<send::BatchClient>,
     config: Arc<SqsConfig>,
     /// SQS name → URL. A std mutex: never held across an await.
     urls: Arc<Mutex<HashMap<String, String>>>,
@@ -96,21 +109,39 @@ impl SqsSink {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
-        if shared.region().is_none() {
+        let Some(region) = shared.region().map(|r| r.to_string()) else {
             return Err(SetupError::Region);
-        }
-        match shared.credentials_provider() {
-            None => return Err(SetupError::Credentials("no provider".into())),
-            Some(p) => {
-                use aws_credential_types::provider::ProvideCredentials;
-                p.provide_credentials()
-                    .await
-                    .map_err(|e| SetupError::Credentials(DisplayErrorContext(e).to_string()))?;
-            }
-        }
+        };
+        let Some(provider) = shared.credentials_provider() else {
+            return Err(SetupError::Credentials("no provider".into()));
+        };
+        let first = {
+            use aws_credential_types::provider::ProvideCredentials;
+            provider
+                .provide_credentials()
+                .await
+                .map_err(|e| SetupError::Credentials(DisplayErrorContext(e).to_string()))?
+        };
+        let endpoint = send::Endpoint::resolve(&shared, &region)
+            .await
+            .map_err(|error| SetupError::Endpoint {
+                region: region.clone(),
+                error,
+            })?;
+        let clock = Clock::System;
+        let credentials = send::CredentialsCache::new(provider, Some(first), clock.now().into());
+        let batch = send::BatchClient::new(
+            endpoint,
+            &region,
+            credentials,
+            send::Policy::STANDARD,
+            clock,
+        )
+        .map_err(SetupError::Tls)?;
         let urls = config.queues.clone().into_iter().collect();
         Ok(SqsSink {
             client: Client::new(&shared),
+            batch: Arc::new(batch),
             config: Arc::new(config),
             urls: Arc::new(Mutex::new(urls)),
         })
@@ -221,7 +252,7 @@ impl Sink for SqsSink {
                 let Some((url, fifo, batch)) = pending.next() else {
                     break;
                 };
-                let client = self.client.clone();
+                let client = self.batch.clone();
                 set.spawn(async move { send_batch(&client, &url, fifo, batch).await });
             }
             let Some(joined) = set.join_next().await else {
@@ -248,100 +279,43 @@ impl Sink for SqsSink {
 }
 
 async fn send_batch(
-    client: &Client,
+    client: &send::BatchClient,
     url: &str,
     fifo: bool,
     batch: Vec<(usize, Outgoing)>,
 ) -> Vec<(usize, Result<(), SendError>)> {
-    let mut req = client.send_message_batch().queue_url(url);
-    for (n, (_, m)) in batch.iter().enumerate() {
-        let mut entry = SendMessageBatchRequestEntry::builder()
-            .id(n.to_string())
-            .message_body(&m.body)
-            .set_message_group_id(m.group_id.clone());
-        if fifo {
-            entry = entry.set_message_deduplication_id(m.dedup_id.clone());
-        } else if m.delay_seconds > 0 {
-            entry = entry.delay_seconds(m.delay_seconds.min(900));
-        }
-        for (name, a) in &m.attributes {
-            match attribute(a) {
-                Ok(v) => entry = entry.message_attributes(name, v),
-                Err(e) => warn!(error = %e, attribute = %name, "could not build message attribute"),
-            }
-        }
-        match entry.build() {
-            Ok(e) => req = req.entries(e),
-            Err(e) => warn!(error = %e, "could not build batch entry"),
-        }
-    }
+    // Named in errors; every message of a batch has the same queue.
+    let queue = batch
+        .first()
+        .map(|(_, m)| m.queue.sqs.clone())
+        .unwrap_or_default();
+    let body = send::batch_body(url, fifo, &batch);
     let started = std::time::Instant::now();
-    let sent = req.send().await;
+    let sent = client.send(body).await;
     observe(
         "SendMessageBatch",
         started,
-        sent.as_ref()
-            .err()
-            .map(|e| e.code().unwrap_or("transport").to_string()),
+        sent.as_ref().err().map(|e| e.metric_code().to_string()),
     );
-    match sent {
+    let outcomes = match sent {
         Err(e) => {
-            let err = request_error(e);
-            batch
-                .into_iter()
-                .map(|(i, _)| (i, Err(err.clone())))
-                .collect()
+            let err = e.into_send_error(&queue, client.policy());
+            vec![Err(err); batch.len()]
         }
-        Ok(out) => {
+        Ok(answer) => {
             debug!(
                 entries = batch.len(),
                 ms = started.elapsed().as_millis() as u64,
                 "SendMessageBatch"
             );
-            let ok: std::collections::HashSet<String> =
-                out.successful.iter().map(|s| s.id.clone()).collect();
-            let failed: HashMap<String, SendError> = out
-                .failed
-                .iter()
-                .map(|f| {
-                    (
-                        f.id.clone(),
-                        SendError::Rejected {
-                            code: f.code.clone(),
-                            message: f.message.clone().unwrap_or_default(),
-                            sender_fault: f.sender_fault,
-                        },
-                    )
-                })
-                .collect();
-            batch
-                .into_iter()
-                .enumerate()
-                .map(|(n, (i, _))| {
-                    let id = n.to_string();
-                    let r = if ok.contains(&id) {
-                        Ok(())
-                    } else {
-                        Err(failed.get(&id).cloned().unwrap_or_else(|| {
-                            SendError::Request("SQS did not report this entry".into())
-                        }))
-                    };
-                    (i, r)
-                })
-                .collect()
+            send::outcomes(&answer, batch.len(), &queue)
         }
-    }
-}
-
-fn attribute(
-    a: &MessageAttribute,
-) -> Result<MessageAttributeValue, aws_sdk_sqs::error::BuildError> {
-    let v = MessageAttributeValue::builder().data_type(&a.data_type);
-    match &a.value {
-        AttributeValue::String(s) => v.string_value(s),
-        AttributeValue::Binary(b) => v.binary_value(Blob::new(b.clone())),
-    }
-    .build()
+    };
+    batch
+        .into_iter()
+        .zip(outcomes)
+        .map(|((i, _), r)| (i, r))
+        .collect()
 }
 
 /// A long poll takes up to its wait before SQS answers: the client's
