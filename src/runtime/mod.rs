@@ -333,6 +333,13 @@ fn spawn_reload(
     hangup: Option<tokio::signal::unix::Signal>,
 ) {
     let changed = Arc::new(Notify::new());
+    if !sh.store.pushes_changes() {
+        let (s, stop) = (sh.store.clone(), sh.shutdown.clone());
+        tasks.spawn("database-file watcher", async move {
+            reload::watch_store_file(s, stop).await;
+            Ok(())
+        });
+    }
     let (s, c, stop) = (sh.store.clone(), changed.clone(), sh.shutdown.clone());
     tasks.spawn("entries-table watcher", async move {
         reload::watch_entries_table(s, c, stop).await;
@@ -392,13 +399,12 @@ fn spawn_pauses(
 /// The releaser (every replica, leader or not) and its wake-up listener.
 fn spawn_releaser<S: Sink>(tasks: &mut Tasks, sh: &Shared, sink: &S, opts: &MessageOptions) {
     let wake = Arc::new(Notify::new());
-    if let Some(listener) = Listener::new(&sh.store, Channel::Jobs) {
-        let (w, stop) = (wake.clone(), sh.shutdown.clone());
-        tasks.spawn("jobs listener", async move {
-            releaser::watch_jobs(listener, w, stop).await;
-            Ok(())
-        });
-    }
+    let listener = Listener::new(&sh.store, Channel::Jobs);
+    let (w, stop) = (wake.clone(), sh.shutdown.clone());
+    tasks.spawn("jobs listener", async move {
+        releaser::watch_jobs(listener, w, stop).await;
+        Ok(())
+    });
     let release = Releaser {
         store: sh.store.clone(),
         sink: sink.clone(),

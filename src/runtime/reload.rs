@@ -241,13 +241,14 @@ pub async fn watch_hangup(
 
 /// Wakes `changed` whenever the entries table changes, until shutdown:
 /// at once on PostgreSQL (NOTIFY), within a second on SQLite (its change
-/// counter).
+/// counter, checked whenever the file changed: see [`store::listen`]).
 pub async fn watch_entries_table(
     store: Store,
     changed: std::sync::Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    if let Some(mut listener) = Listener::new(&store, Channel::Entries) {
+    let mut listener = Listener::new(&store, Channel::Entries);
+    if store.pushes_changes() {
         loop {
             tokio::select! {
                 r = listener.changed() => match r {
@@ -260,18 +261,51 @@ pub async fn watch_entries_table(
     }
     let mut seen: Option<i64> = None;
     loop {
-        match entries::version(&store).await {
+        let settled = match entries::version(&store).await {
             Ok(v) if v != seen => {
                 if seen.is_some() {
                     changed.notify_one();
                 }
                 seen = v;
+                true
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot check the entries table for changes"),
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot check the entries table for changes");
+                false
+            }
+        };
+        tokio::select! {
+            _ = listener.changed(), if settled => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !settled => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Looks every [`store::listen::LOOK_EVERY`] for commits other processes
+/// made to a SQLite file, for every watcher at once (see
+/// [`store::listen`]); returns at once on PostgreSQL, which pushes them.
+pub async fn watch_store_file(store: Store, shutdown: CancellationToken) {
+    if store.pushes_changes() {
+        return;
+    }
+    let mut failing = false;
+    loop {
+        match store::listen::look(&store).await {
+            Ok(()) if failing => {
+                info!("the database file can be checked for changes again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                warn!(error = %e, "cannot check the database file for changes by other processes; retrying every second");
+                failing = true;
+            }
+            Err(_) => {}
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(store::listen::LOOK_EVERY) => {}
             _ = shutdown.cancelled() => return,
         }
     }
