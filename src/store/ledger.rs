@@ -101,10 +101,40 @@ pub async fn record_decision(
     misses: &[Miss],
     cursors: &[Cursor],
 ) -> Result<Vec<FireKey>, StoreError> {
+    record_and_confirm(store, epoch, &[], claims, misses, cursors).await
+}
+
+/// [`record_decision`], confirming `sent` ([`confirm_sent`]) in the same
+/// transaction: the beat's earlier fires that SQS accepted ride along with
+/// its next claim instead of a transaction of their own. All or nothing:
+/// should it fail (fenced, or the confirm refused), nothing is recorded
+/// and nothing confirmed, and the caller may record the decision alone.
+pub async fn record_and_confirm(
+    store: &Store,
+    epoch: i64,
+    sent: &[FireKey],
+    claims: &[Claim],
+    misses: &[Miss],
+    cursors: &[Cursor],
+) -> Result<Vec<FireKey>, StoreError> {
+    let d = Decision {
+        sent,
+        claims,
+        misses,
+        cursors,
+    };
     match store {
-        Store::Postgres(s) => pg::record_decision(s.pool(), epoch, claims, misses, cursors).await,
-        Store::Sqlite(s) => lite::record_decision(s.pool(), epoch, claims, misses, cursors).await,
+        Store::Postgres(s) => pg::record_decision(s.pool(), epoch, &d).await,
+        Store::Sqlite(s) => lite::record_decision(s.pool(), epoch, &d).await,
     }
+}
+
+/// What one decision writes.
+struct Decision<'a> {
+    sent: &'a [FireKey],
+    claims: &'a [Claim],
+    misses: &'a [Miss],
+    cursors: &'a [Cursor],
 }
 
 /// Cursors for entries, fenced like a decision (a new leader records where
@@ -137,41 +167,14 @@ pub async fn confirm_sent(store: &Store, sent: &[FireKey]) -> Result<(), StoreEr
         return Ok(());
     }
     match store {
-        Store::Postgres(s) => {
-            let entries: Vec<&str> = sent.iter().map(|f| f.entry.as_str()).collect();
-            let slots: Vec<DateTime<Utc>> = sent.iter().map(|f| f.slot).collect();
-            sqlx::query(
-                "UPDATE ledger SET outcome = 'sent', sent_at = now(), attempts = attempts + 1, reason = NULL
-                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
-                 WHERE ledger.entry = u.e AND ledger.slot = u.s",
-            )
-            .bind(&entries)
-            .bind(&slots)
-            .execute(s.pool())
-            .await?;
-        }
+        Store::Postgres(s) => pg::confirm(s.pool(), sent).await,
         Store::Sqlite(s) => {
             let mut tx = s.pool().begin().await?;
-            for chunk in sent.chunks(ROWS_PER_STATEMENT) {
-                let rows: Vec<serde_json::Value> = chunk
-                    .iter()
-                    .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
-                    .collect();
-                // UPDATE ... FROM probes the primary key per row; a row-value
-                // IN (subquery) scanned the whole ledger.
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
-                       FROM json_each(?1) AS j
-                      WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
-                )))
-                .bind(serde_json::Value::Array(rows).to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
+            lite::confirm(&mut tx, sent).await?;
             tx.commit().await?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Notes a failed attempt; the fire stays claimed, to be sent again.
@@ -604,15 +607,42 @@ mod pg {
         Ok(())
     }
 
+    /// Marks `sent` as accepted by SQS.
+    pub(super) async fn confirm<'e, E>(executor: E, sent: &[FireKey]) -> Result<(), StoreError>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<&str> = sent.iter().map(|f| f.entry.as_str()).collect();
+        let slots: Vec<DateTime<Utc>> = sent.iter().map(|f| f.slot).collect();
+        sqlx::query(
+            "UPDATE ledger SET outcome = 'sent', sent_at = now(), attempts = attempts + 1, reason = NULL
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
+             WHERE ledger.entry = u.e AND ledger.slot = u.s",
+        )
+        .bind(&entries)
+        .bind(&slots)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     pub(super) async fn record_decision(
         pool: &PgPool,
         epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
+        d: &Decision<'_>,
     ) -> Result<Vec<FireKey>, StoreError> {
+        let Decision {
+            sent,
+            claims,
+            misses,
+            cursors,
+        } = *d;
         let mut tx = pool.begin().await?;
         fence(&mut tx, epoch).await?;
+        confirm(&mut *tx, sent).await?;
         let mut ours = Vec::with_capacity(claims.len());
         if !claims.is_empty() {
             let entries: Vec<&str> = claims.iter().map(|c| c.entry.as_str()).collect();
@@ -703,15 +733,44 @@ mod lite {
         Ok(())
     }
 
+    /// Marks `sent` as accepted by SQS, in `tx`.
+    pub(super) async fn confirm(
+        tx: &mut sqlx::SqliteConnection,
+        sent: &[FireKey],
+    ) -> Result<(), StoreError> {
+        for chunk in sent.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
+                .collect();
+            // UPDATE ... FROM probes the primary key per row; a row-value
+            // IN (subquery) scanned the whole ledger.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
+                   FROM json_each(?1) AS j
+                  WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn record_decision(
         pool: &SqlitePool,
         epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
+        d: &Decision<'_>,
     ) -> Result<Vec<FireKey>, StoreError> {
+        let Decision {
+            sent,
+            claims,
+            misses,
+            cursors,
+        } = *d;
         let mut tx = pool.begin().await?;
         fence(&mut tx, epoch).await?;
+        confirm(&mut tx, sent).await?;
         // One statement per chunk, rows passed as JSON: a statement per
         // row cost a round trip to SQLite's worker thread each (3.7 s for
         // the 100 000 cursors of a first start).
