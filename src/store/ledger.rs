@@ -739,22 +739,94 @@ mod lite {
         sent: &[FireKey],
     ) -> Result<(), StoreError> {
         for chunk in sent.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
-                .collect();
-            // UPDATE ... FROM probes the primary key per row; a row-value
-            // IN (subquery) scanned the whole ledger.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
-                   FROM json_each(?1) AS j
-                  WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(confirm_sql("?1")))
+                .bind(sent_json(chunk))
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(())
+    }
+
+    // The statements of a decision, each taking its rows as a JSON array
+    // (`rows`: the parameter) under leadership `epoch` (the parameter). One
+    // statement per chunk of rows: a statement per row cost a round trip to
+    // SQLite's worker thread each (3.7 s for the 100 000 cursors of a first
+    // start).
+
+    /// Accepted by SQS. UPDATE ... FROM probes the primary key per row; a
+    /// row-value IN (subquery) scanned the whole ledger.
+    fn confirm_sql(rows: &str) -> String {
+        format!(
+            "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
+               FROM json_each({rows}) AS j
+              WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
+        )
+    }
+
+    fn sent_json(sent: &[FireKey]) -> String {
+        let rows: Vec<serde_json::Value> = sent
+            .iter()
+            .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    fn claims_sql(rows: &str, epoch: &str) -> String {
+        format!(
+            "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, {epoch}, 'claimed', {NOW}
+               FROM json_each({rows}) WHERE true
+             ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
+               source = 'beat'
+               WHERE ledger.outcome = 'claimed'
+             RETURNING entry || ' ' || slot AS row_key, entry, slot"
+        )
+    }
+
+    fn claims_json(claims: &[Claim]) -> String {
+        let rows: Vec<serde_json::Value> = claims
+            .iter()
+            .map(|c| {
+                serde_json::json!([c.entry, codec::text(c.slot), c.task_id.to_string(), c.queue])
+            })
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    fn misses_sql(rows: &str, epoch: &str) -> String {
+        format!(
+            "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
+             SELECT value ->> 0, value ->> 1, '00000000-0000-0000-0000-000000000000', '', {epoch}, 'missed', value ->> 2, {NOW}
+               FROM json_each({rows}) WHERE true
+             ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason, epoch = excluded.epoch
+               WHERE ledger.outcome = 'claimed'"
+        )
+    }
+
+    fn misses_json(misses: &[Miss]) -> String {
+        let rows: Vec<serde_json::Value> = misses
+            .iter()
+            .map(|m| serde_json::json!([m.entry, codec::text(m.slot), m.reason]))
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    /// A cursor never moves back (fixed-width text compares as time).
+    fn cursors_sql(rows: &str) -> String {
+        format!(
+            "INSERT INTO entry_state (entry, cursor, enabled, updated_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each({rows}) WHERE true
+             ON CONFLICT (entry) DO UPDATE SET cursor = max(entry_state.cursor, excluded.cursor),
+               enabled = excluded.enabled, updated_at = excluded.updated_at"
+        )
+    }
+
+    fn cursors_json(cursors: &[Cursor]) -> String {
+        let rows: Vec<serde_json::Value> = cursors
+            .iter()
+            .map(|c| serde_json::json!([c.entry, codec::text(c.cursor), c.enabled]))
+            .collect();
+        serde_json::Value::Array(rows).to_string()
     }
 
     pub(super) async fn record_decision(
@@ -762,82 +834,109 @@ mod lite {
         epoch: i64,
         d: &Decision<'_>,
     ) -> Result<Vec<FireKey>, StoreError> {
-        let Decision {
-            sent,
-            claims,
-            misses,
-            cursors,
-        } = *d;
+        let small = d.sent.len() + d.claims.len() + d.misses.len() + d.cursors.len() <= AT_ONCE;
         let mut tx = pool.begin().await?;
-        fence(&mut tx, epoch).await?;
-        confirm(&mut tx, sent).await?;
-        // One statement per chunk, rows passed as JSON: a statement per
-        // row cost a round trip to SQLite's worker thread each (3.7 s for
-        // the 100 000 cursors of a first start).
-        let mut ours = Vec::with_capacity(claims.len());
-        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|c| {
-                    serde_json::json!([
-                        c.entry,
-                        codec::text(c.slot),
-                        c.task_id.to_string(),
-                        c.queue
-                    ])
-                })
-                .collect();
-            let won = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, 'claimed', {NOW}
-                   FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
-                   source = 'beat'
-                   WHERE ledger.outcome = 'claimed'
-                 RETURNING entry || ' ' || slot AS row_key, entry, slot"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .bind(epoch)
+        let ours = if small {
+            record_at_once(&mut tx, epoch, d).await?
+        } else {
+            record_in_chunks(&mut tx, epoch, d).await?
+        };
+        tx.commit().await?;
+        Ok(ours)
+    }
+
+    /// Rows of a decision small enough to go in one query
+    /// ([`record_at_once`]): the per-fire decisions at low rates, and the
+    /// first parts of a burst.
+    const AT_ONCE: usize = 256;
+
+    /// A small decision, sent to SQLite as one query of several statements,
+    /// the fence first: one round trip to its worker thread instead of one
+    /// per statement (four at each fire at low rates). Should the fence find
+    /// another epoch, the caller's transaction is dropped, undoing the rest.
+    ///
+    /// Every statement takes the one parameter, a JSON object holding each
+    /// kind of row and the epoch: sqlx binds the parameters of a statement
+    /// that skips a number (`?2` and `?5`, say) by position, wrongly.
+    async fn record_at_once(
+        tx: &mut sqlx::SqliteConnection,
+        epoch: i64,
+        d: &Decision<'_>,
+    ) -> Result<Vec<FireKey>, StoreError> {
+        use sqlx::{Column as _, Row as _};
+        let mut sql = String::from("SELECT epoch AS fence FROM leader WHERE id = 1;\n");
+        let epoch_sql = "(?1 ->> '$.epoch')";
+        for (rows, statement) in [
+            (d.sent.len(), confirm_sql("?1, '$.sent'")),
+            (d.claims.len(), claims_sql("?1, '$.claims'", epoch_sql)),
+            (d.misses.len(), misses_sql("?1, '$.misses'", epoch_sql)),
+            (d.cursors.len(), cursors_sql("?1, '$.cursors'")),
+        ] {
+            if rows > 0 {
+                sql.push_str(&statement);
+                sql.push_str(";\n");
+            }
+        }
+        let param = format!(
+            r#"{{"epoch":{epoch},"sent":{},"claims":{},"misses":{},"cursors":{}}}"#,
+            sent_json(d.sent),
+            claims_json(d.claims),
+            misses_json(d.misses),
+            cursors_json(d.cursors)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(param)
             .fetch_all(&mut *tx)
             .await?;
+        let mut current = None;
+        let mut ours = Vec::with_capacity(d.claims.len());
+        for r in &rows {
+            if r.columns().iter().any(|c| c.name() == "fence") {
+                current = r.try_get::<Option<i64>, _>("fence")?;
+            } else {
+                ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
+            }
+        }
+        if current != Some(epoch) {
+            return Err(StoreError::Fenced {
+                mine: epoch,
+                current,
+            });
+        }
+        Ok(ours)
+    }
+
+    async fn record_in_chunks(
+        tx: &mut sqlx::SqliteConnection,
+        epoch: i64,
+        d: &Decision<'_>,
+    ) -> Result<Vec<FireKey>, StoreError> {
+        fence(&mut *tx, epoch).await?;
+        confirm(&mut *tx, d.sent).await?;
+        let mut ours = Vec::with_capacity(d.claims.len());
+        for chunk in d.claims.chunks(ROWS_PER_STATEMENT) {
+            let won = sqlx::query(sqlx::AssertSqlSafe(claims_sql("?1", "?2")))
+                .bind(claims_json(chunk))
+                .bind(epoch)
+                .fetch_all(&mut *tx)
+                .await?;
             for r in &won {
                 ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
             }
         }
-        for chunk in misses.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|m| serde_json::json!([m.entry, codec::text(m.slot), m.reason]))
-                .collect();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
-                 SELECT value ->> 0, value ->> 1, '00000000-0000-0000-0000-000000000000', '', ?2, 'missed', value ->> 2, {NOW}
-                   FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason, epoch = excluded.epoch
-                   WHERE ledger.outcome = 'claimed'"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .bind(epoch)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in d.misses.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(sqlx::AssertSqlSafe(misses_sql("?1", "?2")))
+                .bind(misses_json(chunk))
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
         }
-        for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|c| serde_json::json!([c.entry, codec::text(c.cursor), c.enabled]))
-                .collect();
-            // A cursor never moves back (fixed-width text compares as time).
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO entry_state (entry, cursor, enabled, updated_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry) DO UPDATE SET cursor = max(entry_state.cursor, excluded.cursor),
-                   enabled = excluded.enabled, updated_at = excluded.updated_at"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in d.cursors.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(sqlx::AssertSqlSafe(cursors_sql("?1")))
+                .bind(cursors_json(chunk))
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit().await?;
         Ok(ours)
     }
 }
