@@ -9,7 +9,7 @@
 //! them through the [`Sink`] with `DelaySeconds` for the remainder so each
 //! becomes visible at its due instant, and settles the outcomes. Between
 //! passes it sleeps until the next window opens, or until a new job wakes it
-//! (NOTIFY on PostgreSQL; on SQLite the store's change watcher).
+//! (NOTIFY on PostgreSQL; on SQLite, `store::listen`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub const BATCH: i64 = 500;
 /// one, as long as claims come back full (PostgreSQL only).
 pub const IN_FLIGHT: usize = 3;
 /// Longest sleep between passes. A new or moved job wakes the releaser
-/// sooner: PostgreSQL's NOTIFY, or on SQLite the store's change watcher
+/// sooner: PostgreSQL's NOTIFY, or on SQLite the store's change watching
 /// (`store::listen`: this process's own writes at once, another process's
 /// commits within a second).
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);

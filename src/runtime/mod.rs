@@ -333,21 +333,19 @@ fn spawn_reload(
     hangup: Option<tokio::signal::unix::Signal>,
 ) {
     let changed = Arc::new(Notify::new());
-    if !sh.store.pushes_changes() {
-        let (s, stop) = (sh.store.clone(), sh.shutdown.clone());
-        tasks.spawn("database-file watcher", async move {
-            reload::watch_store_file(s, stop).await;
-            Ok(())
-        });
-    }
     let (s, c, stop) = (sh.store.clone(), changed.clone(), sh.shutdown.clone());
     tasks.spawn("entries-table watcher", async move {
         reload::watch_entries_table(s, c, stop).await;
         Ok(())
     });
-    let (p, c, stop) = (paths.clone(), changed.clone(), sh.shutdown.clone());
+    let (p, s, c, stop) = (
+        paths.clone(),
+        sh.store.clone(),
+        changed.clone(),
+        sh.shutdown.clone(),
+    );
     tasks.spawn("schedule-file watcher", async move {
-        reload::watch_files(p, c, stop).await;
+        reload::watch_files(p, s, c, stop).await;
         Ok(())
     });
     if let Some(hangup) = hangup {

@@ -1,7 +1,7 @@
 //! Pauses while `run` runs: the beat honours a pause or a resume within a
 //! second. Each change of the entry_pauses table (PostgreSQL: NOTIFY on
 //! `sqsbeat_pauses`; SQLite: its change counter, checked whenever the file
-//! changed, which the change watcher looks for every second) is read and
+//! changed, which the file watcher looks for every second) is read and
 //! published to the beat, which applies it without a rebuild.
 
 use std::sync::Arc;

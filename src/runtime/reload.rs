@@ -191,9 +191,21 @@ fn same_definition(a: &Entry, b: &Entry) -> bool {
     strip(a) == strip(b)
 }
 
-/// Notifies `changed` when a schedule file is added, removed or modified
-/// (checked each second: size and modification time of every file).
-pub async fn watch_files(paths: SchedulePaths, changed: Arc<Notify>, shutdown: CancellationToken) {
+/// How often schedule files, and a SQLite store's file, are looked at.
+pub const LOOK_EVERY: Duration = store::listen::LOOK_EVERY;
+
+/// Looks every [`LOOK_EVERY`] at what only looking reveals: notifies
+/// `changed` when a schedule file is added, removed or modified (size and
+/// modification time of every file), and on SQLite checks whether another
+/// process committed to the database file, for every store watcher at once
+/// (see [`store::listen`]). One timer for both: at idle each wake-up is
+/// most of what the process costs.
+pub async fn watch_files(
+    paths: SchedulePaths,
+    store: Store,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let fingerprint =
         |paths: &SchedulePaths| -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
             file::expand_paths(paths)
@@ -208,9 +220,22 @@ pub async fn watch_files(paths: SchedulePaths, changed: Arc<Notify>, shutdown: C
                 .collect()
         };
     let mut last = fingerprint(&paths);
+    let mut failing = false;
     loop {
+        match store::listen::look(&store).await {
+            Ok(()) if failing => {
+                info!("the database file can be checked for changes again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                warn!(error = %e, "cannot check the database file for changes by other processes; retrying every second");
+                failing = true;
+            }
+            Err(_) => {}
+        }
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
             _ = shutdown.cancelled() => return,
         }
         let now = fingerprint(&paths);
@@ -278,34 +303,6 @@ pub async fn watch_entries_table(
         tokio::select! {
             _ = listener.changed(), if settled => {}
             _ = tokio::time::sleep(Duration::from_secs(1)), if !settled => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Looks every [`store::listen::LOOK_EVERY`] for commits other processes
-/// made to a SQLite file, for every watcher at once (see
-/// [`store::listen`]); returns at once on PostgreSQL, which pushes them.
-pub async fn watch_store_file(store: Store, shutdown: CancellationToken) {
-    if store.pushes_changes() {
-        return;
-    }
-    let mut failing = false;
-    loop {
-        match store::listen::look(&store).await {
-            Ok(()) if failing => {
-                info!("the database file can be checked for changes again");
-                failing = false;
-            }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                warn!(error = %e, "cannot check the database file for changes by other processes; retrying every second");
-                failing = true;
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(store::listen::LOOK_EVERY) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -11,9 +11,9 @@
 //! reports as they are made ([`Changes::install`]), and another process's
 //! commits (`sqsbeat schedule`, `sqsbeat entries add`, `pause`), which
 //! `PRAGMA data_version` reveals: it moves only when another connection
-//! committed. One look a second ([`look`], the daemon's change watcher)
-//! stands for every watcher's poll; with nothing written, nothing else
-//! touches the database.
+//! committed. One look a second ([`look`], which the daemon's
+//! schedule-file watcher makes) stands for every watcher's poll; with
+//! nothing written, nothing else touches the database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -594,8 +594,9 @@ async fn a_held_send_does_not_hold_back_the_next_claim() {
     assert_eq!(sent.len(), batch as usize + 1, "every job once");
 }
 
-/// A releaser with nothing to do, its jobs listener and (SQLite) the
-/// database-file watcher, as `run` spawns them.
+/// A releaser with nothing to do, its jobs listener and the file watcher
+/// (which, on SQLite, looks for other processes' commits), as `run`
+/// spawns them.
 fn idle_releaser(
     h: &Harness,
 ) -> (
@@ -607,8 +608,13 @@ fn idle_releaser(
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let listener = Listener::new(&h.store, Channel::Jobs);
     let tasks = vec![
-        tokio::spawn(sqsbeat::runtime::reload::watch_store_file(
+        tokio::spawn(sqsbeat::runtime::reload::watch_files(
+            sqsbeat::entry::file::SchedulePaths {
+                paths: Vec::new(),
+                named: false,
+            },
             h.store.clone(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
             stop.clone(),
         )),
         tokio::spawn(sqsbeat::jobs::releaser::watch_jobs(
@@ -640,8 +646,8 @@ async fn released_soon(h: &Harness, id: Uuid) {
 
 /// SQLite has no NOTIFY: the releaser used to look at the jobs table every
 /// second. It now sleeps up to 30 s, and a job another process schedules
-/// on the same file (`sqsbeat schedule`) wakes it through the
-/// database-file watcher.
+/// on the same file (`sqsbeat schedule`) wakes it through the file
+/// watcher's look at the database file.
 #[tokio::test]
 async fn a_job_another_process_schedules_wakes_an_idle_releaser_sqlite() {
     let h = Harness::sqlite(at("2026-12-05T09:00:00Z")).await;

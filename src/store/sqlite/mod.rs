@@ -92,8 +92,8 @@ impl SqliteStore {
         // writers anyway; this avoids SQLITE_BUSY between our own tasks.
         // Kept for the life of the process, and not pinged before each use
         // (a file has no peer to lose; a ping is a round trip to the
-        // connection's thread per statement): the change watcher's
-        // `data_version` is a property of the connection
+        // connection's thread per statement): the `data_version` that
+        // reveals other processes' commits is a property of the connection
         // (`super::listen`).
         let changes = Arc::new(Changes::default());
         let hook = changes.clone();
