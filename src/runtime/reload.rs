@@ -194,12 +194,23 @@ fn same_definition(a: &Entry, b: &Entry) -> bool {
 /// How often schedule files, and a SQLite store's file, are looked at.
 pub const LOOK_EVERY: Duration = store::listen::LOOK_EVERY;
 
-/// Looks every [`LOOK_EVERY`] at what only looking reveals: notifies
-/// `changed` when a schedule file is added, removed or modified (size and
-/// modification time of every file), and on SQLite checks whether another
-/// process committed to the database file, for every store watcher at once
-/// (see [`store::listen`]). One timer for both: at idle each wake-up is
-/// most of what the process costs.
+/// How long after a SQLite file's look is due the watcher makes it itself:
+/// a decision of the beat about to look at it along with its write (at the
+/// same instant, one slot every second) makes it first.
+const LOOK_SLACK: Duration = Duration::from_millis(50);
+
+/// Looks at what only looking reveals, one wake-up for both: at idle each
+/// wake-up is most of what the process costs.
+///
+/// Schedule files: notifies `changed` when one is added, removed or
+/// modified (size and modification time of every file), checked at each
+/// wake-up and at least every [`LOOK_EVERY`].
+///
+/// SQLite: whether another process committed to the database file, for
+/// every store watcher at once ([`store::listen`]), at most
+/// [`LOOK_EVERY`] (and [`LOOK_SLACK`]) after the last look. The beat's
+/// decisions look along with their writes, so while it fires every second
+/// or more often this makes no look of its own.
 pub async fn watch_files(
     paths: SchedulePaths,
     store: Store,
@@ -221,21 +232,33 @@ pub async fn watch_files(
         };
     let mut last = fingerprint(&paths);
     let mut failing = false;
+    let looking = store::listen::needs_looking(&store);
     loop {
-        match store::listen::look(&store).await {
-            Ok(()) if failing => {
-                info!("the database file can be checked for changes again");
-                failing = false;
+        let now = tokio::time::Instant::now();
+        if looking && store::listen::next_look(&store).is_none_or(|at| now >= at) {
+            match store::listen::look(&store).await {
+                Ok(()) if failing => {
+                    info!("the database file can be checked for changes again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    warn!(error = %e, "cannot check the database file for changes by other processes; retrying every second");
+                    failing = true;
+                }
+                Err(_) => {}
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                warn!(error = %e, "cannot check the database file for changes by other processes; retrying every second");
-                failing = true;
-            }
-            Err(_) => {}
+        }
+        // A look that failed is tried again a second later, not at once.
+        let mut wake = now + LOOK_EVERY;
+        if looking
+            && let Some(at) = store::listen::next_look(&store)
+            && at + LOOK_SLACK > now
+        {
+            wake = wake.min(at + LOOK_SLACK);
         }
         tokio::select! {
-            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = tokio::time::sleep_until(wake) => {}
             _ = shutdown.cancelled() => return,
         }
         let now = fingerprint(&paths);

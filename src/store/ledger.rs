@@ -125,7 +125,7 @@ pub async fn record_and_confirm(
     };
     match store {
         Store::Postgres(s) => pg::record_decision(s.pool(), epoch, &d).await,
-        Store::Sqlite(s) => lite::record_decision(s.pool(), epoch, &d).await,
+        Store::Sqlite(s) => lite::record_decision(s, epoch, &d).await,
     }
 }
 
@@ -713,7 +713,7 @@ mod pg {
 
 mod lite {
     use super::*;
-    use sqlx::SqlitePool;
+    use crate::store::SqliteStore;
 
     /// Checks that `epoch` is current; SQLite has one writer, so it stays
     /// so until `tx` ends.
@@ -739,7 +739,7 @@ mod lite {
         sent: &[FireKey],
     ) -> Result<(), StoreError> {
         for chunk in sent.chunks(ROWS_PER_STATEMENT) {
-            sqlx::query(sqlx::AssertSqlSafe(confirm_sql("?1")))
+            sqlx::query(sqlx::AssertSqlSafe(confirm_sql("?1", "true")))
                 .bind(sent_json(chunk))
                 .execute(&mut *tx)
                 .await?;
@@ -748,18 +748,18 @@ mod lite {
     }
 
     // The statements of a decision, each taking its rows as a JSON array
-    // (`rows`: the parameter) under leadership `epoch` (the parameter). One
-    // statement per chunk of rows: a statement per row cost a round trip to
-    // SQLite's worker thread each (3.7 s for the 100 000 cursors of a first
-    // start).
+    // (`rows`: the parameter) under leadership `epoch` (the parameter), and
+    // writing only where `guard` holds. One statement per chunk of rows: a
+    // statement per row cost a round trip to SQLite's worker thread each
+    // (3.7 s for the 100 000 cursors of a first start).
 
     /// Accepted by SQS. UPDATE ... FROM probes the primary key per row; a
     /// row-value IN (subquery) scanned the whole ledger.
-    fn confirm_sql(rows: &str) -> String {
+    fn confirm_sql(rows: &str, guard: &str) -> String {
         format!(
             "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
                FROM json_each({rows}) AS j
-              WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
+              WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1 AND {guard}"
         )
     }
 
@@ -771,11 +771,11 @@ mod lite {
         serde_json::Value::Array(rows).to_string()
     }
 
-    fn claims_sql(rows: &str, epoch: &str) -> String {
+    fn claims_sql(rows: &str, epoch: &str, guard: &str) -> String {
         format!(
             "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, {epoch}, 'claimed', {NOW}
-               FROM json_each({rows}) WHERE true
+               FROM json_each({rows}) WHERE {guard}
              ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
                source = 'beat'
                WHERE ledger.outcome = 'claimed'
@@ -793,11 +793,11 @@ mod lite {
         serde_json::Value::Array(rows).to_string()
     }
 
-    fn misses_sql(rows: &str, epoch: &str) -> String {
+    fn misses_sql(rows: &str, epoch: &str, guard: &str) -> String {
         format!(
             "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
              SELECT value ->> 0, value ->> 1, '00000000-0000-0000-0000-000000000000', '', {epoch}, 'missed', value ->> 2, {NOW}
-               FROM json_each({rows}) WHERE true
+               FROM json_each({rows}) WHERE {guard}
              ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason, epoch = excluded.epoch
                WHERE ledger.outcome = 'claimed'"
         )
@@ -812,10 +812,10 @@ mod lite {
     }
 
     /// A cursor never moves back (fixed-width text compares as time).
-    fn cursors_sql(rows: &str) -> String {
+    fn cursors_sql(rows: &str, guard: &str) -> String {
         format!(
             "INSERT INTO entry_state (entry, cursor, enabled, updated_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each({rows}) WHERE true
+             SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each({rows}) WHERE {guard}
              ON CONFLICT (entry) DO UPDATE SET cursor = max(entry_state.cursor, excluded.cursor),
                enabled = excluded.enabled, updated_at = excluded.updated_at"
         )
@@ -830,17 +830,15 @@ mod lite {
     }
 
     pub(super) async fn record_decision(
-        pool: &SqlitePool,
+        store: &SqliteStore,
         epoch: i64,
         d: &Decision<'_>,
     ) -> Result<Vec<FireKey>, StoreError> {
-        let small = d.sent.len() + d.claims.len() + d.misses.len() + d.cursors.len() <= AT_ONCE;
-        let mut tx = pool.begin().await?;
-        let ours = if small {
-            record_at_once(&mut tx, epoch, d).await?
-        } else {
-            record_in_chunks(&mut tx, epoch, d).await?
-        };
+        if d.sent.len() + d.claims.len() + d.misses.len() + d.cursors.len() <= AT_ONCE {
+            return record_at_once(store, epoch, d).await;
+        }
+        let mut tx = store.pool().begin().await?;
+        let ours = record_in_chunks(&mut tx, epoch, d).await?;
         tx.commit().await?;
         Ok(ours)
     }
@@ -850,52 +848,88 @@ mod lite {
     /// first parts of a burst.
     const AT_ONCE: usize = 256;
 
-    /// A small decision, sent to SQLite as one query of several statements,
-    /// the fence first: one round trip to its worker thread instead of one
-    /// per statement (four at each fire at low rates). Should the fence find
-    /// another epoch, the caller's transaction is dropped, undoing the rest.
+    /// A small decision as one query of several statements, its transaction
+    /// included: one round trip to SQLite's worker thread instead of one per
+    /// statement (seven at each fire at low rates, counting BEGIN and
+    /// COMMIT).
+    ///
+    /// The fence cannot stop the statements after it, so each write holds
+    /// only under this epoch: a fenced decision commits nothing, and says
+    /// so. Should a statement fail, the transaction is rolled back here;
+    /// should that fail too, or the query be abandoned midway, the
+    /// connection is closed rather than handed on inside a transaction
+    /// ([`Batch`]). After the commit the batch reads `PRAGMA data_version`:
+    /// a look for other processes' commits that costs nothing more
+    /// (`super::listen`).
     ///
     /// Every statement takes the one parameter, a JSON object holding each
-    /// kind of row and the epoch: sqlx binds the parameters of a statement
-    /// that skips a number (`?2` and `?5`, say) by position, wrongly.
+    /// kind of row: sqlx binds the parameters of a statement that skips a
+    /// number (`?2` and `?5`, say) by position, wrongly.
     async fn record_at_once(
-        tx: &mut sqlx::SqliteConnection,
+        store: &SqliteStore,
         epoch: i64,
         d: &Decision<'_>,
     ) -> Result<Vec<FireKey>, StoreError> {
         use sqlx::{Column as _, Row as _};
-        let mut sql = String::from("SELECT epoch AS fence FROM leader WHERE id = 1;\n");
-        let epoch_sql = "(?1 ->> '$.epoch')";
+        // The epoch is this leader's own integer: a literal (one cached
+        // statement per term) the planner need not look up per row.
+        let guard = format!("(SELECT epoch FROM leader WHERE id = 1) = {epoch}");
+        let mut sql =
+            String::from("BEGIN IMMEDIATE;\nSELECT epoch AS fence FROM leader WHERE id = 1;\n");
+        let epoch_sql = epoch.to_string();
         for (rows, statement) in [
-            (d.sent.len(), confirm_sql("?1, '$.sent'")),
-            (d.claims.len(), claims_sql("?1, '$.claims'", epoch_sql)),
-            (d.misses.len(), misses_sql("?1, '$.misses'", epoch_sql)),
-            (d.cursors.len(), cursors_sql("?1, '$.cursors'")),
+            (d.sent.len(), confirm_sql("?1, '$.sent'", &guard)),
+            (
+                d.claims.len(),
+                claims_sql("?1, '$.claims'", &epoch_sql, &guard),
+            ),
+            (
+                d.misses.len(),
+                misses_sql("?1, '$.misses'", &epoch_sql, &guard),
+            ),
+            (d.cursors.len(), cursors_sql("?1, '$.cursors'", &guard)),
         ] {
             if rows > 0 {
                 sql.push_str(&statement);
                 sql.push_str(";\n");
             }
         }
+        sql.push_str("COMMIT;\nPRAGMA data_version;");
         let param = format!(
-            r#"{{"epoch":{epoch},"sent":{},"claims":{},"misses":{},"cursors":{}}}"#,
+            r#"{{"sent":{},"claims":{},"misses":{},"cursors":{}}}"#,
             sent_json(d.sent),
             claims_json(d.claims),
             misses_json(d.misses),
             cursors_json(d.cursors)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut batch = Batch::new(store.pool().acquire().await?);
+        let opened = store.changes().connections_opened();
+        let rows = match sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(param)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut current = None;
+            .fetch_all(batch.conn())
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                batch.roll_back().await;
+                return Err(e.into());
+            }
+        };
+        batch.done();
+        let (mut current, mut version) = (None, None);
         let mut ours = Vec::with_capacity(d.claims.len());
         for r in &rows {
-            if r.columns().iter().any(|c| c.name() == "fence") {
+            let column = |name: &str| r.columns().iter().any(|c| c.name() == name);
+            if column("fence") {
                 current = r.try_get::<Option<i64>, _>("fence")?;
+            } else if column("data_version") {
+                version = Some(r.try_get::<i64, _>("data_version")?);
             } else {
                 ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
             }
+        }
+        if let Some(v) = version {
+            store.changes().looked(opened, v);
         }
         if current != Some(epoch) {
             return Err(StoreError::Fenced {
@@ -904,6 +938,52 @@ mod lite {
             });
         }
         Ok(ours)
+    }
+
+    /// A connection running a batch that opens its own transaction, which
+    /// sqlx does not know of: unless the batch is [`Batch::done`] (it
+    /// committed) or rolled back, the connection is closed when this is
+    /// dropped (an abandoned query included), never returned to the pool
+    /// inside a transaction.
+    struct Batch {
+        conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        open: bool,
+    }
+
+    impl Batch {
+        fn new(conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Self {
+            Batch { conn, open: true }
+        }
+
+        fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+            &mut self.conn
+        }
+
+        fn done(&mut self) {
+            self.open = false;
+        }
+
+        /// Rolls back after a failed statement. An error means no
+        /// transaction was open (the BEGIN failed, or SQLite rolled back
+        /// by itself) or the rollback failed: the connection is closed
+        /// either way, and the pool opens a new one.
+        async fn roll_back(&mut self) {
+            if sqlx::query("ROLLBACK")
+                .execute(&mut *self.conn)
+                .await
+                .is_ok()
+            {
+                self.open = false;
+            }
+        }
+    }
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            if self.open {
+                self.conn.close_on_drop();
+            }
+        }
     }
 
     async fn record_in_chunks(
@@ -915,7 +995,7 @@ mod lite {
         confirm(&mut *tx, d.sent).await?;
         let mut ours = Vec::with_capacity(d.claims.len());
         for chunk in d.claims.chunks(ROWS_PER_STATEMENT) {
-            let won = sqlx::query(sqlx::AssertSqlSafe(claims_sql("?1", "?2")))
+            let won = sqlx::query(sqlx::AssertSqlSafe(claims_sql("?1", "?2", "true")))
                 .bind(claims_json(chunk))
                 .bind(epoch)
                 .fetch_all(&mut *tx)
@@ -925,18 +1005,44 @@ mod lite {
             }
         }
         for chunk in d.misses.chunks(ROWS_PER_STATEMENT) {
-            sqlx::query(sqlx::AssertSqlSafe(misses_sql("?1", "?2")))
+            sqlx::query(sqlx::AssertSqlSafe(misses_sql("?1", "?2", "true")))
                 .bind(misses_json(chunk))
                 .bind(epoch)
                 .execute(&mut *tx)
                 .await?;
         }
         for chunk in d.cursors.chunks(ROWS_PER_STATEMENT) {
-            sqlx::query(sqlx::AssertSqlSafe(cursors_sql("?1")))
+            sqlx::query(sqlx::AssertSqlSafe(cursors_sql("?1", "true")))
                 .bind(cursors_json(chunk))
                 .execute(&mut *tx)
                 .await?;
         }
         Ok(ours)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A batch abandoned inside its own transaction (its query
+        /// dropped midway, or a failed rollback) closes the connection:
+        /// the next user of the pool must not find itself inside that
+        /// transaction, where nothing it wrote would ever be committed.
+        #[tokio::test]
+        async fn an_abandoned_batch_never_hands_its_transaction_on() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+            let mut batch = Batch::new(store.pool().acquire().await.unwrap());
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(batch.conn())
+                .await
+                .unwrap();
+            drop(batch);
+            sqlx::query("BEGIN")
+                .execute(store.pool())
+                .await
+                .expect("a fresh connection, outside any transaction");
+            sqlx::query("ROLLBACK").execute(store.pool()).await.unwrap();
+        }
     }
 }

@@ -178,8 +178,14 @@ pub struct Changes {
     /// Connections opened so far: a `data_version` read on one connection
     /// means nothing on the next.
     connections: AtomicU64,
-    /// The last look: (connections, data_version).
-    seen: std::sync::Mutex<Option<(u64, i64)>>,
+    /// The last look: what it saw (connections, data_version), and when.
+    seen: std::sync::Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    version: Option<(u64, i64)>,
+    at: Option<Instant>,
 }
 
 impl Default for Changes {
@@ -187,7 +193,7 @@ impl Default for Changes {
         Changes {
             channels: std::array::from_fn(|_| watch::Sender::new(0)),
             connections: AtomicU64::new(0),
-            seen: std::sync::Mutex::new(None),
+            seen: std::sync::Mutex::new(Seen::default()),
         }
     }
 }
@@ -236,6 +242,35 @@ impl Changes {
     }
 }
 
+impl Changes {
+    /// Notes a look: `version` is `PRAGMA data_version` as read on the
+    /// connection, with `before` the connections opened before the read
+    /// (see [`Changes::connections_opened`]). Every channel moves if it
+    /// differs from the last look, if this is the first look, or if a new
+    /// connection was opened meanwhile: what was seen before means nothing.
+    pub(crate) fn looked(&self, before: u64, version: i64) {
+        let after = self.connections_opened();
+        let now = (before == after).then_some((after, version));
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now.is_none() || seen.version != now {
+            self.bump_all();
+        }
+        seen.version = now;
+        seen.at = Some(Instant::now());
+    }
+
+    /// Connections opened so far, read before a look's `data_version`.
+    pub(crate) fn connections_opened(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// When the file was last looked at, by [`look`] or along with a
+    /// write that read `data_version` too (the beat's decisions).
+    fn last_look(&self) -> Option<Instant> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).at
+    }
+}
+
 /// Looks once whether another process committed to `store`'s file since
 /// the last look, and if so moves every channel. The first look, and the
 /// first on a new connection, move them too: nothing was known before.
@@ -249,16 +284,26 @@ pub async fn look(store: &Store) -> Result<(), StoreError> {
 
 async fn look_lite(lite: &SqliteStore) -> Result<(), StoreError> {
     let changes = lite.changes();
-    let before = changes.connections.load(Ordering::SeqCst);
+    let before = changes.connections_opened();
     let version: i64 = sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(lite.pool())
         .await?;
-    let after = changes.connections.load(Ordering::SeqCst);
-    let now = (before == after).then_some((after, version));
-    let mut seen = changes.seen.lock().unwrap_or_else(|p| p.into_inner());
-    if now.is_none() || *seen != now {
-        changes.bump_all();
-    }
-    *seen = now;
+    changes.looked(before, version);
     Ok(())
+}
+
+/// When `store`'s file must be looked at next so that no other process's
+/// commit goes unseen longer than [`LOOK_EVERY`]: a look made along with a
+/// write counts. `None`: at once (never looked), or never (PostgreSQL
+/// pushes its changes; see [`needs_looking`]).
+pub fn next_look(store: &Store) -> Option<Instant> {
+    match store {
+        Store::Sqlite(lite) => lite.changes().last_look().map(|t| t + LOOK_EVERY),
+        Store::Postgres(_) => None,
+    }
+}
+
+/// Whether changes to `store` are seen only by looking (SQLite).
+pub fn needs_looking(store: &Store) -> bool {
+    matches!(store, Store::Sqlite(_))
 }

@@ -962,6 +962,22 @@ async fn sqlite_listeners_hear_own_writes_at_once_and_other_processes_at_the_nex
     assert!(heard(&mut jobs).await && heard(&mut pauses).await);
     look(&mine).await.unwrap();
     assert!(!heard(&mut jobs).await && !heard(&mut pauses).await);
+    // A decision of the beat looks too, along with its write: while it
+    // fires, no look of its own is needed.
+    let before = sqsbeat::store::listen::next_look(&mine).unwrap();
+    let spec3 = sqsbeat::jobs::JobSpec {
+        id: uuid::Uuid::from_u128(3),
+        ..spec2
+    };
+    sqsbeat::store::jobs::insert(&other, &spec3, "t")
+        .await
+        .unwrap();
+    let c = claim("a", "2026-12-05T09:01:00Z");
+    ledger::record_decision(&mine, epoch, std::slice::from_ref(&c), &[], &[])
+        .await
+        .unwrap();
+    assert!(heard(&mut jobs).await && heard(&mut pauses).await);
+    assert!(sqsbeat::store::listen::next_look(&mine).unwrap() >= before);
 }
 
 /// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first.
