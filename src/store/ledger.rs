@@ -763,12 +763,17 @@ mod lite {
         )
     }
 
+    // Each kind of row as a JSON array of arrays, written straight from
+    // tuples (no `serde_json::Value` per field).
+
     fn sent_json(sent: &[FireKey]) -> String {
-        let rows: Vec<serde_json::Value> = sent
-            .iter()
-            .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
-            .collect();
-        serde_json::Value::Array(rows).to_string()
+        json_rows(sent.iter().map(|f| (&f.entry, codec::text(f.slot))))
+    }
+
+    fn json_rows<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> String {
+        let rows: Vec<T> = rows.collect();
+        // Serializing strings, numbers and booleans cannot fail.
+        serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string())
     }
 
     fn claims_sql(rows: &str, epoch: &str, guard: &str) -> String {
@@ -784,13 +789,14 @@ mod lite {
     }
 
     fn claims_json(claims: &[Claim]) -> String {
-        let rows: Vec<serde_json::Value> = claims
-            .iter()
-            .map(|c| {
-                serde_json::json!([c.entry, codec::text(c.slot), c.task_id.to_string(), c.queue])
-            })
-            .collect();
-        serde_json::Value::Array(rows).to_string()
+        json_rows(claims.iter().map(|c| {
+            (
+                &c.entry,
+                codec::text(c.slot),
+                c.task_id.hyphenated().to_string(),
+                &c.queue,
+            )
+        }))
     }
 
     fn misses_sql(rows: &str, epoch: &str, guard: &str) -> String {
@@ -804,11 +810,11 @@ mod lite {
     }
 
     fn misses_json(misses: &[Miss]) -> String {
-        let rows: Vec<serde_json::Value> = misses
-            .iter()
-            .map(|m| serde_json::json!([m.entry, codec::text(m.slot), m.reason]))
-            .collect();
-        serde_json::Value::Array(rows).to_string()
+        json_rows(
+            misses
+                .iter()
+                .map(|m| (&m.entry, codec::text(m.slot), &m.reason)),
+        )
     }
 
     /// A cursor never moves back (fixed-width text compares as time).
@@ -822,11 +828,11 @@ mod lite {
     }
 
     fn cursors_json(cursors: &[Cursor]) -> String {
-        let rows: Vec<serde_json::Value> = cursors
-            .iter()
-            .map(|c| serde_json::json!([c.entry, codec::text(c.cursor), c.enabled]))
-            .collect();
-        serde_json::Value::Array(rows).to_string()
+        json_rows(
+            cursors
+                .iter()
+                .map(|c| (&c.entry, codec::text(c.cursor), c.enabled)),
+        )
     }
 
     pub(super) async fn record_decision(
