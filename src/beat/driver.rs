@@ -2,12 +2,14 @@
 //! pure [`Beat`] what is due, claims it in the ledger under the leader's
 //! epoch, sends it through a [`Sink`] and confirms what was accepted.
 //!
-//! Each turn: confirm what the sends settled since the last turn got
-//! accepted (one transaction, written by the loop alone), read the clock,
-//! decide, record, hand the messages to a send task, then wait for the next
-//! deadline, a finished send (failures go back to the beat for a retry with
-//! backoff), a change of role or entries, or shutdown. On shutdown no new fire is decided, and every send already in
-//! flight finishes and has its outcome recorded.
+//! Each turn: read the clock, decide, record (confirming, in the same
+//! transaction, the fires SQS accepted since: written by the loop alone),
+//! hand the messages to a send task, then wait for the next deadline, a
+//! finished send (failures go back to the beat for a retry with backoff),
+//! a change of role or entries, or shutdown. Accepted fires no decision
+//! carries are confirmed on their own within [`CONFIRM_WITHIN`]. On
+//! shutdown no new fire is decided, and every send already in flight
+//! finishes and has its outcome recorded and confirmed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -65,13 +67,14 @@ const FRESHNESS_EVERY: chrono::Duration = chrono::Duration::seconds(5);
 const FIRST_BACKOFF: StdDuration = StdDuration::from_secs(1);
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(16);
 
-/// Fires SQS accepted and not confirmed yet: the loop confirms them at its
-/// next turn (see `note_failures`), and keeps those whose confirm fails.
+/// Fires SQS accepted and not confirmed yet. The loop confirms them in its
+/// next claim transaction ([`ledger::record_and_confirm`]), or on their own
+/// once they have waited [`CONFIRM_WITHIN`] with no claim to ride along
+/// with, and keeps those whose confirm fails (see `note_failures`).
 /// The [`Driver`] keeps them across terms of leadership (clones share
 /// them): a term that ends, or is lost, before a confirm got through must
 /// not leave them to the next term's resume, which would send them again.
-/// Confirmed every turn, at the end of each term, and first thing when a
-/// term begins.
+/// Confirmed at the end of each term, and first thing when a term begins.
 ///
 /// Every accepted fire passes through here (a burst of 100 000 included),
 /// so the fires are a plain list, taken whole for a confirm and put back
@@ -83,13 +86,34 @@ pub struct Accepted(Arc<Mutex<Held>>);
 #[derive(Debug, Default)]
 struct Held {
     keys: Vec<FireKey>,
+    /// When SQS accepted the first of them (host clock).
+    since: Option<DateTime<Utc>>,
     /// Whether the last confirm failed (logged when one succeeds again).
     failing: bool,
 }
 
+/// Fires taken out for a confirm.
+struct Taken {
+    keys: Vec<FireKey>,
+    since: Option<DateTime<Utc>>,
+}
+
+/// How long an accepted fire waits for the next claim transaction to carry
+/// its confirm, before it is confirmed on its own. One transaction per fire
+/// instead of two while fires are at most this far apart (at low rates,
+/// those of an entry every second and anything more frequent); a leader
+/// killed in between leaves the fire claimed, and the next leader sends it
+/// again with its task id, as for a kill between send and confirm.
+pub const CONFIRM_WITHIN: Duration = Duration::seconds(1);
+
 impl Accepted {
-    fn add(&self, keys: impl IntoIterator<Item = FireKey>) {
-        self.lock().keys.extend(keys);
+    fn add(&self, keys: impl IntoIterator<Item = FireKey>, at: DateTime<Utc>) {
+        let mut held = self.lock();
+        let before = held.keys.len();
+        held.keys.extend(keys);
+        if held.keys.len() > before {
+            held.since = Some(held.since.map_or(at, |s| s.min(at)));
+        }
     }
 
     /// The fires held, as a set.
@@ -102,29 +126,73 @@ impl Accepted {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tries to confirm every fire held; keeps them if it cannot. Only the
-    /// task that leads adds or confirms, one at a time, so nothing is added
-    /// while the fires are out for the confirm.
-    async fn confirm(&self, store: &Store) {
-        let keys = std::mem::take(&mut self.lock().keys);
-        if keys.is_empty() {
-            return;
+    /// When the fires held must be confirmed on their own, if no claim
+    /// carries them first.
+    fn due(&self) -> Option<DateTime<Utc>> {
+        self.lock().since.map(|s| s + CONFIRM_WITHIN)
+    }
+
+    /// Takes every fire held for a confirm. Only the task that leads adds
+    /// or confirms, one at a time, so nothing is added while the fires are
+    /// out.
+    fn take(&self) -> Taken {
+        let mut held = self.lock();
+        Taken {
+            keys: std::mem::take(&mut held.keys),
+            since: held.since.take(),
         }
-        let result = ledger::confirm_sent(store, &keys).await;
+    }
+
+    /// Notes how the confirm of `taken` ended; keeps the fires if it
+    /// failed.
+    fn settle(&self, taken: Taken, result: Result<(), StoreError>) {
         let mut held = self.lock();
         match result {
             Ok(()) => {
                 if held.failing {
-                    info!(fires = keys.len(), "confirmed sent fires on a second try");
+                    info!(
+                        fires = taken.keys.len(),
+                        "confirmed sent fires on a second try"
+                    );
                 }
                 held.failing = false;
             }
             Err(e) => {
-                warn!(error = %e, fires = keys.len(), "could not confirm sent fires; trying again next turn");
+                warn!(error = %e, fires = taken.keys.len(), "could not confirm sent fires; trying again with the next decision");
                 held.failing = true;
-                let added = std::mem::replace(&mut held.keys, keys);
-                held.keys.extend(added);
+                drop(held);
+                self.put_back(taken);
             }
+        }
+    }
+
+    /// Puts fires taken out back, as they were.
+    fn put_back(&self, taken: Taken) {
+        let mut held = self.lock();
+        let added = std::mem::replace(&mut held.keys, taken.keys);
+        held.keys.extend(added);
+        held.since = match (held.since, taken.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Tries to confirm every fire held, in a transaction of its own.
+    async fn confirm(&self, store: &Store) {
+        let taken = self.take();
+        if taken.keys.is_empty() {
+            return;
+        }
+        let result = ledger::confirm_sent(store, &taken.keys).await;
+        self.settle(taken, result);
+    }
+
+    /// [`Accepted::confirm`] if the fires held waited long enough at `now`
+    /// (or the clock stepped back past them).
+    async fn confirm_if_due(&self, store: &Store, now: DateTime<Utc>) {
+        let since = self.lock().since;
+        if since.is_some_and(|s| now >= s + CONFIRM_WITHIN || now < s) {
+            self.confirm(store).await;
         }
     }
 }
@@ -523,7 +591,6 @@ impl<S: Sink> Term<'_, S> {
         while let Some(done) = self.in_flight.try_join_next() {
             self.settle(done);
         }
-        self.driver.accepted.confirm(&self.driver.store).await;
         self.write_again().await;
         if let Some(step) = self.guard.observe(now) {
             report_clock_step(&self.beat, step);
@@ -532,16 +599,27 @@ impl<S: Sink> Term<'_, S> {
         if now >= self.next_freshness {
             self.export_freshness(now);
         }
-        if now < self.earliest || !self.clock_trusted() {
-            return Ok(());
+        if now >= self.earliest && self.clock_trusted() {
+            // A part at a time (see [`FIRST_CHUNK`]): each part's send task
+            // runs while the next part is claimed.
+            let mut chunk = FIRST_CHUNK;
+            while self.decide_part(now, chunk).await? {
+                chunk = (chunk * 2).min(MAX_CHUNK);
+            }
         }
-        // A part at a time (see [`FIRST_CHUNK`]): each part's send task runs
-        // while the next part is claimed.
-        let mut chunk = FIRST_CHUNK;
-        while self.decide_part(now, chunk).await? {
-            chunk = (chunk * 2).min(MAX_CHUNK);
-        }
+        // Accepted fires no claim carried: on their own once they waited
+        // long enough.
+        let store = &self.driver.store;
+        self.driver.accepted.confirm_if_due(store, now).await;
         Ok(())
+    }
+
+    /// Waits for every send in flight and notes its outcome, as the loop
+    /// does when a send finishes; confirms nothing (tests step with it).
+    pub async fn wait_sends(&mut self) {
+        while let Some(done) = self.in_flight.join_next().await {
+            self.settle(done);
+        }
     }
 
     /// Decides at most `limit` of the entries due at `now`, claims them and
@@ -562,8 +640,7 @@ impl<S: Sink> Term<'_, S> {
             .chain(decision.skipped.iter().map(|s| s.entry))
             .collect();
         let mut due = decision.due;
-        let store = &self.driver.store;
-        match record(&self.beat, store, self.epoch, &due, &misses, touched).await {
+        match self.record(&due, &misses, touched).await {
             Ok(ours) => {
                 self.decided = true;
                 let ours: HashSet<FireKey> = ours.into_iter().collect();
@@ -607,7 +684,7 @@ impl<S: Sink> Term<'_, S> {
             .collect();
         let (sink, store, clock) = (
             self.driver.sink.clone(),
-            store.clone(),
+            self.driver.store.clone(),
             self.driver.clock.clone(),
         );
         self.in_flight.spawn(async move {
@@ -628,18 +705,60 @@ impl<S: Sink> Term<'_, S> {
         Ok(backlog)
     }
 
+    /// Claims `due` and records `misses` and the cursors of `touched` (see
+    /// [`record`]), confirming the accepted fires held in the same
+    /// transaction. A confirm the database refuses must not stop the
+    /// claims: if the transaction fails for any reason but a fence, the
+    /// decision is recorded again alone, and the fires are kept for the
+    /// next try.
+    async fn record(
+        &self,
+        due: &[Fire],
+        misses: &[store::Miss],
+        touched: BTreeSet<usize>,
+    ) -> Result<Vec<FireKey>, StoreError> {
+        if due.is_empty() && misses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (claims, cursors) = decision_rows(&self.beat, due, touched);
+        let (store, accepted) = (&self.driver.store, &self.driver.accepted);
+        let taken = accepted.take();
+        let result =
+            ledger::record_and_confirm(store, self.epoch, &taken.keys, &claims, misses, &cursors)
+                .await;
+        if taken.keys.is_empty() {
+            return result;
+        }
+        match result {
+            Ok(ours) => {
+                accepted.settle(taken, Ok(()));
+                Ok(ours)
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                // Confirmed apart, unfenced, when the term drains.
+                accepted.put_back(taken);
+                Err(e)
+            }
+            Err(e) => {
+                accepted.settle(taken, Err(e));
+                ledger::record_decision(store, self.epoch, &claims, misses, &cursors).await
+            }
+        }
+    }
+
     /// How long to sleep from `now`: until the next send instant (or the
-    /// tick gap), at most [`MAX_SLEEP`].
+    /// tick gap), or until accepted fires are due to be confirmed on their
+    /// own, at most [`MAX_SLEEP`].
     fn wait(&self, now: DateTime<Utc>) -> StdDuration {
-        let until_freshness = (self.next_freshness - now).to_std().unwrap_or_default();
+        let until = |t: DateTime<Utc>| (t - now).to_std().unwrap_or_default();
+        let until_freshness = until(self.next_freshness);
+        let until_confirm = self.driver.accepted.due().map_or(MAX_SLEEP, until);
         match self.beat.wake_at() {
-            Some(wake) => (wake.max(self.earliest) - now)
-                .to_std()
-                .unwrap_or_default()
-                .min(MAX_SLEEP),
+            Some(wake) => until(wake.max(self.earliest)).min(MAX_SLEEP),
             None => MAX_SLEEP,
         }
         .min(until_freshness)
+        .min(until_confirm)
     }
 
     /// Exports which entries are overdue, and the tracked entries' last
@@ -736,7 +855,9 @@ impl<S: Sink> Term<'_, S> {
                 return;
             }
         };
-        self.driver.accepted.add(sent.unconfirmed.iter().cloned());
+        self.driver
+            .accepted
+            .add(sent.unconfirmed.iter().cloned(), sent.accepted_at);
         match std::mem::replace(&mut sent.written, WriteBack::Nothing) {
             WriteBack::Nothing => {}
             WriteBack::Written => self.write_worked(),
@@ -832,20 +953,14 @@ async fn track(
         .collect())
 }
 
-/// Claims due fires and records misses and the touched entries' cursors
-/// under `epoch`, in one fenced transaction; returns the fires that are
-/// this leader's to send.
-async fn record(
+/// The ledger rows of a decision: claims of the fires `due`, and the
+/// cursors of the `touched` entries (claimed, with misses, under the
+/// leader's epoch in one fenced transaction: [`Term::record`]).
+fn decision_rows(
     beat: &Beat,
-    store: &Store,
-    epoch: i64,
     due: &[Fire],
-    misses: &[store::Miss],
     touched: BTreeSet<usize>,
-) -> Result<Vec<FireKey>, StoreError> {
-    if due.is_empty() && misses.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> (Vec<store::Claim>, Vec<store::Cursor>) {
     let claims: Vec<store::Claim> = due
         .iter()
         .map(|f| {
@@ -871,7 +986,7 @@ async fn record(
             }
         })
         .collect();
-    ledger::record_decision(store, epoch, &claims, misses, &cursors).await
+    (claims, cursors)
 }
 
 /// The ledger row of a missed slot.
@@ -909,8 +1024,8 @@ fn report_skipped(beat: &Beat, skipped: &[Skipped]) {
 }
 
 /// Notes what SQS did not accept, and returns what it did, for the loop
-/// to confirm: the loop is then the only writer of confirms, in one
-/// transaction for every send settled since its last turn, instead of one
+/// to confirm: the loop is then the only writer of confirms, with its next
+/// claim (or on their own, see [`Accepted`]), instead of one transaction
 /// per send task racing the claims for SQLite's one writer. Until
 /// confirmed, a fire stays claimed: a leader that dies first leaves it to
 /// the next, which re-sends it with the same task id, the one duplicate the

@@ -9,7 +9,7 @@
 //! them through the [`Sink`] with `DelaySeconds` for the remainder so each
 //! becomes visible at its due instant, and settles the outcomes. Between
 //! passes it sleeps until the next window opens, or until a new job wakes it
-//! (NOTIFY on PostgreSQL).
+//! (NOTIFY on PostgreSQL; on SQLite, `store::listen`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,14 +38,17 @@ pub const BATCH: i64 = 500;
 /// Passes a replica keeps sending and settling while it claims the next
 /// one, as long as claims come back full (PostgreSQL only).
 pub const IN_FLIGHT: usize = 3;
-/// Longest sleep on PostgreSQL (NOTIFY wakes it sooner) and on SQLite,
-/// where jobs scheduled by another process are seen by looking.
-const MAX_SLEEP_PG: StdDuration = StdDuration::from_secs(30);
-const MAX_SLEEP_SQLITE: StdDuration = StdDuration::from_secs(1);
+/// Longest sleep between passes. A new or moved job wakes the releaser
+/// sooner: PostgreSQL's NOTIFY, or on SQLite the store's change watching
+/// (`store::listen`: this process's own writes at once, another process's
+/// commits within a second).
+const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
 // Only a job due within 16 minutes NOTIFYs (migrations/postgres/0009): a
 // later one's window (at most 15 minutes) opens after a releaser has
 // looked by itself.
-const _: () = assert!(MAX_SLEEP_PG.as_secs() + crate::jobs::MAX_DELAY_SECONDS as u64 <= 16 * 60);
+const _: () = assert!(MAX_SLEEP.as_secs() + crate::jobs::MAX_DELAY_SECONDS as u64 <= 16 * 60);
+/// How often a releaser held by an unchecked clock looks again.
+const TRUST_RECHECK: StdDuration = StdDuration::from_secs(1);
 /// How long a pass's claimed jobs stay its own. A pass whose sends take
 /// longer (slow SQS: the client gives up on an operation after 30 s, and a
 /// pass may make several) renews its lease every [`RENEW_EVERY`], so only
@@ -332,7 +335,7 @@ impl<S: Sink> Releaser<S> {
                 drain(&mut flight).await;
                 tokio::select! {
                     Ok(()) = self.trust.changed() => {}
-                    _ = tokio::time::sleep(MAX_SLEEP_SQLITE) => {}
+                    _ = tokio::time::sleep(TRUST_RECHECK) => {}
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
@@ -368,13 +371,9 @@ impl<S: Sink> Releaser<S> {
     }
 
     /// How long to sleep after a pass: until the next window opens, at most
-    /// the backend's cap.
+    /// [`MAX_SLEEP`].
     async fn wait(&self) -> StdDuration {
-        let cap = if self.store.pushes_changes() {
-            MAX_SLEEP_PG
-        } else {
-            MAX_SLEEP_SQLITE
-        };
+        let cap = MAX_SLEEP;
         match jobs::next_wake(&self.store, self.window).await {
             // A floor, so rows that are due but not releasable yet (a FIFO
             // job before its instant) cannot make the loop spin.
@@ -560,8 +559,8 @@ fn reap(done: Option<Result<Result<Pass, StoreError>, tokio::task::JoinError>>) 
     }
 }
 
-/// Wakes `wake` whenever a job is scheduled or moved (PostgreSQL NOTIFY);
-/// on SQLite there is no listener and the releaser looks every second.
+/// Wakes `wake` whenever a job may have been scheduled or moved
+/// (PostgreSQL NOTIFY; SQLite: see `store::listen`).
 pub async fn watch_jobs(mut listener: Listener, wake: Arc<Notify>, shutdown: CancellationToken) {
     loop {
         tokio::select! {

@@ -1,6 +1,8 @@
 //! Housekeeping loops of `run`: ledger pruning, the replica heartbeat
 //! that `sqsbeat status` lists, and the role and pending-jobs gauges.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -33,9 +35,19 @@ pub async fn prune_ledger(
     }
 }
 
-/// Tells the store this replica is alive, and in which role, every 2 s
-/// (what `sqsbeat status` lists); on PostgreSQL, checks the host clock
-/// against the database's each time.
+/// How often a replica reports in: every 2 s on PostgreSQL, where each
+/// report also checks the host clock against the database's; every 10 s
+/// on SQLite, which has no other clock and one replica (`sqsbeat status`
+/// calls a replica gone after 30 s without one).
+pub const ALIVE_EVERY_PG: Duration = Duration::from_secs(2);
+pub const ALIVE_EVERY_SQLITE: Duration = Duration::from_secs(10);
+const _: () =
+    assert!(ALIVE_EVERY_SQLITE.as_secs() * 3 <= crate::runtime::status::GONE_AFTER_S as u64);
+
+/// Tells the store this replica is alive, and in which role, every
+/// [`ALIVE_EVERY_PG`] or [`ALIVE_EVERY_SQLITE`] (what `sqsbeat status`
+/// lists); on PostgreSQL, checks the host clock against the database's
+/// each time.
 pub async fn report_alive(
     store: Store,
     holder: String,
@@ -45,6 +57,11 @@ pub async fn report_alive(
     shutdown: CancellationToken,
 ) {
     let started = clock.now();
+    let every = if store.pushes_changes() {
+        ALIVE_EVERY_PG
+    } else {
+        ALIVE_EVERY_SQLITE
+    };
     loop {
         let r = *role.borrow();
         let sent = clock.now();
@@ -62,7 +79,7 @@ pub async fn report_alive(
             Err(e) => warn!(error = %e, "cannot record this replica's heartbeat"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -338,9 +338,14 @@ fn spawn_reload(
         reload::watch_entries_table(s, c, stop).await;
         Ok(())
     });
-    let (p, c, stop) = (paths.clone(), changed.clone(), sh.shutdown.clone());
+    let (p, s, c, stop) = (
+        paths.clone(),
+        sh.store.clone(),
+        changed.clone(),
+        sh.shutdown.clone(),
+    );
     tasks.spawn("schedule-file watcher", async move {
-        reload::watch_files(p, c, stop).await;
+        reload::watch_files(p, s, c, stop).await;
         Ok(())
     });
     if let Some(hangup) = hangup {
@@ -392,13 +397,12 @@ fn spawn_pauses(
 /// The releaser (every replica, leader or not) and its wake-up listener.
 fn spawn_releaser<S: Sink>(tasks: &mut Tasks, sh: &Shared, sink: &S, opts: &MessageOptions) {
     let wake = Arc::new(Notify::new());
-    if let Some(listener) = Listener::new(&sh.store, Channel::Jobs) {
-        let (w, stop) = (wake.clone(), sh.shutdown.clone());
-        tasks.spawn("jobs listener", async move {
-            releaser::watch_jobs(listener, w, stop).await;
-            Ok(())
-        });
-    }
+    let listener = Listener::new(&sh.store, Channel::Jobs);
+    let (w, stop) = (wake.clone(), sh.shutdown.clone());
+    tasks.spawn("jobs listener", async move {
+        releaser::watch_jobs(listener, w, stop).await;
+        Ok(())
+    });
     let release = Releaser {
         store: sh.store.clone(),
         sink: sink.clone(),

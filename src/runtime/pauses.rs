@@ -1,7 +1,8 @@
 //! Pauses while `run` runs: the beat honours a pause or a resume within a
 //! second. Each change of the entry_pauses table (PostgreSQL: NOTIFY on
-//! `sqsbeat_pauses`; SQLite: its change counter, checked every second) is
-//! read and published to the beat, which applies it without a rebuild.
+//! `sqsbeat_pauses`; SQLite: its change counter, checked whenever the file
+//! changed, which the file watcher looks for every second) is read and
+//! published to the beat, which applies it without a rebuild.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,8 @@ pub async fn watch_pauses(
             changed
         });
     };
-    if let Some(mut listener) = Listener::new(&store, Channel::Pauses) {
+    let mut listener = Listener::new(&store, Channel::Pauses);
+    if store.pushes_changes() {
         loop {
             tokio::select! {
                 r = listener.changed() => match r {
@@ -45,24 +47,36 @@ pub async fn watch_pauses(
             }
         }
     }
+    // SQLite: the listener hears of any commit to the file, so the pauses
+    // are read again only when their counter moved. A check that failed is
+    // tried again a second later.
     let mut seen: Option<i64> = None;
     loop {
-        match pauses::version(&store).await {
+        let settled = match pauses::version(&store).await {
             Ok(v) if v != seen => match load_pauses(&store).await {
                 Ok(p) => {
                     publish(p);
                     seen = v;
+                    true
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot read the pauses; the last ones read stay in force")
+                    warn!(error = %e, "cannot read the pauses; the last ones read stay in force");
+                    false
                 }
             },
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot check the pauses for changes"),
-        }
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot check the pauses for changes");
+                false
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = listener.changed(), if settled => {}
+            _ = tokio::time::sleep(RETRY), if !settled => {}
             _ = shutdown.cancelled() => return,
         }
     }
 }
+
+/// How soon a check of the pauses that failed is tried again (SQLite).
+const RETRY: Duration = Duration::from_secs(1);

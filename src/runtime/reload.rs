@@ -180,9 +180,32 @@ fn same_definition(a: &Entry, b: &Entry) -> bool {
     a.same_definition(b)
 }
 
-/// Notifies `changed` when a schedule file is added, removed or modified
-/// (checked each second: size and modification time of every file).
-pub async fn watch_files(paths: SchedulePaths, changed: Arc<Notify>, shutdown: CancellationToken) {
+/// How often schedule files, and a SQLite store's file, are looked at.
+pub const LOOK_EVERY: Duration = store::listen::LOOK_EVERY;
+
+/// How long after a SQLite file's look is due the watcher makes it itself:
+/// a decision of the beat about to look at it along with its write (at the
+/// same instant, one slot every second) makes it first.
+const LOOK_SLACK: Duration = Duration::from_millis(50);
+
+/// Looks at what only looking reveals, one wake-up for both: at idle each
+/// wake-up is most of what the process costs.
+///
+/// Schedule files: notifies `changed` when one is added, removed or
+/// modified (size and modification time of every file), checked at each
+/// wake-up and at least every [`LOOK_EVERY`].
+///
+/// SQLite: whether another process committed to the database file, for
+/// every store watcher at once ([`store::listen`]), at most
+/// [`LOOK_EVERY`] (and [`LOOK_SLACK`]) after the last look. The beat's
+/// decisions look along with their writes, so while it fires every second
+/// or more often this makes no look of its own.
+pub async fn watch_files(
+    paths: SchedulePaths,
+    store: Store,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let fingerprint =
         |paths: &SchedulePaths| -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
             file::expand_paths(paths)
@@ -197,9 +220,34 @@ pub async fn watch_files(paths: SchedulePaths, changed: Arc<Notify>, shutdown: C
                 .collect()
         };
     let mut last = fingerprint(&paths);
+    let mut failing = false;
+    let looking = store::listen::needs_looking(&store);
     loop {
+        let now = tokio::time::Instant::now();
+        if looking && store::listen::next_look(&store).is_none_or(|at| now >= at) {
+            match store::listen::look(&store).await {
+                Ok(()) if failing => {
+                    info!("the database file can be checked for changes again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    warn!(error = %e, "cannot check the database file for changes by other processes; retrying every second");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+        // A look that failed is tried again a second later, not at once.
+        let mut wake = now + LOOK_EVERY;
+        if looking
+            && let Some(at) = store::listen::next_look(&store)
+            && at + LOOK_SLACK > now
+        {
+            wake = wake.min(at + LOOK_SLACK);
+        }
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep_until(wake) => {}
             _ = shutdown.cancelled() => return,
         }
         let now = fingerprint(&paths);
@@ -230,13 +278,14 @@ pub async fn watch_hangup(
 
 /// Wakes `changed` whenever the entries table changes, until shutdown:
 /// at once on PostgreSQL (NOTIFY), within a second on SQLite (its change
-/// counter).
+/// counter, checked whenever the file changed: see [`store::listen`]).
 pub async fn watch_entries_table(
     store: Store,
     changed: std::sync::Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    if let Some(mut listener) = Listener::new(&store, Channel::Entries) {
+    let mut listener = Listener::new(&store, Channel::Entries);
+    if store.pushes_changes() {
         loop {
             tokio::select! {
                 r = listener.changed() => match r {
@@ -249,18 +298,23 @@ pub async fn watch_entries_table(
     }
     let mut seen: Option<i64> = None;
     loop {
-        match entries::version(&store).await {
+        let settled = match entries::version(&store).await {
             Ok(v) if v != seen => {
                 if seen.is_some() {
                     changed.notify_one();
                 }
                 seen = v;
+                true
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot check the entries table for changes"),
-        }
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot check the entries table for changes");
+                false
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = listener.changed(), if settled => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !settled => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -101,10 +101,40 @@ pub async fn record_decision(
     misses: &[Miss],
     cursors: &[Cursor],
 ) -> Result<Vec<FireKey>, StoreError> {
+    record_and_confirm(store, epoch, &[], claims, misses, cursors).await
+}
+
+/// [`record_decision`], confirming `sent` ([`confirm_sent`]) in the same
+/// transaction: the beat's earlier fires that SQS accepted ride along with
+/// its next claim instead of a transaction of their own. All or nothing:
+/// should it fail (fenced, or the confirm refused), nothing is recorded
+/// and nothing confirmed, and the caller may record the decision alone.
+pub async fn record_and_confirm(
+    store: &Store,
+    epoch: i64,
+    sent: &[FireKey],
+    claims: &[Claim],
+    misses: &[Miss],
+    cursors: &[Cursor],
+) -> Result<Vec<FireKey>, StoreError> {
+    let d = Decision {
+        sent,
+        claims,
+        misses,
+        cursors,
+    };
     match store {
-        Store::Postgres(s) => pg::record_decision(s.pool(), epoch, claims, misses, cursors).await,
-        Store::Sqlite(s) => lite::record_decision(s.pool(), epoch, claims, misses, cursors).await,
+        Store::Postgres(s) => pg::record_decision(s.pool(), epoch, &d).await,
+        Store::Sqlite(s) => lite::record_decision(s, epoch, &d).await,
     }
+}
+
+/// What one decision writes.
+struct Decision<'a> {
+    sent: &'a [FireKey],
+    claims: &'a [Claim],
+    misses: &'a [Miss],
+    cursors: &'a [Cursor],
 }
 
 /// Cursors for entries, fenced like a decision (a new leader records where
@@ -137,41 +167,14 @@ pub async fn confirm_sent(store: &Store, sent: &[FireKey]) -> Result<(), StoreEr
         return Ok(());
     }
     match store {
-        Store::Postgres(s) => {
-            let entries: Vec<&str> = sent.iter().map(|f| f.entry.as_str()).collect();
-            let slots: Vec<DateTime<Utc>> = sent.iter().map(|f| f.slot).collect();
-            sqlx::query(
-                "UPDATE ledger SET outcome = 'sent', sent_at = now(), attempts = attempts + 1, reason = NULL
-                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
-                 WHERE ledger.entry = u.e AND ledger.slot = u.s",
-            )
-            .bind(&entries)
-            .bind(&slots)
-            .execute(s.pool())
-            .await?;
-        }
+        Store::Postgres(s) => pg::confirm(s.pool(), sent).await,
         Store::Sqlite(s) => {
             let mut tx = s.pool().begin().await?;
-            for chunk in sent.chunks(ROWS_PER_STATEMENT) {
-                let rows: Vec<serde_json::Value> = chunk
-                    .iter()
-                    .map(|f| serde_json::json!([f.entry, codec::text(f.slot)]))
-                    .collect();
-                // UPDATE ... FROM probes the primary key per row; a row-value
-                // IN (subquery) scanned the whole ledger.
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
-                       FROM json_each(?1) AS j
-                      WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1"
-                )))
-                .bind(serde_json::Value::Array(rows).to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
+            lite::confirm(&mut tx, sent).await?;
             tx.commit().await?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Notes a failed attempt; the fire stays claimed, to be sent again.
@@ -604,15 +607,42 @@ mod pg {
         Ok(())
     }
 
+    /// Marks `sent` as accepted by SQS.
+    pub(super) async fn confirm<'e, E>(executor: E, sent: &[FireKey]) -> Result<(), StoreError>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<&str> = sent.iter().map(|f| f.entry.as_str()).collect();
+        let slots: Vec<DateTime<Utc>> = sent.iter().map(|f| f.slot).collect();
+        sqlx::query(
+            "UPDATE ledger SET outcome = 'sent', sent_at = now(), attempts = attempts + 1, reason = NULL
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(e, s)
+             WHERE ledger.entry = u.e AND ledger.slot = u.s",
+        )
+        .bind(&entries)
+        .bind(&slots)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     pub(super) async fn record_decision(
         pool: &PgPool,
         epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
+        d: &Decision<'_>,
     ) -> Result<Vec<FireKey>, StoreError> {
+        let Decision {
+            sent,
+            claims,
+            misses,
+            cursors,
+        } = *d;
         let mut tx = pool.begin().await?;
         fence(&mut tx, epoch).await?;
+        confirm(&mut *tx, sent).await?;
         let mut ours = Vec::with_capacity(claims.len());
         if !claims.is_empty() {
             let entries: Vec<&str> = claims.iter().map(|c| c.entry.as_str()).collect();
@@ -683,7 +713,7 @@ mod pg {
 
 mod lite {
     use super::*;
-    use sqlx::SqlitePool;
+    use crate::store::SqliteStore;
 
     /// Checks that `epoch` is current; SQLite has one writer, so it stays
     /// so until `tx` ends.
@@ -703,82 +733,322 @@ mod lite {
         Ok(())
     }
 
-    pub(super) async fn record_decision(
-        pool: &SqlitePool,
-        epoch: i64,
-        claims: &[Claim],
-        misses: &[Miss],
-        cursors: &[Cursor],
-    ) -> Result<Vec<FireKey>, StoreError> {
-        let mut tx = pool.begin().await?;
-        fence(&mut tx, epoch).await?;
-        // One statement per chunk, rows passed as JSON: a statement per
-        // row cost a round trip to SQLite's worker thread each (3.7 s for
-        // the 100 000 cursors of a first start).
-        let mut ours = Vec::with_capacity(claims.len());
-        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
+    /// Marks `sent` as accepted by SQS, in `tx`.
+    pub(super) async fn confirm(
+        tx: &mut sqlx::SqliteConnection,
+        sent: &[FireKey],
+    ) -> Result<(), StoreError> {
+        for chunk in sent.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(sqlx::AssertSqlSafe(confirm_sql("?1", "true")))
+                .bind(sent_json(chunk))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    // The statements of a decision, each taking its rows as a JSON array
+    // (`rows`: the parameter) under leadership `epoch` (the parameter), and
+    // writing only where `guard` holds. One statement per chunk of rows: a
+    // statement per row cost a round trip to SQLite's worker thread each
+    // (3.7 s for the 100 000 cursors of a first start).
+
+    /// Accepted by SQS. UPDATE ... FROM probes the primary key per row; a
+    /// row-value IN (subquery) scanned the whole ledger.
+    fn confirm_sql(rows: &str, guard: &str) -> String {
+        format!(
+            "UPDATE ledger SET outcome = 'sent', sent_at = {NOW}, attempts = ledger.attempts + 1, reason = NULL
+               FROM json_each({rows}) AS j
+              WHERE ledger.entry = j.value ->> 0 AND ledger.slot = j.value ->> 1 AND {guard}"
+        )
+    }
+
+    // Each kind of row as a JSON array of arrays, written straight from
+    // tuples (no `serde_json::Value` per field).
+
+    fn sent_json(sent: &[FireKey]) -> String {
+        json_rows(sent.iter().map(|f| (&f.entry, codec::text(f.slot))))
+    }
+
+    fn json_rows<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> String {
+        let rows: Vec<T> = rows.collect();
+        // Serializing strings, numbers and booleans cannot fail.
+        serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string())
+    }
+
+    fn claims_sql(rows: &str, epoch: &str, guard: &str) -> String {
+        format!(
+            "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, {epoch}, 'claimed', {NOW}
+               FROM json_each({rows}) WHERE {guard}
+             ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
+               source = 'beat'
+               WHERE ledger.outcome = 'claimed'
+             RETURNING entry || ' ' || slot AS row_key, entry, slot"
+        )
+    }
+
+    fn claims_json(claims: &[Claim]) -> String {
+        json_rows(claims.iter().map(|c| {
+            (
+                &c.entry,
+                codec::text(c.slot),
+                c.task_id.hyphenated().to_string(),
+                &c.queue,
+            )
+        }))
+    }
+
+    fn misses_sql(rows: &str, epoch: &str, guard: &str) -> String {
+        format!(
+            "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
+             SELECT value ->> 0, value ->> 1, '00000000-0000-0000-0000-000000000000', '', {epoch}, 'missed', value ->> 2, {NOW}
+               FROM json_each({rows}) WHERE {guard}
+             ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason, epoch = excluded.epoch
+               WHERE ledger.outcome = 'claimed'"
+        )
+    }
+
+    fn misses_json(misses: &[Miss]) -> String {
+        json_rows(
+            misses
                 .iter()
-                .map(|c| {
-                    serde_json::json!([
-                        c.entry,
-                        codec::text(c.slot),
-                        c.task_id.to_string(),
-                        c.queue
-                    ])
-                })
-                .collect();
-            let won = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, claimed_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, 'claimed', {NOW}
-                   FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry, slot) DO UPDATE SET epoch = excluded.epoch, claimed_at = excluded.claimed_at,
-                   source = 'beat'
-                   WHERE ledger.outcome = 'claimed'
-                 RETURNING entry || ' ' || slot AS row_key, entry, slot"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .bind(epoch)
-            .fetch_all(&mut *tx)
-            .await?;
+                .map(|m| (&m.entry, codec::text(m.slot), &m.reason)),
+        )
+    }
+
+    /// A cursor never moves back (fixed-width text compares as time).
+    fn cursors_sql(rows: &str, guard: &str) -> String {
+        format!(
+            "INSERT INTO entry_state (entry, cursor, enabled, updated_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each({rows}) WHERE {guard}
+             ON CONFLICT (entry) DO UPDATE SET cursor = max(entry_state.cursor, excluded.cursor),
+               enabled = excluded.enabled, updated_at = excluded.updated_at"
+        )
+    }
+
+    fn cursors_json(cursors: &[Cursor]) -> String {
+        json_rows(
+            cursors
+                .iter()
+                .map(|c| (&c.entry, codec::text(c.cursor), c.enabled)),
+        )
+    }
+
+    pub(super) async fn record_decision(
+        store: &SqliteStore,
+        epoch: i64,
+        d: &Decision<'_>,
+    ) -> Result<Vec<FireKey>, StoreError> {
+        if d.sent.len() + d.claims.len() + d.misses.len() + d.cursors.len() <= AT_ONCE {
+            return record_at_once(store, epoch, d).await;
+        }
+        let mut tx = store.pool().begin().await?;
+        let ours = record_in_chunks(&mut tx, epoch, d).await?;
+        tx.commit().await?;
+        Ok(ours)
+    }
+
+    /// Rows of a decision small enough to go in one query
+    /// ([`record_at_once`]): the per-fire decisions at low rates, and the
+    /// first parts of a burst.
+    const AT_ONCE: usize = 256;
+
+    /// A small decision as one query of several statements, its transaction
+    /// included: one round trip to SQLite's worker thread instead of one per
+    /// statement (seven at each fire at low rates, counting BEGIN and
+    /// COMMIT).
+    ///
+    /// The fence cannot stop the statements after it, so each write holds
+    /// only under this epoch: a fenced decision commits nothing, and says
+    /// so. Should a statement fail, the transaction is rolled back here;
+    /// should that fail too, or the query be abandoned midway, the
+    /// connection is closed rather than handed on inside a transaction
+    /// ([`Batch`]). After the commit the batch reads `PRAGMA data_version`:
+    /// a look for other processes' commits that costs nothing more
+    /// (`super::listen`).
+    ///
+    /// Every statement takes the one parameter, a JSON object holding each
+    /// kind of row: sqlx binds the parameters of a statement that skips a
+    /// number (`?2` and `?5`, say) by position, wrongly.
+    async fn record_at_once(
+        store: &SqliteStore,
+        epoch: i64,
+        d: &Decision<'_>,
+    ) -> Result<Vec<FireKey>, StoreError> {
+        use sqlx::{Column as _, Row as _};
+        // The epoch is this leader's own integer: a literal (one cached
+        // statement per term) the planner need not look up per row.
+        let guard = format!("(SELECT epoch FROM leader WHERE id = 1) = {epoch}");
+        let mut sql =
+            String::from("BEGIN IMMEDIATE;\nSELECT epoch AS fence FROM leader WHERE id = 1;\n");
+        let epoch_sql = epoch.to_string();
+        for (rows, statement) in [
+            (d.sent.len(), confirm_sql("?1, '$.sent'", &guard)),
+            (
+                d.claims.len(),
+                claims_sql("?1, '$.claims'", &epoch_sql, &guard),
+            ),
+            (
+                d.misses.len(),
+                misses_sql("?1, '$.misses'", &epoch_sql, &guard),
+            ),
+            (d.cursors.len(), cursors_sql("?1, '$.cursors'", &guard)),
+        ] {
+            if rows > 0 {
+                sql.push_str(&statement);
+                sql.push_str(";\n");
+            }
+        }
+        sql.push_str("COMMIT;\nPRAGMA data_version;");
+        let param = format!(
+            r#"{{"sent":{},"claims":{},"misses":{},"cursors":{}}}"#,
+            sent_json(d.sent),
+            claims_json(d.claims),
+            misses_json(d.misses),
+            cursors_json(d.cursors)
+        );
+        let mut batch = Batch::new(store.pool().acquire().await?);
+        let opened = store.changes().connections_opened();
+        let rows = match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(param)
+            .fetch_all(batch.conn())
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                batch.roll_back().await;
+                return Err(e.into());
+            }
+        };
+        batch.done();
+        let (mut current, mut version) = (None, None);
+        let mut ours = Vec::with_capacity(d.claims.len());
+        for r in &rows {
+            let column = |name: &str| r.columns().iter().any(|c| c.name() == name);
+            if column("fence") {
+                current = r.try_get::<Option<i64>, _>("fence")?;
+            } else if column("data_version") {
+                version = Some(r.try_get::<i64, _>("data_version")?);
+            } else {
+                ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
+            }
+        }
+        if let Some(v) = version {
+            store.changes().looked(opened, v);
+        }
+        if current != Some(epoch) {
+            return Err(StoreError::Fenced {
+                mine: epoch,
+                current,
+            });
+        }
+        Ok(ours)
+    }
+
+    /// A connection running a batch that opens its own transaction, which
+    /// sqlx does not know of: unless the batch is [`Batch::done`] (it
+    /// committed) or rolled back, the connection is closed when this is
+    /// dropped (an abandoned query included), never returned to the pool
+    /// inside a transaction.
+    struct Batch {
+        conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        open: bool,
+    }
+
+    impl Batch {
+        fn new(conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) -> Self {
+            Batch { conn, open: true }
+        }
+
+        fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+            &mut self.conn
+        }
+
+        fn done(&mut self) {
+            self.open = false;
+        }
+
+        /// Rolls back after a failed statement. An error means no
+        /// transaction was open (the BEGIN failed, or SQLite rolled back
+        /// by itself) or the rollback failed: the connection is closed
+        /// either way, and the pool opens a new one.
+        async fn roll_back(&mut self) {
+            if sqlx::query("ROLLBACK")
+                .execute(&mut *self.conn)
+                .await
+                .is_ok()
+            {
+                self.open = false;
+            }
+        }
+    }
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            if self.open {
+                self.conn.close_on_drop();
+            }
+        }
+    }
+
+    async fn record_in_chunks(
+        tx: &mut sqlx::SqliteConnection,
+        epoch: i64,
+        d: &Decision<'_>,
+    ) -> Result<Vec<FireKey>, StoreError> {
+        fence(&mut *tx, epoch).await?;
+        confirm(&mut *tx, d.sent).await?;
+        let mut ours = Vec::with_capacity(d.claims.len());
+        for chunk in d.claims.chunks(ROWS_PER_STATEMENT) {
+            let won = sqlx::query(sqlx::AssertSqlSafe(claims_sql("?1", "?2", "true")))
+                .bind(claims_json(chunk))
+                .bind(epoch)
+                .fetch_all(&mut *tx)
+                .await?;
             for r in &won {
                 ours.push(decode_row::<_, FireRow>("ledger", r)?.into());
             }
         }
-        for chunk in misses.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|m| serde_json::json!([m.entry, codec::text(m.slot), m.reason]))
-                .collect();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO ledger (entry, slot, task_id, queue, epoch, outcome, reason, claimed_at)
-                 SELECT value ->> 0, value ->> 1, '00000000-0000-0000-0000-000000000000', '', ?2, 'missed', value ->> 2, {NOW}
-                   FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry, slot) DO UPDATE SET outcome = 'missed', reason = excluded.reason, epoch = excluded.epoch
-                   WHERE ledger.outcome = 'claimed'"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .bind(epoch)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in d.misses.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(sqlx::AssertSqlSafe(misses_sql("?1", "?2", "true")))
+                .bind(misses_json(chunk))
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
         }
-        for chunk in cursors.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|c| serde_json::json!([c.entry, codec::text(c.cursor), c.enabled]))
-                .collect();
-            // A cursor never moves back (fixed-width text compares as time).
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO entry_state (entry, cursor, enabled, updated_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, {NOW} FROM json_each(?1) WHERE true
-                 ON CONFLICT (entry) DO UPDATE SET cursor = max(entry_state.cursor, excluded.cursor),
-                   enabled = excluded.enabled, updated_at = excluded.updated_at"
-            )))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in d.cursors.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(sqlx::AssertSqlSafe(cursors_sql("?1", "true")))
+                .bind(cursors_json(chunk))
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit().await?;
         Ok(ours)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A batch abandoned inside its own transaction (its query
+        /// dropped midway, or a failed rollback) closes the connection:
+        /// the next user of the pool must not find itself inside that
+        /// transaction, where nothing it wrote would ever be committed.
+        #[tokio::test]
+        async fn an_abandoned_batch_never_hands_its_transaction_on() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+            let mut batch = Batch::new(store.pool().acquire().await.unwrap());
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(batch.conn())
+                .await
+                .unwrap();
+            drop(batch);
+            sqlx::query("BEGIN")
+                .execute(store.pool())
+                .await
+                .expect("a fresh connection, outside any transaction");
+            sqlx::query("ROLLBACK").execute(store.pool()).await.unwrap();
+        }
     }
 }

@@ -1,18 +1,29 @@
-//! Change notifications from PostgreSQL (`LISTEN`), one implementation for
-//! every watcher: the releaser's (jobs), the reload's (entries) and the
-//! pauses'. The
-//! triggers send this schema's name as the payload, so deployments in
-//! several schemas of one database only hear their own changes.
+//! Change notifications, one implementation for every watcher: the
+//! releaser's (jobs), the reload's (entries) and the pauses'.
 //!
-//! SQLite has no notifications: [`Listener::new`] answers `None` there, and
-//! the caller looks instead (`entries::version`, or a short poll).
+//! PostgreSQL: `LISTEN`. The triggers send this schema's name as the
+//! payload, so deployments in several schemas of one database only hear
+//! their own changes.
+//!
+//! SQLite has no notifications. Its file serves one process, whose pool
+//! holds its one connection for the process's life, so there are two kinds
+//! of change: this process's own writes, which the connection's update hook
+//! reports as they are made ([`Changes::install`]), and another process's
+//! commits (`sqsbeat schedule`, `sqsbeat entries add`, `pause`), which
+//! `PRAGMA data_version` reveals: it moves only when another connection
+//! committed. One look a second ([`look`], which the daemon's
+//! schedule-file watcher makes) stands for every watcher's poll; with
+//! nothing written, nothing else touches the database.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{PgStore, Store, StoreError};
+use super::{PgStore, SqliteStore, Store, StoreError};
 
 /// What can change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +37,8 @@ pub enum Channel {
 }
 
 impl Channel {
+    const ALL: [Channel; 3] = [Channel::Jobs, Channel::Entries, Channel::Pauses];
+
     fn name(self) -> &'static str {
         match self {
             Channel::Jobs => "sqsbeat_jobs",
@@ -33,77 +46,264 @@ impl Channel {
             Channel::Pauses => "sqsbeat_pauses",
         }
     }
+
+    /// The SQLite table whose rows the channel is about.
+    fn table(self) -> &'static str {
+        match self {
+            Channel::Jobs => "jobs",
+            Channel::Entries => "entries",
+            Channel::Pauses => "entry_pauses",
+        }
+    }
 }
 
 /// How long after a failure the next connection attempt waits.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// A subscription to one channel, reconnecting as needed.
-pub struct Listener {
-    store: PgStore,
-    channel: Channel,
-    conn: Option<PgListener>,
-    failed_at: Option<Instant>,
+/// A subscription to one channel, reconnecting as needed (PostgreSQL).
+pub struct Listener(Inner);
+
+enum Inner {
+    Pg {
+        store: PgStore,
+        channel: Channel,
+        conn: Option<PgListener>,
+        failed_at: Option<Instant>,
+    },
+    Lite(watch::Receiver<u64>),
 }
 
 impl Listener {
-    /// A listener for `channel`; `None` on SQLite. Nothing connects until
-    /// the first [`Listener::changed`].
-    pub fn new(store: &Store, channel: Channel) -> Option<Listener> {
-        match store {
-            Store::Postgres(pg) => Some(Listener {
+    /// A listener for `channel`. PostgreSQL: nothing connects until the
+    /// first [`Listener::changed`]. SQLite: changes count from now.
+    pub fn new(store: &Store, channel: Channel) -> Listener {
+        Listener(match store {
+            Store::Postgres(pg) => Inner::Pg {
                 store: pg.clone(),
                 channel,
                 conn: None,
                 failed_at: None,
-            }),
-            Store::Sqlite(_) => None,
-        }
+            },
+            Store::Sqlite(lite) => Inner::Lite(lite.changes().subscribe(channel)),
+        })
     }
 
-    /// Waits until something may have changed: a notification for this
-    /// schema, or a (re)connection, after which anything may have changed
-    /// while no one listened. An error means the connection was lost; the
-    /// next call reconnects, at most once a second.
+    /// Waits until something may have changed.
+    ///
+    /// PostgreSQL: a notification for this schema, or a (re)connection,
+    /// after which anything may have changed while no one listened. An
+    /// error means the connection was lost; the next call reconnects, at
+    /// most once a second.
+    ///
+    /// SQLite: this process wrote the channel's table, or another process
+    /// committed anything to the file (seen by [`look`]; with no one
+    /// looking, only this process's own writes are heard).
     pub async fn changed(&mut self) -> Result<(), StoreError> {
-        let conn = match &mut self.conn {
-            Some(c) => c,
-            None => {
-                if let Some(at) = self.failed_at {
-                    tokio::time::sleep_until(at + RECONNECT_AFTER).await;
+        match &mut self.0 {
+            Inner::Pg {
+                store,
+                channel,
+                conn,
+                failed_at,
+            } => pg_changed(store, *channel, conn, failed_at).await,
+            Inner::Lite(rx) => {
+                if rx.changed().await.is_err() {
+                    // The store is gone: nothing will change any more.
+                    std::future::pending::<()>().await;
                 }
-                match self.connect().await {
-                    Ok(c) => {
-                        self.conn = Some(c);
-                        self.failed_at = None;
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        self.failed_at = Some(Instant::now());
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        loop {
-            match conn.try_recv().await {
-                Ok(Some(n)) if n.payload() == self.store.schema() => return Ok(()),
-                Ok(Some(_)) => {}
-                // The connection was lost and has been re-established:
-                // notifications in between are gone.
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    self.conn = None;
-                    self.failed_at = Some(Instant::now());
-                    return Err(e.into());
-                }
+                Ok(())
             }
         }
     }
+}
 
-    async fn connect(&self) -> Result<PgListener, StoreError> {
-        let mut l = PgListener::connect_with(self.store.pool()).await?;
-        l.listen(self.channel.name()).await?;
-        Ok(l)
+async fn pg_changed(
+    store: &PgStore,
+    channel: Channel,
+    slot: &mut Option<PgListener>,
+    failed_at: &mut Option<Instant>,
+) -> Result<(), StoreError> {
+    let conn = match slot {
+        Some(c) => c,
+        None => {
+            if let Some(at) = *failed_at {
+                tokio::time::sleep_until(at + RECONNECT_AFTER).await;
+            }
+            match connect(store, channel).await {
+                Ok(c) => {
+                    *slot = Some(c);
+                    *failed_at = None;
+                    return Ok(());
+                }
+                Err(e) => {
+                    *failed_at = Some(Instant::now());
+                    return Err(e);
+                }
+            }
+        }
+    };
+    loop {
+        match conn.try_recv().await {
+            Ok(Some(n)) if n.payload() == store.schema() => return Ok(()),
+            Ok(Some(_)) => {}
+            // The connection was lost and has been re-established:
+            // notifications in between are gone.
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                *slot = None;
+                *failed_at = Some(Instant::now());
+                return Err(e.into());
+            }
+        }
     }
+}
+
+async fn connect(store: &PgStore, channel: Channel) -> Result<PgListener, StoreError> {
+    let mut l = PgListener::connect_with(store.pool()).await?;
+    l.listen(channel.name()).await?;
+    Ok(l)
+}
+
+/// How often the daemon looks for other processes' commits to a SQLite
+/// file: what "within a second" means for a pause, an entries-table change
+/// and a job scheduled by another process.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The changes of one SQLite file as this process hears them: one counter
+/// per channel, moved by this process's writes to the channel's table and
+/// by any commit of another process.
+#[derive(Debug)]
+pub struct Changes {
+    channels: [watch::Sender<u64>; 3],
+    /// Connections opened so far: a `data_version` read on one connection
+    /// means nothing on the next.
+    connections: AtomicU64,
+    /// The last look: what it saw (connections, data_version), and when.
+    seen: std::sync::Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    version: Option<(u64, i64)>,
+    at: Option<Instant>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes {
+            channels: std::array::from_fn(|_| watch::Sender::new(0)),
+            connections: AtomicU64::new(0),
+            seen: std::sync::Mutex::new(Seen::default()),
+        }
+    }
+}
+
+impl Changes {
+    fn subscribe(&self, channel: Channel) -> watch::Receiver<u64> {
+        self.sender(channel).subscribe()
+    }
+
+    fn sender(&self, channel: Channel) -> &watch::Sender<u64> {
+        let i = Channel::ALL
+            .iter()
+            .position(|c| *c == channel)
+            .unwrap_or_default();
+        &self.channels[i]
+    }
+
+    fn bump(&self, channel: Channel) {
+        self.sender(channel).send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn bump_all(&self) {
+        for c in Channel::ALL {
+            self.bump(c);
+        }
+    }
+
+    /// Hooks a new connection: its writes to a watched table move that
+    /// channel as they are made (before their commit, which is harmless:
+    /// the store has one connection, so whoever reads next reads after
+    /// the writer is done). A new connection may follow any change at all:
+    /// every channel moves.
+    pub(crate) async fn install(
+        self: &Arc<Self>,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<(), sqlx::Error> {
+        let me = self.clone();
+        conn.lock_handle().await?.set_update_hook(move |u| {
+            if let Some(c) = Channel::ALL.into_iter().find(|c| c.table() == u.table) {
+                me.bump(c);
+            }
+        });
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        self.bump_all();
+        Ok(())
+    }
+}
+
+impl Changes {
+    /// Notes a look: `version` is `PRAGMA data_version` as read on the
+    /// connection, with `before` the connections opened before the read
+    /// (see [`Changes::connections_opened`]). Every channel moves if it
+    /// differs from the last look, if this is the first look, or if a new
+    /// connection was opened meanwhile: what was seen before means nothing.
+    pub(crate) fn looked(&self, before: u64, version: i64) {
+        let after = self.connections_opened();
+        let now = (before == after).then_some((after, version));
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now.is_none() || seen.version != now {
+            self.bump_all();
+        }
+        seen.version = now;
+        seen.at = Some(Instant::now());
+    }
+
+    /// Connections opened so far, read before a look's `data_version`.
+    pub(crate) fn connections_opened(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// When the file was last looked at, by [`look`] or along with a
+    /// write that read `data_version` too (the beat's decisions).
+    fn last_look(&self) -> Option<Instant> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).at
+    }
+}
+
+/// Looks once whether another process committed to `store`'s file since
+/// the last look, and if so moves every channel. The first look, and the
+/// first on a new connection, move them too: nothing was known before.
+/// PostgreSQL pushes its changes: nothing to do.
+pub async fn look(store: &Store) -> Result<(), StoreError> {
+    let Store::Sqlite(lite) = store else {
+        return Ok(());
+    };
+    look_lite(lite).await
+}
+
+async fn look_lite(lite: &SqliteStore) -> Result<(), StoreError> {
+    let changes = lite.changes();
+    let before = changes.connections_opened();
+    let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(lite.pool())
+        .await?;
+    changes.looked(before, version);
+    Ok(())
+}
+
+/// When `store`'s file must be looked at next so that no other process's
+/// commit goes unseen longer than [`LOOK_EVERY`]: a look made along with a
+/// write counts. `None`: at once (never looked), or never (PostgreSQL
+/// pushes its changes; see [`needs_looking`]).
+pub fn next_look(store: &Store) -> Option<Instant> {
+    match store {
+        Store::Sqlite(lite) => lite.changes().last_look().map(|t| t + LOOK_EVERY),
+        Store::Postgres(_) => None,
+    }
+}
+
+/// Whether changes to `store` are seen only by looking (SQLite).
+pub fn needs_looking(store: &Store) -> bool {
+    matches!(store, Store::Sqlite(_))
 }

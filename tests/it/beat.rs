@@ -528,6 +528,118 @@ async fn a_fire_whose_confirm_failed_is_not_sent_again_by_the_next_term() {
     assert_eq!((ledger.len(), ledger[0].2.as_str()), (1, "sent"));
 }
 
+/// The outcome of each ledger row, by slot.
+async fn outcomes(h: &Harness) -> Vec<(DateTime<Utc>, String)> {
+    h.ledger().await.into_iter().map(|r| (r.1, r.2)).collect()
+}
+
+/// A fire's confirm rides with the next tick's claim, in its transaction,
+/// instead of a transaction of its own right after the send; with no claim
+/// to carry it, it is confirmed on its own once it waited
+/// `CONFIRM_WITHIN`.
+async fn a_confirm_rides_with_the_next_claim(h: Harness) {
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_SECOND)), epoch)
+        .await
+        .unwrap();
+    let s = |t: &str| at(&format!("2026-11-21T10:00:{t}Z"));
+    term.turn(h.at("2026-11-21T10:00:01Z")).await.unwrap();
+    term.wait_sends().await;
+    term.turn(h.at("2026-11-21T10:00:01.500Z")).await.unwrap();
+    assert_eq!(
+        outcomes(&h).await,
+        [(s("01"), "claimed".into())],
+        "accepted; its confirm waits for the next claim"
+    );
+    term.turn(h.at("2026-11-21T10:00:02Z")).await.unwrap();
+    assert_eq!(
+        outcomes(&h).await,
+        [(s("01"), "sent".into()), (s("02"), "claimed".into())],
+        "confirmed with the claim of 10:00:02"
+    );
+    term.wait_sends().await;
+    drop(term);
+    // An entry every minute: no claim comes along within CONFIRM_WITHIN,
+    // so the confirm goes on its own once that has passed.
+    assert_eq!(sqsbeat::beat::driver::CONFIRM_WITHIN, Duration::seconds(1));
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_MINUTE)), epoch)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes(&h).await[1],
+        (s("02"), "sent".into()),
+        "a term's begin confirms what the last one left"
+    );
+    let slot = at("2026-11-21T10:01:00Z");
+    let outcome = |rows: Vec<(String, DateTime<Utc>, String, String)>| {
+        rows.into_iter()
+            .find(|r| r.0 == "a" && r.1 == slot)
+            .map(|r| r.2)
+    };
+    term.turn(h.at("2026-11-21T10:01:00Z")).await.unwrap();
+    term.wait_sends().await;
+    term.turn(h.at("2026-11-21T10:01:00.900Z")).await.unwrap();
+    assert_eq!(outcome(h.ledger().await).as_deref(), Some("claimed"));
+    term.turn(h.at("2026-11-21T10:01:01Z")).await.unwrap();
+    assert_eq!(
+        outcome(h.ledger().await).as_deref(),
+        Some("sent"),
+        "confirmed on its own after CONFIRM_WITHIN"
+    );
+    term.drain().await;
+    assert_eq!(h.sink.accepted().len(), 3, "each fire sent once");
+}
+
+#[tokio::test]
+async fn a_confirm_rides_with_the_next_claim_sqlite() {
+    a_confirm_rides_with_the_next_claim(Harness::sqlite(at("2026-11-21T10:00:00.500Z")).await)
+        .await;
+}
+
+#[tokio::test]
+async fn a_confirm_rides_with_the_next_claim_postgres() {
+    a_confirm_rides_with_the_next_claim(Harness::postgres(at("2026-11-21T10:00:00.500Z")).await)
+        .await;
+}
+
+/// Regression for the confirm riding with the claim: a confirm the
+/// database refuses must not cost the claim it rode with. The decision is
+/// recorded alone, every fire is sent, and the refused confirms are kept
+/// and go through once the database takes them.
+#[tokio::test]
+async fn a_refused_confirm_does_not_stop_the_claims_it_rides_with() {
+    let h = Harness::sqlite(at("2026-11-21T10:00:00.500Z")).await;
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_SECOND)), epoch)
+        .await
+        .unwrap();
+    h.exec("", REFUSE_CONFIRMS).await;
+    for t in ["01", "02", "03"] {
+        term.turn(h.at(&format!("2026-11-21T10:00:{t}Z")))
+            .await
+            .expect("the claim is recorded although the confirm is refused");
+        term.wait_sends().await;
+    }
+    let first = at("2026-11-21T10:00:01Z");
+    assert_eq!(h.accepted_ids(), ids("s", seconds(first, 3)));
+    assert!(
+        h.ledger().await.iter().all(|r| r.2 == "claimed"),
+        "every confirm refused"
+    );
+    h.exec("", "DROP TRIGGER refuse_confirms").await;
+    term.turn(h.at("2026-11-21T10:00:04Z")).await.unwrap();
+    let rows = h.ledger().await;
+    assert_eq!(rows.len(), 4);
+    assert!(rows[..3].iter().all(|r| r.2 == "sent"), "{rows:?}");
+    term.drain().await;
+    assert_eq!(h.accepted_ids(), ids("s", seconds(first, 4)), "each once");
+}
+
 /// Queries the store `n` times. It has one connection, so a driver with
 /// work to do gets it between these queries: one that would begin a term
 /// at once has begun it by their end, and one that ends a term has ended

@@ -90,6 +90,14 @@ where
         ),
         "an old epoch claims nothing"
     );
+    let d = claim("a", "2026-11-21T10:01:00Z");
+    assert!(
+        matches!(
+            ledger::record_and_confirm(store, e1, &[key("a", c.slot)], &[d], &[], &[]).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "nor confirms anything with its claims"
+    );
 
     let pending = ledger::unconfirmed(store).await.unwrap().0;
     assert_eq!(

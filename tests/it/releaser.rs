@@ -593,3 +593,106 @@ async fn a_held_send_does_not_hold_back_the_next_claim() {
     sent.dedup();
     assert_eq!(sent.len(), batch as usize + 1, "every job once");
 }
+
+/// A releaser with nothing to do, its jobs listener and the file watcher
+/// (which, on SQLite, looks for other processes' commits), as `run`
+/// spawns them.
+fn idle_releaser(
+    h: &Harness,
+) -> (
+    tokio_util::sync::CancellationToken,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    use sqsbeat::store::listen::{Channel, Listener};
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = Listener::new(&h.store, Channel::Jobs);
+    let tasks = vec![
+        tokio::spawn(sqsbeat::runtime::reload::watch_files(
+            sqsbeat::entry::file::SchedulePaths {
+                paths: Vec::new(),
+                named: false,
+            },
+            h.store.clone(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+            stop.clone(),
+        )),
+        tokio::spawn(sqsbeat::jobs::releaser::watch_jobs(
+            listener,
+            wake.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(releaser(h).run(wake, stop.clone())),
+    ];
+    (stop, tasks)
+}
+
+/// Waits until the job is released: within 10 s, where a releaser that
+/// nothing wakes sleeps 30 s.
+async fn released_soon(h: &Harness, id: Uuid) {
+    let released = async {
+        loop {
+            let row = jobs::get(&h.store, id).await.unwrap().unwrap();
+            if row.status.to_string() == "released" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), released)
+        .await
+        .expect("released well before the releaser's 30 s sleep ends");
+}
+
+/// SQLite has no NOTIFY: the releaser used to look at the jobs table every
+/// second. It now sleeps up to 30 s, and a job another process schedules
+/// on the same file (`sqsbeat schedule`) wakes it through the file
+/// watcher's look at the database file.
+#[tokio::test]
+async fn a_job_another_process_schedules_wakes_an_idle_releaser_sqlite() {
+    let h = Harness::sqlite(at("2026-12-05T09:00:00Z")).await;
+    let now = h.at("2026-12-05T09:00:00Z");
+    let (stop, tasks) = idle_releaser(&h);
+    let Store::Sqlite(lite) = &h.store else {
+        unreachable!()
+    };
+    let other = Store::Sqlite(
+        sqsbeat::store::SqliteStore::open(lite.path())
+            .await
+            .unwrap(),
+    );
+    jobs::insert(&other, &job(1, now + Duration::minutes(5)), "t")
+        .await
+        .unwrap();
+    released_soon(&h, job(1, now).id).await;
+    // And again once it has gone back to sleep.
+    jobs::insert(&other, &job(2, now + Duration::minutes(6)), "t")
+        .await
+        .unwrap();
+    released_soon(&h, job(2, now).id).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(h.accepted_ids(), [job(1, now).id, job(2, now).id]);
+}
+
+/// The same for a job written on the releaser's own connection (the intake
+/// consumer's): no other connection committed anything.
+#[tokio::test]
+async fn a_job_this_process_schedules_wakes_an_idle_releaser_sqlite() {
+    let h = Harness::sqlite(at("2026-12-05T09:00:00Z")).await;
+    let now = h.at("2026-12-05T09:00:00Z");
+    let (stop, tasks) = idle_releaser(&h);
+    for n in 1..=2 {
+        jobs::insert(&h.store, &job(n, now + Duration::minutes(5)), "t")
+            .await
+            .unwrap();
+        released_soon(&h, job(n, now).id).await;
+    }
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(h.accepted_ids().len(), 2);
+}

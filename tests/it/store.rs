@@ -893,6 +893,93 @@ async fn sqlite_commits_of_one_shot_commands_are_synchronous_full() {
     }
 }
 
+/// Whether `listener` has heard of a change, without waiting for one.
+async fn heard(listener: &mut sqsbeat::store::listen::Listener) -> bool {
+    tokio::time::timeout(Duration::ZERO, listener.changed())
+        .await
+        .is_ok()
+}
+
+/// SQLite's change watching, which the daemon's watchers (releaser,
+/// pauses, entries table) wait on instead of each polling the file every
+/// second: this process's writes to a channel's table are heard at once,
+/// another process's commits at the next look, and nothing else.
+#[tokio::test]
+async fn sqlite_listeners_hear_own_writes_at_once_and_other_processes_at_the_next_look() {
+    use sqsbeat::store::listen::{Channel, Listener, look};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mine = AnyStore::Sqlite(sqsbeat::store::SqliteStore::open(&path).await.unwrap());
+    let other = AnyStore::Sqlite(sqsbeat::store::SqliteStore::open(&path).await.unwrap());
+    let mut jobs = Listener::new(&mine, Channel::Jobs);
+    let mut pauses = Listener::new(&mine, Channel::Pauses);
+    // The first look knows nothing yet: everyone looks once.
+    look(&mine).await.unwrap();
+    assert!(heard(&mut jobs).await && heard(&mut pauses).await);
+    look(&mine).await.unwrap();
+    assert!(!heard(&mut jobs).await, "nothing committed since");
+    // This process's own write: heard by its channel only, with no look.
+    let spec = sqsbeat::jobs::JobSpec {
+        id: uuid::Uuid::from_u128(1),
+        task: "app.tasks.report".into(),
+        args: vec![],
+        kwargs: Default::default(),
+        queue: "celery".into(),
+        due_at: at("2026-12-05T09:00:00Z"),
+        expires_at: None,
+        priority: 0,
+        headers: Default::default(),
+    };
+    sqsbeat::store::jobs::insert(&mine, &spec, "t")
+        .await
+        .unwrap();
+    assert!(heard(&mut jobs).await, "own write to jobs");
+    assert!(!heard(&mut pauses).await, "not a pause");
+    look(&mine).await.unwrap();
+    assert!(!heard(&mut jobs).await, "an own commit is not another's");
+    // Ledger writes, the beat's every fire, wake no one.
+    let AnyStore::Sqlite(lite) = &mine else {
+        unreachable!()
+    };
+    let (_lock, epoch) = lite.lock_for_run("t").await.unwrap();
+    let c = claim("a", "2026-12-05T09:00:00Z");
+    let ours = ledger::record_decision(&mine, epoch, std::slice::from_ref(&c), &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(ours.len(), 1);
+    assert!(!heard(&mut jobs).await && !heard(&mut pauses).await);
+    // Another process's commit: unheard until the next look, then heard
+    // by every channel (which table changed is not known).
+    let spec2 = sqsbeat::jobs::JobSpec {
+        id: uuid::Uuid::from_u128(2),
+        ..spec
+    };
+    sqsbeat::store::jobs::insert(&other, &spec2, "t")
+        .await
+        .unwrap();
+    assert!(!heard(&mut jobs).await);
+    look(&mine).await.unwrap();
+    assert!(heard(&mut jobs).await && heard(&mut pauses).await);
+    look(&mine).await.unwrap();
+    assert!(!heard(&mut jobs).await && !heard(&mut pauses).await);
+    // A decision of the beat looks too, along with its write: while it
+    // fires, no look of its own is needed.
+    let before = sqsbeat::store::listen::next_look(&mine).unwrap();
+    let spec3 = sqsbeat::jobs::JobSpec {
+        id: uuid::Uuid::from_u128(3),
+        ..spec2
+    };
+    sqsbeat::store::jobs::insert(&other, &spec3, "t")
+        .await
+        .unwrap();
+    let c = claim("a", "2026-12-05T09:01:00Z");
+    ledger::record_decision(&mine, epoch, std::slice::from_ref(&c), &[], &[])
+        .await
+        .unwrap();
+    assert!(heard(&mut jobs).await && heard(&mut pauses).await);
+    assert!(sqsbeat::store::listen::next_look(&mine).unwrap() >= before);
+}
+
 /// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first.
 fn plan_nodes(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
     match v {

@@ -14,6 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::listen::Changes;
 use super::{Access, StoreError};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -27,6 +28,8 @@ pub struct SqliteStore {
     /// a commit that must survive a power cut asks for FULL
     /// ([`SqliteStore::set_durable`]).
     relaxed: bool,
+    /// What changed in the file, as the watchers hear it.
+    changes: Arc<Changes>,
 }
 
 /// Held by `run` for its lifetime: the file lock that makes this process
@@ -87,8 +90,22 @@ impl SqliteStore {
         }
         // One connection: a single replica writes, and SQLite serializes
         // writers anyway; this avoids SQLITE_BUSY between our own tasks.
+        // Kept for the life of the process, and not pinged before each use
+        // (a file has no peer to lose; a ping is a round trip to the
+        // connection's thread per statement): the `data_version` that
+        // reveals other processes' commits is a property of the connection
+        // (`super::listen`).
+        let changes = Arc::new(Changes::default());
+        let hook = changes.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .after_connect(move |conn, _| {
+                let hook = hook.clone();
+                Box::pin(async move { hook.install(conn).await })
+            })
             .connect_with(options)
             .await?;
         if read_only {
@@ -112,6 +129,7 @@ impl SqliteStore {
             pool,
             path: path.to_path_buf(),
             relaxed: synchronous != SqliteSynchronous::Full,
+            changes,
         })
     }
 
@@ -140,6 +158,10 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(crate) fn changes(&self) -> &Arc<Changes> {
+        &self.changes
     }
 
     /// Takes the one-replica lock and a new epoch. Fails, with a message
