@@ -197,6 +197,10 @@ fn parse_sections(
     // up to twice the room they needed.
     p.out.entries.reserve_exact(sections.entries.len());
     p.out.names.reserve_exact(sections.entries.len());
+    // The comments before the first header belong to no section, but
+    // TOML still has rules for them (no control characters, no lone
+    // carriage return) that the whole file's parse enforces.
+    DeTable::parse(&src[..sections.head]).ok()?;
     let mut defaults = RawEntry::default();
     if let Some(range) = &sections.defaults {
         let root = DeTable::parse(&src[range.clone()]).ok()?.into_inner();
@@ -231,6 +235,8 @@ fn parse_sections(
 /// as they do in the whole file.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Sections {
+    /// Where the first header starts: before it, only comments.
+    head: usize,
     defaults: Option<Range<usize>>,
     entries: Vec<Range<usize>>,
 }
@@ -277,8 +283,9 @@ fn sections(src: &str) -> Option<Sections> {
                     line_start = false;
                     continue;
                 }
-                if let Some((s, from)) = open.take() {
-                    out.close(s, from..start);
+                match open.take() {
+                    Some((s, from)) => out.close(s, from..start),
+                    None => out.head = start,
                 }
                 let id = match &section {
                     Section::Defaults => hash_name(None),
@@ -297,8 +304,9 @@ fn sections(src: &str) -> Option<Sections> {
         }
         line_start = false;
     }
-    if let Some((s, from)) = open {
-        out.close(s, from..src.len());
+    match open {
+        Some((s, from)) => out.close(s, from..src.len()),
+        None => out.head = src.len(),
     }
     Some(out)
 }
@@ -967,6 +975,8 @@ every = "30s"
         "[entries.n]\ntask = \"x.y\"\nevery = \"1m\"\ntask = \"z.z\"\n",
         "]\n",
         "[entries.\"bad\\q\"]\ntask = \"x.y\"\n",
+        "# control \u{1} character\n",
+        "# lone carriage return\r",
     ];
 
     /// Parsing a section at a time is only a way to use less memory: it
