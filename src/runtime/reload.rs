@@ -3,7 +3,7 @@
 //! tables changed) and the reload itself, which reads every source
 //! ([`load_sources`]) and validates the new set before it replaces the old.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,16 +68,7 @@ pub async fn reload_schedule(
         let added: Vec<&String> = after.difference(&before).collect();
         let removed: Vec<&String> = before.difference(&after).collect();
         // Same name, different definition (where it was defined aside).
-        let changed_entries: Vec<&str> = next
-            .entries
-            .iter()
-            .filter(|e| {
-                current
-                    .iter()
-                    .any(|c| c.name == e.name && !same_definition(c, e))
-            })
-            .map(|e| e.name.as_str())
-            .collect();
+        let changed_entries = changed_names(&current, &next.entries);
         crate::runtime::metrics::get().reloads.inc();
         if added.is_empty() && removed.is_empty() && changed_entries.is_empty() {
             info!("schedule reloaded: no changes");
@@ -176,8 +167,19 @@ pub fn shared(mut entries: Vec<Entry>) -> Vec<Entry> {
     entries
 }
 
-fn same_definition(a: &Entry, b: &Entry) -> bool {
-    a.same_definition(b)
+/// The entries of `next` whose name `current` defines otherwise. By name
+/// through a map: scanning `current` for each entry of `next` was
+/// 10 000 000 000 name comparisons for a schedule of 100 000 entries.
+fn changed_names<'a>(current: &[Entry], next: &'a [Entry]) -> Vec<&'a str> {
+    let before: HashMap<&str, &Entry> = current.iter().map(|e| (e.name.as_str(), e)).collect();
+    next.iter()
+        .filter(|e| {
+            before
+                .get(e.name.as_str())
+                .is_some_and(|c| !c.same_definition(e))
+        })
+        .map(|e| e.name.as_str())
+        .collect()
 }
 
 /// How often schedule files, and a SQLite store's file, are looked at.
@@ -387,5 +389,51 @@ pub async fn watch_django(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(src: &str) -> Vec<Entry> {
+        let l = file::parse_str("s.toml", src, &entry::Context::default());
+        assert!(!l.has_errors(), "{:?}", l.diagnostics);
+        l.entries
+    }
+
+    /// A reload names the entries whose definition changed, and only
+    /// those: not one that merely moved in its file or wrote out a
+    /// default.
+    #[test]
+    fn a_reload_sees_what_changed_and_only_that() {
+        let before = entries(
+            "[entries.same]\ntask = \"t.a\"\nevery = \"1m\"\nkwargs = { n = 1 }\n\
+             [entries.moved]\ntask = \"t.a\"\nevery = \"1m\"\n\
+             [entries.kwargs]\ntask = \"t.a\"\nevery = \"1m\"\nkwargs = { n = 1 }\n\
+             [entries.args]\ntask = \"t.a\"\nevery = \"1m\"\nargs = [1]\n\
+             [entries.headers]\ntask = \"t.a\"\nevery = \"1m\"\n\
+             [entries.grace]\ntask = \"t.a\"\nevery = \"1m\"\n\
+             [entries.queue]\ntask = \"t.a\"\nevery = \"1m\"\n\
+             [entries.default]\ntask = \"t.a\"\nevery = \"1m\"\n\
+             [entries.gone]\ntask = \"t.a\"\nevery = \"1m\"\n",
+        );
+        let after = entries(
+            "# a new first line moves every entry\n\
+             [entries.kwargs]\ntask = \"t.a\"\nevery = \"1m\"\nkwargs = { n = 2 }\n\
+             [entries.same]\ntask = \"t.a\"\nevery = \"1m\"\nkwargs = { n = 1 }\n\
+             [entries.moved]\ntask = \"t.a\"\nevery = \"1m\"\n\n\n\
+             [entries.args]\ntask = \"t.a\"\nevery = \"1m\"\nargs = [1.0]\n\
+             [entries.headers]\ntask = \"t.a\"\nevery = \"1m\"\nheaders = { h = \"x\" }\n\
+             [entries.grace]\ntask = \"t.a\"\nevery = \"1m\"\ngrace = \"2m\"\n\
+             [entries.queue]\ntask = \"t.a\"\nevery = \"1m\"\nqueue = \"other\"\n\
+             [entries.default]\ntask = \"t.a\"\nevery = \"1m\"\ngrace = \"1m\"\n\
+             [entries.new]\ntask = \"t.a\"\nevery = \"1m\"\n",
+        );
+        assert_eq!(
+            changed_names(&before, &after),
+            ["kwargs", "args", "headers", "grace", "queue"]
+        );
+        assert!(changed_names(&before, &before).is_empty());
     }
 }
