@@ -48,6 +48,14 @@ const SIGNED: [(&str, &str); 3] = [
 /// SQS answers a batch in a few hundred bytes; anything far larger is not
 /// SQS, and is not read into memory.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Names the client in SQS's and CloudTrail's records (`userAgent`), so an
+/// operator can tell sqsbeat's calls from the application's. Not signed:
+/// proxies may rewrite it.
+const USER_AGENT: &str = concat!("sqsbeat/", env!("CARGO_PKG_VERSION"));
+/// An error message from SQS is cut to this many bytes: `SignatureDoesNotMatch`
+/// quotes the whole canonical request, which is long and says nothing an
+/// operator acts on.
+const MAX_MESSAGE_BYTES: usize = 512;
 
 /// How long and how often a request is tried: the SDK client's settings.
 #[derive(Debug, Clone, Copy)]
@@ -344,6 +352,33 @@ pub fn service_error(status: u16, headers: &HeaderMap, body: &[u8]) -> CallError
     }
 }
 
+/// SQS's error message as it may be logged and stored: without the
+/// canonical request and string to sign that `SignatureDoesNotMatch`
+/// quotes (the session token is one of the signed headers), without any
+/// credential in it, and at most [`MAX_MESSAGE_BYTES`] long.
+fn redacted(message: &str, keys: &Keys<'_>) -> String {
+    let mut m = message
+        .split("The Canonical String")
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string();
+    for secret in [Some(keys.secret_access_key), keys.session_token] {
+        if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+            m = m.replace(secret, "<redacted>");
+        }
+    }
+    if m.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+        m.push_str("...");
+    }
+    m
+}
+
 /// `aws.namespace#Code:http://...` → `Code`.
 fn sanitize_code(code: &str) -> &str {
     let code = code.split(':').next().unwrap_or(code);
@@ -537,6 +572,9 @@ struct Cached {
     credentials: Credentials,
     refresh_at: SystemTime,
     expires: Option<SystemTime>,
+    /// When SQS refused these and the provider, asked again, gave the same
+    /// ones: until [`REFRESH_RETRY`] later, a refusal does not ask again.
+    refused_unchanged: Option<SystemTime>,
 }
 
 impl Cached {
@@ -551,8 +589,16 @@ impl Cached {
         };
         Cached {
             credentials,
-            refresh_at,
+            // Credentials handed out already expired (a provider whose own
+            // source is stale) are asked for again after a pause, not at
+            // every send.
+            refresh_at: if refresh_at > now {
+                refresh_at
+            } else {
+                now + REFRESH_RETRY
+            },
             expires,
+            refused_unchanged: None,
         }
     }
 }
@@ -625,13 +671,29 @@ impl CredentialsCache {
         }
     }
 
-    /// SQS refused `used`: the next [`get`](Self::get) asks the provider.
-    pub fn invalidate(&self, used: &Credentials) {
+    /// SQS refused `used`: the next [`get`](Self::get) asks the provider,
+    /// unless it gave these same ones again after a refusal less than
+    /// [`REFRESH_RETRY`] ago.
+    pub fn invalidate(&self, used: &Credentials, now: SystemTime) {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cached.as_mut()
+            && same(&c.credentials, used)
+            && c.refused_unchanged.is_none_or(|t| now >= t + REFRESH_RETRY)
+        {
+            c.refresh_at = SystemTime::UNIX_EPOCH;
+        }
+    }
+
+    /// SQS refused `used` and the provider gave them again: the next
+    /// [`REFRESH_RETRY`] of refusals do not ask it, so a provider stuck on
+    /// expired credentials is not asked at every send.
+    fn refused_unchanged(&self, used: &Credentials, now: SystemTime) {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cached.as_mut()
             && same(&c.credentials, used)
         {
-            c.refresh_at = SystemTime::UNIX_EPOCH;
+            c.refused_unchanged = Some(now);
+            c.refresh_at = c.refresh_at.max(now + REFRESH_RETRY);
         }
     }
 }
@@ -759,12 +821,12 @@ impl BatchClient {
                 // Expired or revoked: once per call, with whatever the
                 // provider has now, if that is something else.
                 reauthenticated = true;
-                self.credentials.invalidate(&credentials);
                 let now = self.clock.now().into();
-                if let Ok(fresh) = self.credentials.get(now).await
-                    && !same(&fresh, &credentials)
-                {
-                    continue;
+                self.credentials.invalidate(&credentials, now);
+                match self.credentials.get(now).await {
+                    Ok(fresh) if !same(&fresh, &credentials) => continue,
+                    Ok(_) => self.credentials.refused_unchanged(&credentials, now),
+                    Err(_) => {}
                 }
             }
             let Some(cost) = error.retry_cost() else {
@@ -807,7 +869,8 @@ impl BatchClient {
         }
         let mut request = request
             .header("x-amz-date", signature.amz_date)
-            .header(AUTHORIZATION, signature.authorization);
+            .header(AUTHORIZATION, signature.authorization)
+            .header(hyper::header::USER_AGENT, USER_AGENT);
         if let Some(token) = keys.session_token {
             request = request.header("x-amz-security-token", token);
         }
@@ -828,11 +891,11 @@ impl BatchClient {
         if parts.status.is_success() {
             Ok(answer)
         } else {
-            Err(service_error(
-                parts.status.as_u16(),
-                &parts.headers,
-                &answer,
-            ))
+            let mut error = service_error(parts.status.as_u16(), &parts.headers, &answer);
+            if let CallError::Service { message, .. } = &mut error {
+                *message = redacted(message, &keys);
+            }
+            Err(error)
         }
     }
 

@@ -826,3 +826,83 @@ fn an_https_endpoint_gets_a_client_with_the_systems_roots() {
     let endpoint = Endpoint::parse("https://sqs.eu-west-1.amazonaws.com").unwrap();
     assert!(BatchClient::new(endpoint, "eu-west-1", cache, Policy::STANDARD, clock).is_ok());
 }
+
+/// SQS's `SignatureDoesNotMatch` quotes the canonical request, whose signed
+/// headers include the session token: that text went into the send error,
+/// and so into logs and the jobs table. The error keeps SQS's sentence and
+/// drops the quote and every credential.
+#[tokio::test]
+async fn a_refused_signature_never_puts_the_session_token_in_the_error() {
+    let body = json!({
+        "__type": "com.amazon.coral.service#SignatureDoesNotMatch",
+        "message": "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.\n\nThe Canonical String for this request should have been\n'POST\n/\n\nhost:sqs.eu-west-1.amazonaws.com\nx-amz-security-token:the-session-token\n'\n\nThe String-to-Sign should have been ... secret-of-ASIAKEY the-session-token",
+    })
+    .to_string();
+    let refusals: Vec<Reply> = (0..2)
+        .map(|_| {
+            reply(
+                403,
+                &[("x-amzn-query-error", "SignatureDoesNotMatch;Sender")],
+                &body,
+            )
+        })
+        .collect();
+    let (ep, url) = endpoint(refusals).await;
+    let key = creds(
+        "ASIAKEY",
+        Some("the-session-token"),
+        Some(at("2026-11-28T16:00:00Z")),
+    );
+    let client = client(&url, rotating(vec![key]), Clock::manual(at(NOW)));
+    let err = client
+        .send(batch_body(URL, false, &standard_batch()))
+        .await
+        .unwrap_err();
+    let CallError::Service { code, message, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(code.as_deref(), Some("SignatureDoesNotMatch"));
+    assert!(message.starts_with("The request signature we calculated"));
+    assert!(!message.contains("the-session-token"), "{message}");
+    assert!(!message.contains("secret-of-ASIAKEY"), "{message}");
+    let text = err.into_send_error("celery", &Policy::STANDARD).to_string();
+    assert!(!text.contains("the-session-token"), "{text}");
+    assert_eq!(
+        header(&ep.requests()[0], "user-agent"),
+        concat!("sqsbeat/", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// A provider stuck on expired credentials (a stale container credentials
+/// file, say) was asked again at every send, each time SQS refused them;
+/// now at most once per ten seconds of refusals.
+#[tokio::test]
+async fn a_provider_that_keeps_giving_expired_credentials_is_not_asked_at_every_send() {
+    let expired = || {
+        reply(
+            400,
+            &[("x-amzn-query-error", "ExpiredToken;Sender")],
+            r#"{"__type":"com.amazon.coral.service#ExpiredTokenException","message":"The security token included in the request is expired"}"#,
+        )
+    };
+    let (ep, url) = endpoint((0..20).map(|_| expired()).collect()).await;
+    let stale = creds(
+        "ASIASTALE",
+        Some("stale-token"),
+        Some(at("2026-11-28T09:00:00Z")),
+    );
+    let provider = rotating(vec![stale]);
+    let clock = Clock::manual(at(NOW));
+    let client = client(&url, provider.clone(), clock.clone());
+    let body = batch_body(URL, false, &standard_batch());
+    for _ in 0..5 {
+        assert!(client.send(body.clone()).await.is_err());
+    }
+    assert_eq!(ep.requests().len(), 5, "an auth refusal is not retried");
+    // The first send asks, and asks again after the refusal; the next four
+    // within ten seconds do not.
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+    clock.set(at("2026-11-28T10:00:10Z"));
+    assert!(client.send(body.clone()).await.is_err());
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
+}
