@@ -180,7 +180,26 @@ pub struct Changes {
     connections: AtomicU64,
     /// The last look: what it saw (connections, data_version), and when.
     seen: std::sync::Mutex<Seen>,
+    /// The WAL index header as it was just before the last look that read
+    /// `data_version` (see [`Changes::unchanged_since_last_look`]).
+    wal_index: std::sync::Mutex<WalIndex>,
+    /// Looks that asked SQLite (`PRAGMA data_version`), for tests.
+    queried: AtomicU64,
 }
+
+/// The `-shm` file, kept open, and what its header said.
+#[derive(Debug, Default)]
+struct WalIndex {
+    file: Option<std::fs::File>,
+    /// Connections opened and the header's bytes, read before a look.
+    last: Option<(u64, [u8; WAL_INDEX_HEADER])>,
+}
+
+/// Both copies of the WAL index header at the start of the `-shm` file
+/// (SQLite's file format, "WAL-Index Format"): 48 bytes each, holding a
+/// counter moved by every transaction that commits, the last frame, the
+/// salts that change when the WAL restarts, and checksums.
+const WAL_INDEX_HEADER: usize = 96;
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -194,6 +213,8 @@ impl Default for Changes {
             channels: std::array::from_fn(|_| watch::Sender::new(0)),
             connections: AtomicU64::new(0),
             seen: std::sync::Mutex::new(Seen::default()),
+            wal_index: std::sync::Mutex::new(WalIndex::default()),
+            queried: AtomicU64::new(0),
         }
     }
 }
@@ -264,6 +285,56 @@ impl Changes {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// Reads the WAL index header of the file at `db`: `None` if it
+    /// cannot be read (no `-shm` file: a store not in WAL mode).
+    ///
+    /// A plain read of 96 bytes, no round trip to SQLite's connection
+    /// thread: at idle the look a second is most of what the process does,
+    /// and the round trip (two threads woken) most of what a look costs.
+    fn wal_index_header(&self, db: &std::path::Path) -> Option<[u8; WAL_INDEX_HEADER]> {
+        use std::os::unix::fs::FileExt as _;
+        let mut w = self.wal_index.lock().unwrap_or_else(|p| p.into_inner());
+        if w.file.is_none() {
+            let mut shm = db.as_os_str().to_owned();
+            shm.push("-shm");
+            w.file = std::fs::File::open(shm).ok();
+        }
+        let mut header = [0u8; WAL_INDEX_HEADER];
+        match w.file.as_ref()?.read_exact_at(&mut header, 0) {
+            Ok(()) => Some(header),
+            Err(_) => {
+                // Opened again at the next look.
+                w.file = None;
+                None
+            }
+        }
+    }
+
+    /// Whether nothing committed to the file since the last look that read
+    /// `data_version`, on the same connection: its WAL index header, read
+    /// just before that look, is byte for byte what it is now. Every
+    /// commit in WAL mode, this process's or another's, moves the header
+    /// (its change counter and last frame); a WAL restart changes its
+    /// salts. A header caught mid-write differs, and costs one real look.
+    fn unchanged_since_last_look(&self, before: u64, header: &[u8; WAL_INDEX_HEADER]) -> bool {
+        let w = self.wal_index.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.version
+            .is_some_and(|(connections, _)| connections == before)
+            && w.last.as_ref() == Some(&(before, *header))
+    }
+
+    /// Notes the header read before a look that read `data_version`.
+    fn note_wal_index(&self, before: u64, header: Option<[u8; WAL_INDEX_HEADER]>) {
+        let mut w = self.wal_index.lock().unwrap_or_else(|p| p.into_inner());
+        w.last = header.map(|h| (before, h));
+    }
+
+    /// A look that found nothing new without asking SQLite.
+    fn looked_unchanged(&self) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).at = Some(Instant::now());
+    }
+
     /// When the file was last looked at, by [`look`] or along with a
     /// write that read `data_version` too (the beat's decisions).
     fn last_look(&self) -> Option<Instant> {
@@ -285,10 +356,21 @@ pub async fn look(store: &Store) -> Result<(), StoreError> {
 async fn look_lite(lite: &SqliteStore) -> Result<(), StoreError> {
     let changes = lite.changes();
     let before = changes.connections_opened();
+    // Read before `data_version`: a commit after this read moves both the
+    // version read next (heard now) and the header (asked again next time).
+    let header = changes.wal_index_header(lite.path());
+    if let Some(h) = &header
+        && changes.unchanged_since_last_look(before, h)
+    {
+        changes.looked_unchanged();
+        return Ok(());
+    }
+    changes.queried.fetch_add(1, Ordering::Relaxed);
     let version: i64 = sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(lite.pool())
         .await?;
     changes.looked(before, version);
+    changes.note_wal_index(before, header);
     Ok(())
 }
 
@@ -306,4 +388,60 @@ pub fn next_look(store: &Store) -> Option<Instant> {
 /// Whether changes to `store` are seen only by looking (SQLite).
 pub fn needs_looking(store: &Store) -> bool {
     matches!(store, Store::Sqlite(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(path: &std::path::Path) -> SqliteStore {
+        SqliteStore::open(path).await.unwrap()
+    }
+
+    fn queried(s: &SqliteStore) -> u64 {
+        s.changes().queried.load(Ordering::Relaxed)
+    }
+
+    /// At idle the look a second asked SQLite each time (a round trip to
+    /// its connection thread, waking two threads). Now it reads the WAL
+    /// index header and asks only when a commit moved it, and still hears
+    /// every commit of another process, also across a WAL restart.
+    #[tokio::test]
+    async fn an_idle_look_asks_sqlite_only_after_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mine = store(&path).await;
+        let other = store(&path).await;
+        let mut jobs = mine.changes().subscribe(Channel::Jobs);
+        jobs.mark_unchanged();
+        look_lite(&mine).await.unwrap();
+        let asked = queried(&mine);
+        assert_eq!(asked, 1, "the first look asks");
+        for _ in 0..5 {
+            look_lite(&mine).await.unwrap();
+        }
+        assert_eq!(queried(&mine), asked, "nothing committed: no query");
+        jobs.mark_unchanged();
+        let write = "INSERT INTO replicas (holder, role, seen_at, started_at, version) \
+                     VALUES ('other', 'standby', '2026-11-28T10:00:00Z', '2026-11-28T10:00:00Z', 'x')";
+        sqlx::query(write).execute(other.pool()).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        assert!(jobs.has_changed().unwrap(), "another's commit is heard");
+        assert_eq!(queried(&mine), asked + 1);
+        // A WAL restart (a checkpoint that truncates it), then a commit
+        // that starts the WAL over: the header differs all the same.
+        jobs.mark_unchanged();
+        look_lite(&mine).await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(other.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM replicas")
+            .execute(other.pool())
+            .await
+            .unwrap();
+        sqlx::query(write).execute(other.pool()).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        assert!(jobs.has_changed().unwrap(), "heard after a WAL restart");
+    }
 }
