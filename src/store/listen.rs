@@ -190,7 +190,10 @@ pub struct Changes {
 /// The `-shm` file, kept open, and what its header said.
 #[derive(Debug, Default)]
 struct WalIndex {
-    file: Option<std::fs::File>,
+    /// Opened while this many connections had been opened: SQLite deletes
+    /// the file when its last connection closes, and a new connection
+    /// makes a new one, which this handle would not see.
+    file: Option<(u64, std::fs::File)>,
     /// Connections opened and the header's bytes, read before a look.
     last: Option<(u64, [u8; WAL_INDEX_HEADER])>,
 }
@@ -291,16 +294,20 @@ impl Changes {
     /// A plain read of 96 bytes, no round trip to SQLite's connection
     /// thread: at idle the look a second is most of what the process does,
     /// and the round trip (two threads woken) most of what a look costs.
-    fn wal_index_header(&self, db: &std::path::Path) -> Option<[u8; WAL_INDEX_HEADER]> {
+    fn wal_index_header(
+        &self,
+        db: &std::path::Path,
+        before: u64,
+    ) -> Option<[u8; WAL_INDEX_HEADER]> {
         use std::os::unix::fs::FileExt as _;
         let mut w = self.wal_index.lock().unwrap_or_else(|p| p.into_inner());
-        if w.file.is_none() {
+        if w.file.as_ref().is_none_or(|(opened, _)| *opened != before) {
             let mut shm = db.as_os_str().to_owned();
             shm.push("-shm");
-            w.file = std::fs::File::open(shm).ok();
+            w.file = std::fs::File::open(shm).ok().map(|f| (before, f));
         }
         let mut header = [0u8; WAL_INDEX_HEADER];
-        match w.file.as_ref()?.read_exact_at(&mut header, 0) {
+        match w.file.as_ref()?.1.read_exact_at(&mut header, 0) {
             Ok(()) => Some(header),
             Err(_) => {
                 // Opened again at the next look.
@@ -358,7 +365,7 @@ async fn look_lite(lite: &SqliteStore) -> Result<(), StoreError> {
     let before = changes.connections_opened();
     // Read before `data_version`: a commit after this read moves both the
     // version read next (heard now) and the header (asked again next time).
-    let header = changes.wal_index_header(lite.path());
+    let header = changes.wal_index_header(lite.path(), before);
     if let Some(h) = &header
         && changes.unchanged_since_last_look(before, h)
     {
@@ -443,5 +450,37 @@ mod tests {
         sqlx::query(write).execute(other.pool()).await.unwrap();
         look_lite(&mine).await.unwrap();
         assert!(jobs.has_changed().unwrap(), "heard after a WAL restart");
+    }
+
+    /// When the store's one connection closes while no other process has
+    /// the file open, SQLite deletes the `-shm` file; the next connection
+    /// makes a new one. A handle kept on the deleted file would read the
+    /// same header forever and hear no other process again.
+    #[tokio::test]
+    async fn a_look_hears_other_processes_after_its_connection_was_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mine = store(&path).await;
+        look_lite(&mine).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        let mut conn = mine.pool().acquire().await.unwrap();
+        conn.close_on_drop();
+        drop(conn);
+        // The pool opens its next connection on demand.
+        sqlx::query("SELECT 1").execute(mine.pool()).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        let mut jobs = mine.changes().subscribe(Channel::Jobs);
+        jobs.mark_unchanged();
+        let other = store(&path).await;
+        sqlx::query(
+            "INSERT INTO replicas (holder, role, seen_at, started_at, version) \
+             VALUES ('other', 'standby', '2026-11-28T10:00:00Z', '2026-11-28T10:00:00Z', 'x')",
+        )
+        .execute(other.pool())
+        .await
+        .unwrap();
+        look_lite(&mine).await.unwrap();
+        assert!(jobs.has_changed().unwrap(), "another's commit is heard");
     }
 }
