@@ -147,13 +147,7 @@ pub fn parse_str(file: &str, src: &str, ctx: &Context) -> Loaded {
 
 /// The whole file as one TOML document.
 fn parse_whole(file: &str, src: &str, lines: &Lines, ctx: &Context) -> Loaded {
-    let mut p = FileParser {
-        file,
-        origin_file: file.into(),
-        at: At { lines, base: 0 },
-        ctx,
-        out: Loaded::default(),
-    };
+    let mut p = FileParser::new(file, lines, ctx);
     let root = match DeTable::parse(src) {
         Ok(t) => t.into_inner(),
         Err(e) => {
@@ -186,13 +180,7 @@ fn parse_sections(
     ctx: &Context,
     sections: &Sections,
 ) -> Option<Loaded> {
-    let mut p = FileParser {
-        file,
-        origin_file: file.into(),
-        at: At { lines, base: 0 },
-        ctx,
-        out: Loaded::default(),
-    };
+    let mut p = FileParser::new(file, lines, ctx);
     // Sized once: grown by doubling, the vectors of 100 000 entries held
     // up to twice the room they needed.
     p.out.entries.reserve_exact(sections.entries.len());
@@ -391,7 +379,18 @@ struct FileParser<'a> {
     out: Loaded,
 }
 
-impl FileParser<'_> {
+impl<'a> FileParser<'a> {
+    /// A parse of `file` from its first line, nothing found yet.
+    fn new(file: &'a str, lines: &'a Lines, ctx: &'a Context) -> Self {
+        FileParser {
+            file,
+            origin_file: file.into(),
+            at: At { lines, base: 0 },
+            ctx,
+            out: Loaded::default(),
+        }
+    }
+
     fn diag(&self, line: usize, entry: Option<&str>, message: String, warning: bool) -> Diagnostic {
         Diagnostic {
             file: self.file.to_string(),
