@@ -1050,5 +1050,108 @@ mod lite {
                 .expect("a fresh connection, outside any transaction");
             sqlx::query("ROLLBACK").execute(store.pool()).await.unwrap();
         }
+
+        /// A statement that fails in the middle of a decision's batch (here
+        /// the cursors, after the claims): sqlx must not run the rest, the
+        /// batch's COMMIT included, or the claims would be committed
+        /// without their cursors. Nothing of the decision is written, the
+        /// error says what failed, and the next user of the connection is
+        /// outside any transaction.
+        #[tokio::test]
+        async fn a_batch_failing_midway_commits_nothing_of_its_decision() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+            let (_lock, epoch) = store.lock_for_run("t").await.unwrap();
+            sqlx::query(
+                "CREATE TRIGGER boom BEFORE INSERT ON entry_state \
+                 BEGIN SELECT RAISE(ABORT, 'no cursor today'); END",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let slot = "2026-11-28T10:00:00Z".parse().unwrap();
+            let claim = Claim {
+                entry: "a".into(),
+                slot,
+                task_id: uuid::Uuid::from_u128(7),
+                queue: "q".into(),
+            };
+            let cursor = Cursor {
+                entry: "a".into(),
+                cursor: slot,
+                enabled: true,
+            };
+            let d = Decision {
+                sent: &[],
+                claims: std::slice::from_ref(&claim),
+                misses: &[],
+                cursors: std::slice::from_ref(&cursor),
+            };
+            let err = record_decision(&store, epoch, &d).await.unwrap_err();
+            assert!(err.to_string().contains("no cursor today"), "{err}");
+            let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(claimed, 0, "the claim went in without its cursor");
+            sqlx::query("BEGIN")
+                .execute(store.pool())
+                .await
+                .expect("outside any transaction");
+            sqlx::query("ROLLBACK").execute(store.pool()).await.unwrap();
+            // And the same decision goes through once the fault is gone.
+            sqlx::query("DROP TRIGGER boom")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(record_decision(&store, epoch, &d).await.unwrap().len(), 1);
+        }
+
+        /// A decision of a leader whose epoch was taken over writes nothing
+        /// and says it was fenced, though its batch runs to its COMMIT.
+        #[tokio::test]
+        async fn a_fenced_batch_writes_nothing() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+            let (_lock, epoch) = store.lock_for_run("t").await.unwrap();
+            sqlx::query("UPDATE leader SET epoch = epoch + 1 WHERE id = 1")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let slot = "2026-11-28T10:00:00Z".parse().unwrap();
+            let claim = Claim {
+                entry: "a".into(),
+                slot,
+                task_id: uuid::Uuid::from_u128(7),
+                queue: "q".into(),
+            };
+            let cursor = Cursor {
+                entry: "a".into(),
+                cursor: slot,
+                enabled: true,
+            };
+            let miss = Miss {
+                entry: "b".into(),
+                slot,
+                reason: "r".into(),
+            };
+            let d = Decision {
+                sent: &[],
+                claims: std::slice::from_ref(&claim),
+                misses: std::slice::from_ref(&miss),
+                cursors: std::slice::from_ref(&cursor),
+            };
+            let err = record_decision(&store, epoch, &d).await.unwrap_err();
+            assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+            for table in ["ledger", "entry_state"] {
+                let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {table}"
+                )))
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                assert_eq!(rows, 0, "{table}");
+            }
+        }
     }
 }
