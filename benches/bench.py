@@ -220,7 +220,10 @@ class ThreadCpu:
         for tid in tids:
             try:
                 with open(f"/proc/{self.pid}/task/{tid}/schedstat") as f:
-                    out[tid] = int(f.read().split()[0])
+                    v = f.read().split()
+                    # Nanoseconds on the CPU, and times put on a CPU: each
+                    # wake-up of a sleeping thread is one.
+                    out[tid] = (int(v[0]), int(v[2]))
             except (OSError, ValueError, IndexError):
                 pass
         return out
@@ -233,7 +236,11 @@ class ThreadCpu:
         self.last.update(self._read())
 
     def seconds(self):
-        return sum(ns - self.first.get(tid, 0) for tid, ns in self.last.items()) / 1e9
+        return sum(v[0] - self.first.get(tid, (0, 0))[0] for tid, v in self.last.items()) / 1e9
+
+    def runs(self):
+        """Times the threads were put on a CPU: wake-ups, near enough."""
+        return sum(v[1] - self.first.get(tid, (0, 0))[1] for tid, v in self.last.items())
 
 
 class Host:
@@ -472,6 +479,7 @@ def run_steady(which, n, entries, endpoint_kind, window, warmup, work, source="t
         "rss_end_mib": round(rss_end, 1), "rss_max_mib": round(rss_max, 1),
         "cpu_s_per_min": round(cpu / (hi - lo) * 60, 3),
         "cpu_ms_per_msg": round(cpu * 1000 / sent_in_window, 4) if sent_in_window else None,
+        "wakeups_per_msg": round(threads.runs() / sent_in_window, 1) if sent_in_window else None,
         "endpoint_cpu_ms_per_msg": round((ep_cpu1 - ep_cpu0) * 1000 / sent_in_window, 4) if sent_in_window else None,
         # What bounds a run that falls behind: the scheduler, the endpoint
         # or the machine (`idle_pct` of the host below).
@@ -551,7 +559,8 @@ def run_idle(which, work, secs):
         ep.stop()
     cpu = threads.seconds()
     return {"scheduler": which, "idle_s": round(hi - lo, 1), "cpu_ms_per_min": round(cpu * 1000 / (hi - lo) * 60, 2),
-            "cpu_pct_of_core": round(100 * cpu / (hi - lo), 3), **machine}
+            "cpu_pct_of_core": round(100 * cpu / (hi - lo), 3),
+            "wakeups_per_s": round(threads.runs() / (hi - lo), 2), **machine}
 
 
 def run_release(n, total, replicas):
@@ -764,7 +773,8 @@ def goals_table(res):
         bc, qc = g(b, "cpu_ms_per_msg"), g(q, "cpu_ms_per_msg")
         ratio = f"beat / sqsbeat = {bc / qc:.0f}×" if bc and qc else ""
         add(f"CPU ms per message, N = {n:,} (≤ 1/50 of beat's)", bc, qc,
-            ("yes" if bc / qc >= 50 else "**no**") if bc and qc else "—", ratio)
+            ("yes" if bc / qc >= 50 else "**no**") if bc and qc else "—",
+            f"{ratio}; thread wake-ups per message: beat {g(b, 'wakeups_per_msg')}, sqsbeat {g(q, 'wakeups_per_msg')}")
     for n in ns:
         if n < 100000:
             continue
@@ -812,7 +822,9 @@ def goals_table(res):
     if qi:
         add("idle CPU, % of a core (no measurable CPU)", g(bi, "cpu_pct_of_core"), qi["cpu_pct_of_core"],
             # Measurable: more than a millisecond of CPU a minute.
-            "yes" if qi["cpu_ms_per_min"] < 1 else "**no**", f"{qi['cpu_ms_per_min']} CPU ms per minute")
+            "yes" if qi["cpu_ms_per_min"] < 1 else "**no**",
+            f"{qi['cpu_ms_per_min']} CPU ms per minute, {qi.get('wakeups_per_s')} thread wake-ups a second "
+            f"(beat {g(bi, 'wakeups_per_s')})")
     steal = [f"{k} {r.get('n', r.get('replicas', ''))}: {r.get('steal_pct')} %" for k in ["steady", "burst", "idle", "release"]
              for r in res[k] if "steal_pct" in r]
     m = res.get("machine", {})
