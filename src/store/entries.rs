@@ -67,6 +67,63 @@ struct Record {
     sentry_monitor: Option<bool>,
 }
 
+/// Columns by position (`row_key` first, then [`COLUMNS`]): by name, each
+/// of 21 columns of each row was looked up in a map (about 3.7 µs a row on
+/// PostgreSQL with the decoding). An error reads the row again by name
+/// ([`read_row`]), so it names its column.
+fn record_at<R>(r: &R) -> Result<Record, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Value: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Ts: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Record {
+        name: r.try_get(1)?,
+        task: r.try_get(2)?,
+        cron: r.try_get(3)?,
+        crontab: r.try_get(4)?,
+        every: r.try_get(5)?,
+        timezone: r.try_get(6)?,
+        args: r.try_get(7)?,
+        kwargs: r.try_get(8)?,
+        queue: r.try_get(9)?,
+        priority: r.try_get(10)?,
+        headers: r.try_get(11)?,
+        expires: r.try_get(12)?,
+        enabled: r.try_get(13)?,
+        start_at: r.try_get(14)?,
+        end_at: r.try_get(15)?,
+        catch_up: r.try_get(16)?,
+        grace: r.try_get(17)?,
+        jitter: r.try_get(18)?,
+        anchor: r.try_get(19)?,
+        group_id: r.try_get(20)?,
+        sentry_monitor: r.try_get(21)?,
+    })
+}
+
+/// One row of a `SELECT name AS row_key, {COLUMNS}` as an [`EntryRow`].
+fn read_row<R>(r: &R) -> Result<EntryRow, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> Record: sqlx::FromRow<'r, R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Value: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Ts: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    record_at(r)
+        .or_else(|_| decode_row::<_, Record>("entries", r))
+        .map(EntryRow::from)
+}
+
 impl From<Record> for EntryRow {
     fn from(r: Record) -> Self {
         EntryRow {
@@ -106,13 +163,13 @@ pub async fn list(store: &Store) -> Result<Vec<Result<EntryRow, StoreError>>, St
             .fetch_all(s.pool())
             .await?
             .iter()
-            .map(|r| decode_row::<_, Record>("entries", r).map(EntryRow::from))
+            .map(read_row)
             .collect(),
         Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(s.pool())
             .await?
             .iter()
-            .map(|r| decode_row::<_, Record>("entries", r).map(EntryRow::from))
+            .map(read_row)
             .collect(),
     })
 }
@@ -162,10 +219,7 @@ pub async fn page(
                 .bind(limit)
                 .fetch_all(s.pool())
                 .await?;
-            let decoded = rows
-                .iter()
-                .map(|r| decode_row::<_, Record>("entries", r).map(EntryRow::from))
-                .collect();
+            let decoded = rows.iter().map(read_row).collect();
             (decoded, last_key(&rows))
         }
         Store::Sqlite(s) => {
@@ -174,10 +228,7 @@ pub async fn page(
                 .bind(limit)
                 .fetch_all(s.pool())
                 .await?;
-            let decoded = rows
-                .iter()
-                .map(|r| decode_row::<_, Record>("entries", r).map(EntryRow::from))
-                .collect();
+            let decoded = rows.iter().map(read_row).collect();
             (decoded, last_key(&rows))
         }
     })
