@@ -716,10 +716,22 @@ async fn a_term_that_ended_on_a_failed_decision_backs_off_before_the_next() {
         h.driver()
             .run(entries_rx, pauses_rx, role_rx, shutdown.clone()),
     );
-    assert_eq!(terms_begun(&h, 1).await, 1, "no second term at once");
+    // A term writes the disabled probe's cursor (the beat clock's now)
+    // only when it differs from the stored one: the beat clock moves a
+    // millisecond before each count, so that any term begun since writes.
+    let mut ms = 0;
+    let mut bump = || {
+        ms += 1;
+        h.clock.set(since + chrono::Duration::milliseconds(ms));
+    };
+    assert_eq!(terms_begun(&h, 1).await, 1);
+    bump();
+    assert_eq!(terms_begun(&h, 0).await, 1, "no second term at once");
     for (n, backoff) in [(2, 1_000), (3, 2_000), (4, 4_000)] {
         tokio::time::advance(StdDuration::from_millis(backoff - 20)).await;
+        bump();
         assert_eq!(terms_begun(&h, 0).await, n - 1, "{backoff} ms are not over");
+        bump();
         tokio::time::advance(StdDuration::from_millis(40)).await;
         assert_eq!(terms_begun(&h, n).await, n, "{backoff} ms are over");
     }
