@@ -392,10 +392,16 @@ impl<S: Sink> Driver<S> {
             },
             DEFAULT_MAX_CATCH_UP,
         );
+        // Only the cursors the store does not hold as they are (new entries,
+        // entries enabled or disabled since): at a restart every entry
+        // resumes from its stored cursor, and rewriting 100 000 of them
+        // unchanged delayed the first fire by a fifth of a second (SQLite)
+        // to half a second (PostgreSQL).
         let cursors: Vec<store::Cursor> = beat
             .entries()
             .iter()
             .enumerate()
+            .filter(|(i, e)| stored.get(&e.name) != Some(&(beat.cursor(*i), e.enabled)))
             .map(|(i, e)| store::Cursor {
                 entry: e.name.clone(),
                 cursor: beat.cursor(i),

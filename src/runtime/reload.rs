@@ -122,23 +122,41 @@ pub async fn load_sources(
 const TABLE_PAGE: i64 = 2_000;
 
 /// The entries table's rows as entries, validated a page at a time, so only
-/// one page of rows is held at once (see [`entries::page`]).
+/// one page of rows is held at once (see [`entries::page`]), two while the
+/// next page is read, which it is while this one is validated: on another
+/// core, the read (SQLite's thread, or PostgreSQL) and the validation
+/// overlap instead of taking turns.
 pub async fn load_table(
     store: &Store,
     ctx: &crate::entry::Context,
 ) -> Result<crate::entry::file::Loaded, store::StoreError> {
     let mut all = crate::entry::file::Loaded::default();
-    let mut after: Option<String> = None;
+    let mut next = entries::page(store, None, TABLE_PAGE).await?;
     loop {
-        let (rows, last) = entries::page(store, after.as_deref(), TABLE_PAGE).await?;
+        let (rows, last) = next;
         let full = rows.len() as i64 == TABLE_PAGE;
+        let ahead = match (full, &last) {
+            (true, Some(last)) => {
+                let (store, last) = (store.clone(), last.clone());
+                Some(tokio::spawn(async move {
+                    entries::page(&store, Some(&last), TABLE_PAGE).await
+                }))
+            }
+            _ => None,
+        };
         let part = merge::validate(&rows, ctx);
         drop(rows);
         all.entries.extend(part.entries);
         all.diagnostics.extend(part.diagnostics);
         all.names.extend(part.names);
-        match (full, last) {
-            (true, Some(last)) => after = Some(last),
+        match (full, ahead) {
+            (true, Some(ahead)) => {
+                next = match ahead.await {
+                    Ok(page) => page?,
+                    // Never cancelled: only a panic of the read ends it so.
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
             // A name that does not read as text cannot be continued from:
             // read the whole table at once instead.
             (true, None) => return Ok(merge::validate(&entries::list(store).await?, ctx)),

@@ -716,10 +716,22 @@ async fn a_term_that_ended_on_a_failed_decision_backs_off_before_the_next() {
         h.driver()
             .run(entries_rx, pauses_rx, role_rx, shutdown.clone()),
     );
-    assert_eq!(terms_begun(&h, 1).await, 1, "no second term at once");
+    // A term writes the disabled probe's cursor (the beat clock's now)
+    // only when it differs from the stored one: the beat clock moves a
+    // millisecond before each count, so that any term begun since writes.
+    let mut ms = 0;
+    let mut bump = || {
+        ms += 1;
+        h.clock.set(since + chrono::Duration::milliseconds(ms));
+    };
+    assert_eq!(terms_begun(&h, 1).await, 1);
+    bump();
+    assert_eq!(terms_begun(&h, 0).await, 1, "no second term at once");
     for (n, backoff) in [(2, 1_000), (3, 2_000), (4, 4_000)] {
         tokio::time::advance(StdDuration::from_millis(backoff - 20)).await;
+        bump();
         assert_eq!(terms_begun(&h, 0).await, n - 1, "{backoff} ms are not over");
+        bump();
         tokio::time::advance(StdDuration::from_millis(40)).await;
         assert_eq!(terms_begun(&h, n).await, n, "{backoff} ms are over");
     }
@@ -728,4 +740,72 @@ async fn a_term_that_ended_on_a_failed_decision_backs_off_before_the_next() {
     busy.abort();
     assert!(h.sink.accepted().is_empty());
     assert!(h.ledger().await.is_empty(), "every claim refused");
+}
+
+/// A restart does not rewrite the cursors the store already holds (at
+/// 100 000 entries that delayed the first fire), and they stay right: the
+/// entry resumes after its last slot, neither firing it again nor skipping
+/// the next; a new entry's cursor is written.
+async fn a_restart_keeps_the_stored_cursors_without_rewriting_them(h: Harness) {
+    let driver = h.driver();
+    let epoch = h.new_epoch().await;
+    let mut term = driver
+        .begin(Arc::new(entries(EVERY_MINUTE)), epoch)
+        .await
+        .unwrap();
+    term.turn(h.at("2026-11-21T10:01:00Z")).await.unwrap();
+    term.drain().await;
+    drop(term);
+    // Marks the rows: a rewrite, even of the same cursor, sets updated_at.
+    h.exec(
+        "UPDATE entry_state SET updated_at = '2000-01-01T00:00:00Z'",
+        "UPDATE entry_state SET updated_at = '2000-01-01T00:00:00.000000Z'",
+    )
+    .await;
+    h.at("2026-11-21T10:01:30Z");
+    let epoch = h.new_epoch().await;
+    let both = format!("{EVERY_MINUTE}[entries.b]\ntask = \"t.b\"\nevery = \"1m\"\n");
+    let mut term = driver.begin(Arc::new(entries(&both)), epoch).await.unwrap();
+    let untouched =
+        "SELECT entry FROM entry_state WHERE updated_at < '2001-01-01T00:00:00Z' ORDER BY entry";
+    assert_eq!(
+        h.texts(untouched).await,
+        [["a"]],
+        "a's cursor not rewritten"
+    );
+    let all = "SELECT entry FROM entry_state ORDER BY entry";
+    assert_eq!(
+        h.texts(all).await,
+        [["a"], ["b"]],
+        "the new entry's cursor written"
+    );
+    term.turn(h.at("2026-11-21T10:02:00Z")).await.unwrap();
+    term.drain().await;
+    let a = |t: &str| fire_task_id("a", at(t));
+    let sent: Vec<_> = h
+        .accepted_ids()
+        .into_iter()
+        .filter(|id| *id == a("2026-11-21T10:01:00Z") || *id == a("2026-11-21T10:02:00Z"))
+        .collect();
+    assert_eq!(
+        sent,
+        [a("2026-11-21T10:01:00Z"), a("2026-11-21T10:02:00Z")],
+        "each slot of a once, in order, across the restart"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_stored_cursors_without_rewriting_them_sqlite() {
+    a_restart_keeps_the_stored_cursors_without_rewriting_them(
+        Harness::sqlite(at("2026-11-21T10:00:30Z")).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_stored_cursors_without_rewriting_them_postgres() {
+    a_restart_keeps_the_stored_cursors_without_rewriting_them(
+        Harness::postgres(at("2026-11-21T10:00:30Z")).await,
+    )
+    .await;
 }
