@@ -1051,6 +1051,23 @@ mod lite {
             sqlx::query("ROLLBACK").execute(store.pool()).await.unwrap();
         }
 
+        /// Entry `a`'s claim of 10:00 and its cursor after it.
+        fn claim_and_cursor() -> (chrono::DateTime<chrono::Utc>, Claim, Cursor) {
+            let slot = "2026-11-28T10:00:00Z".parse().unwrap();
+            let claim = Claim {
+                entry: "a".into(),
+                slot,
+                task_id: uuid::Uuid::from_u128(7),
+                queue: "q".into(),
+            };
+            let cursor = Cursor {
+                entry: "a".into(),
+                cursor: slot,
+                enabled: true,
+            };
+            (slot, claim, cursor)
+        }
+
         /// A statement that fails in the middle of a decision's batch (here
         /// the cursors, after the claims): sqlx must not run the rest, the
         /// batch's COMMIT included, or the claims would be committed
@@ -1069,18 +1086,7 @@ mod lite {
             .execute(store.pool())
             .await
             .unwrap();
-            let slot = "2026-11-28T10:00:00Z".parse().unwrap();
-            let claim = Claim {
-                entry: "a".into(),
-                slot,
-                task_id: uuid::Uuid::from_u128(7),
-                queue: "q".into(),
-            };
-            let cursor = Cursor {
-                entry: "a".into(),
-                cursor: slot,
-                enabled: true,
-            };
+            let (_, claim, cursor) = claim_and_cursor();
             let d = Decision {
                 sent: &[],
                 claims: std::slice::from_ref(&claim),
@@ -1118,18 +1124,7 @@ mod lite {
                 .execute(store.pool())
                 .await
                 .unwrap();
-            let slot = "2026-11-28T10:00:00Z".parse().unwrap();
-            let claim = Claim {
-                entry: "a".into(),
-                slot,
-                task_id: uuid::Uuid::from_u128(7),
-                queue: "q".into(),
-            };
-            let cursor = Cursor {
-                entry: "a".into(),
-                cursor: slot,
-                enabled: true,
-            };
+            let (slot, claim, cursor) = claim_and_cursor();
             let miss = Miss {
                 entry: "b".into(),
                 slot,
