@@ -673,20 +673,25 @@ impl CredentialsCache {
 
     /// SQS refused `used`: the next [`get`](Self::get) asks the provider,
     /// unless it gave these same ones again after a refusal less than
-    /// [`REFRESH_RETRY`] ago.
-    pub fn invalidate(&self, used: &Credentials, now: SystemTime) {
+    /// [`REFRESH_RETRY`] ago. Whether it will be asked.
+    pub fn invalidate(&self, used: &Credentials, now: SystemTime) -> bool {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cached.as_mut()
             && same(&c.credentials, used)
             && c.refused_unchanged.is_none_or(|t| now >= t + REFRESH_RETRY)
         {
             c.refresh_at = SystemTime::UNIX_EPOCH;
+            return true;
         }
+        false
     }
 
-    /// SQS refused `used` and the provider gave them again: the next
-    /// [`REFRESH_RETRY`] of refusals do not ask it, so a provider stuck on
-    /// expired credentials is not asked at every send.
+    /// SQS refused `used` and the provider, asked because of it, gave them
+    /// again: the next [`REFRESH_RETRY`] of refusals do not ask it, so a
+    /// provider stuck on expired credentials is not asked at every send.
+    /// Only after asking: noted at a refusal that did not ask, the hold-off
+    /// would start over at each one, and refusals coming more often than
+    /// that would keep the provider from being asked ever again.
     fn refused_unchanged(&self, used: &Credentials, now: SystemTime) {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cached.as_mut()
@@ -822,11 +827,11 @@ impl BatchClient {
                 // provider has now, if that is something else.
                 reauthenticated = true;
                 let now = self.clock.now().into();
-                self.credentials.invalidate(&credentials, now);
+                let asks = self.credentials.invalidate(&credentials, now);
                 match self.credentials.get(now).await {
                     Ok(fresh) if !same(&fresh, &credentials) => continue,
-                    Ok(_) => self.credentials.refused_unchanged(&credentials, now),
-                    Err(_) => {}
+                    Ok(_) if asks => self.credentials.refused_unchanged(&credentials, now),
+                    Ok(_) | Err(_) => {}
                 }
             }
             let Some(cost) = error.retry_cost() else {
