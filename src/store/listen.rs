@@ -294,6 +294,10 @@ impl Changes {
     /// A plain read of 96 bytes, no round trip to SQLite's connection
     /// thread: at idle the look a second is most of what the process does,
     /// and the round trip (two threads woken) most of what a look costs.
+    /// The read sees what other processes wrote through their shared
+    /// mappings of the file: one page cache holds both. That takes a local
+    /// filesystem on one host, which SQLite's WAL mode needs anyway
+    /// (<https://www.sqlite.org/wal.html>: no network filesystem).
     fn wal_index_header(
         &self,
         db: &std::path::Path,
