@@ -368,15 +368,20 @@ fn redacted(message: &str, keys: &Keys<'_>) -> String {
             m = m.replace(secret, "<redacted>");
         }
     }
-    if m.len() > MAX_MESSAGE_BYTES {
+    cut(m)
+}
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] at a character boundary.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
         let mut end = MAX_MESSAGE_BYTES;
-        while !m.is_char_boundary(end) {
+        while !text.is_char_boundary(end) {
             end -= 1;
         }
-        m.truncate(end);
-        m.push_str("...");
+        text.truncate(end);
+        text.push_str("...");
     }
-    m
+    text
 }
 
 /// `aws.namespace#Code:http://...` → `Code`.
@@ -648,7 +653,10 @@ impl CredentialsCache {
             match tokio::time::timeout(PROVIDER_TIMEOUT, self.provider.provide_credentials()).await
             {
                 Ok(Ok(c)) => Ok(c),
-                Ok(Err(e)) => Err(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+                // Cut: a `credential_process` failing puts its whole
+                // stderr in the provider's error, and this text is logged
+                // and stored with each job the send fails.
+                Ok(Err(e)) => Err(cut(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())),
                 Err(_) => Err(format!(
                     "the credentials provider did not answer within {} s",
                     PROVIDER_TIMEOUT.as_secs()

@@ -957,3 +957,39 @@ async fn rotated_credentials_are_used_within_ten_seconds_while_refusals_keep_com
         "rotated-token"
     );
 }
+
+#[derive(Debug)]
+struct Failing(String);
+
+impl ProvideCredentials for Failing {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::provider_error(self.0.clone()),
+        ))
+    }
+}
+
+/// A failing `credential_process` puts its whole stderr in the provider's
+/// error, and that text went, however long, into the send error that is
+/// logged and stored with each job. It is cut to 512 bytes, never inside
+/// a character.
+#[tokio::test]
+async fn a_credentials_providers_error_is_cut_to_512_bytes_at_a_character() {
+    // Two-byte characters after an odd and an even prefix: one of them
+    // straddles byte 512.
+    for prefix in ["Stderr: ", "Stderr:"] {
+        let stderr = format!("{prefix}{}", "é".repeat(4000));
+        let cache = CredentialsCache::new(
+            SharedCredentialsProvider::new(Failing(stderr)),
+            None,
+            at(NOW).into(),
+        );
+        let err = cache.get(at(NOW).into()).await.unwrap_err();
+        assert!(err.len() <= 512 + "...".len(), "{} bytes", err.len());
+        assert!(err.contains(&format!("{prefix}é")), "{err}");
+        assert!(err.ends_with("é..."), "{err}");
+    }
+}
