@@ -357,18 +357,30 @@ pub fn service_error(status: u16, headers: &HeaderMap, body: &[u8]) -> CallError
 /// quotes (the session token is one of the signed headers), without any
 /// credential in it, and at most [`MAX_MESSAGE_BYTES`] long.
 fn redacted(message: &str, keys: &Keys<'_>) -> String {
-    let mut m = message
-        .split("The Canonical String")
-        .next()
-        .unwrap_or_default()
-        .trim_end()
-        .to_string();
+    let mut m = before_signing_quote(message);
     for secret in [Some(keys.secret_access_key), keys.session_token] {
         if let Some(secret) = secret.filter(|s| !s.is_empty()) {
             m = m.replace(secret, "<redacted>");
         }
     }
     cut(m)
+}
+
+/// SQS's error text, from a call the SDK made and signed (whose keys
+/// this does not see), as it may be logged and stored: without the
+/// canonical request `SignatureDoesNotMatch` quotes, where the session
+/// token is, and at most [`MAX_MESSAGE_BYTES`] long.
+pub(crate) fn without_signing_quote(message: &str) -> String {
+    cut(before_signing_quote(message))
+}
+
+fn before_signing_quote(message: &str) -> String {
+    message
+        .split("The Canonical String")
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 /// `text` cut to [`MAX_MESSAGE_BYTES`] at a character boundary.
