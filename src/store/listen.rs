@@ -576,6 +576,26 @@ mod shm_tests {
         assert!(jobs.has_changed().unwrap(), "another's commit is heard");
     }
 
+    /// A `-shm` file that cannot be read (here: shorter than the header;
+    /// unreadable or missing alike) leaves no header to compare: every
+    /// look asks SQLite, as before the header was read at all.
+    #[tokio::test]
+    async fn a_look_that_cannot_read_the_wal_index_asks_sqlite_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mine = SqliteStore::open(&path).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        let asked = queried(&mine);
+        for n in 1..=3 {
+            let before = mine.changes().connections_opened();
+            mine.changes().wal_index.lock().unwrap().file =
+                Some((before, std::fs::File::open("/dev/null").unwrap()));
+            look_lite(&mine).await.unwrap();
+            assert_eq!(queried(&mine), asked + n);
+        }
+    }
+
     /// What another process can do to the file, through Python's sqlite3
     /// module (as the sqlite3 shell would): a hand-written row, a WAL
     /// reset (checkpoint TRUNCATE) and a row after it are heard at the next
