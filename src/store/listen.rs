@@ -294,6 +294,10 @@ impl Changes {
     /// A plain read of 96 bytes, no round trip to SQLite's connection
     /// thread: at idle the look a second is most of what the process does,
     /// and the round trip (two threads woken) most of what a look costs.
+    /// The read sees what other processes wrote through their shared
+    /// mappings of the file: one page cache holds both. That takes a local
+    /// filesystem on one host, which SQLite's WAL mode needs anyway
+    /// (<https://www.sqlite.org/wal.html>: no network filesystem).
     fn wal_index_header(
         &self,
         db: &std::path::Path,
@@ -302,9 +306,16 @@ impl Changes {
         use std::os::unix::fs::FileExt as _;
         let mut w = self.wal_index.lock().unwrap_or_else(|p| p.into_inner());
         if w.file.as_ref().is_none_or(|(opened, _)| *opened != before) {
-            let mut shm = db.as_os_str().to_owned();
-            shm.push("-shm");
-            w.file = std::fs::File::open(shm).ok().map(|f| (before, f));
+            // SQLite names the file after the database's path with every
+            // symbolic link resolved: beside the file a link points at.
+            w.file = std::fs::canonicalize(db)
+                .and_then(|db| {
+                    let mut shm = db.into_os_string();
+                    shm.push("-shm");
+                    std::fs::File::open(shm)
+                })
+                .ok()
+                .map(|f| (before, f));
         }
         let mut header = [0u8; WAL_INDEX_HEADER];
         match w.file.as_ref()?.1.read_exact_at(&mut header, 0) {
@@ -365,7 +376,15 @@ async fn look_lite(lite: &SqliteStore) -> Result<(), StoreError> {
     let before = changes.connections_opened();
     // Read before `data_version`: a commit after this read moves both the
     // version read next (heard now) and the header (asked again next time).
-    let header = changes.wal_index_header(lite.path(), before);
+    // Only while the store has its connection: with none (closed after a
+    // failed batch, say) SQLite may have deleted the `-shm` file this
+    // handle reads, and another process's commits go to a new one; the
+    // real look opens a connection, and the handle is opened again.
+    let header = if lite.pool().size() > 0 {
+        changes.wal_index_header(lite.path(), before)
+    } else {
+        None
+    };
     if let Some(h) = &header
         && changes.unchanged_since_last_look(before, h)
     {
@@ -482,5 +501,162 @@ mod tests {
         .unwrap();
         look_lite(&mine).await.unwrap();
         assert!(jobs.has_changed().unwrap(), "another's commit is heard");
+    }
+}
+
+#[cfg(test)]
+mod shm_tests {
+    use super::*;
+
+    const WRITE: &str = "INSERT INTO replicas (holder, role, seen_at, started_at, version) \
+                         VALUES ('other', 'standby', '2026-11-28T10:00:00Z', '2026-11-28T10:00:00Z', 'x')";
+
+    fn queried(s: &SqliteStore) -> u64 {
+        s.changes().queried.load(Ordering::Relaxed)
+    }
+
+    /// The store's one connection was closed (a failed batch closes it)
+    /// and nothing opened another: SQLite, its last connection gone,
+    /// deleted the `-shm` file, and the look kept reading the deleted
+    /// file's header, unchanged for ever, so it never asked SQLite again
+    /// (which would have opened a connection) and no other process's
+    /// commit was heard until this process wrote something itself.
+    #[tokio::test]
+    async fn a_look_hears_other_processes_after_its_connection_closed_with_no_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mine = SqliteStore::open(&path).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        let conn = mine.pool().acquire().await.unwrap();
+        conn.close().await.unwrap();
+        assert_eq!(mine.pool().size(), 0);
+        assert!(
+            !dir.path().join("state.db-shm").exists(),
+            "SQLite deletes the -shm file with its last connection"
+        );
+        let mut jobs = mine.changes().subscribe(Channel::Jobs);
+        jobs.mark_unchanged();
+        let other = SqliteStore::open(&path).await.unwrap();
+        sqlx::query(WRITE).execute(other.pool()).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        assert!(jobs.has_changed().unwrap(), "another's commit is heard");
+        let heard: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas WHERE holder = 'other'")
+            .fetch_one(mine.pool())
+            .await
+            .unwrap();
+        assert_eq!(heard, 1);
+    }
+
+    /// SQLite resolves symbolic links in the database's path and keeps the
+    /// `-shm` file beside the file the link points at; the look opened
+    /// `<link>-shm`, found nothing, and asked SQLite at every look (or, had
+    /// a stale file of that name been left there, read a header no commit
+    /// moves and heard no other process).
+    #[tokio::test]
+    async fn an_idle_look_through_a_symlinked_path_does_not_ask_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let real = dir.path().join("data/state.db");
+        let link = dir.path().join("state.db");
+        SqliteStore::open(&real).await.unwrap().pool().close().await;
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mine = SqliteStore::open(&link).await.unwrap();
+        let other = SqliteStore::open(&real).await.unwrap();
+        let mut jobs = mine.changes().subscribe(Channel::Jobs);
+        look_lite(&mine).await.unwrap();
+        let asked = queried(&mine);
+        for _ in 0..3 {
+            look_lite(&mine).await.unwrap();
+        }
+        assert_eq!(queried(&mine), asked, "nothing committed: no query");
+        jobs.mark_unchanged();
+        sqlx::query(WRITE).execute(other.pool()).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        assert!(jobs.has_changed().unwrap(), "another's commit is heard");
+    }
+
+    /// A `-shm` file that cannot be read (here: shorter than the header;
+    /// unreadable or missing alike) leaves no header to compare: every
+    /// look asks SQLite, as before the header was read at all.
+    #[tokio::test]
+    async fn a_look_that_cannot_read_the_wal_index_asks_sqlite_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mine = SqliteStore::open(&path).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        look_lite(&mine).await.unwrap();
+        let asked = queried(&mine);
+        for n in 1..=3 {
+            let before = mine.changes().connections_opened();
+            mine.changes().wal_index.lock().unwrap().file =
+                Some((before, std::fs::File::open("/dev/null").unwrap()));
+            look_lite(&mine).await.unwrap();
+            assert_eq!(queried(&mine), asked + n);
+        }
+    }
+
+    /// What another process can do to the file, through Python's sqlite3
+    /// module (as the sqlite3 shell would): a hand-written row, a WAL
+    /// reset (checkpoint TRUNCATE) and a row after it are heard at the next
+    /// look; switching the file out of WAL, or taking it in exclusive
+    /// locking mode (whose WAL index would be in its own memory, not in the
+    /// `-shm` file), is refused while the store holds its connection, so no
+    /// commit can bypass the header the look reads.
+    #[tokio::test]
+    async fn another_processs_commits_are_heard_and_none_can_bypass_the_wal_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mine = SqliteStore::open(&path).await.unwrap();
+        let mut jobs = mine.changes().subscribe(Channel::Jobs);
+        look_lite(&mine).await.unwrap();
+        let other = |sql: &[&str]| -> Vec<String> {
+            let python = std::env::var_os("SQSBEAT_TEST_PYTHON")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+                });
+            let script = "import sqlite3, sys\n\
+                          c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0.2)\n\
+                          for s in sys.argv[2:]:\n    \
+                              try:\n        c.execute(s).fetchall(); print('ok')\n    \
+                              except sqlite3.Error as e:\n        print('error', e)\n";
+            let out = std::process::Command::new(&python)
+                .arg("-c")
+                .arg(script)
+                .arg(&path)
+                .args(sql)
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        for step in [
+            vec![WRITE],
+            vec!["PRAGMA wal_checkpoint(TRUNCATE)", "DELETE FROM replicas"],
+        ] {
+            look_lite(&mine).await.unwrap();
+            jobs.mark_unchanged();
+            assert!(other(&step).iter().all(|r| r == "ok"));
+            look_lite(&mine).await.unwrap();
+            assert!(jobs.has_changed().unwrap(), "{step:?} is heard");
+        }
+        jobs.mark_unchanged();
+        let refused = other(&["PRAGMA journal_mode=DELETE", WRITE]);
+        assert!(refused[0].starts_with("error"), "{refused:?}");
+        assert_eq!(refused[1], "ok", "written in WAL mode all the same");
+        look_lite(&mine).await.unwrap();
+        assert!(jobs.has_changed().unwrap(), "the write is heard");
+        let refused = other(&["PRAGMA locking_mode=EXCLUSIVE", WRITE]);
+        assert!(refused[1].starts_with("error"), "{refused:?}");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas WHERE holder = 'other'")
+            .fetch_one(mine.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "the exclusive-mode write did not commit");
     }
 }

@@ -507,15 +507,66 @@ where
     if let Some(code) = e.as_service_error().and_then(|s| s.code()) {
         return SendError::Rejected {
             code: code.to_string(),
-            message: e
-                .as_service_error()
-                .and_then(|s| s.message())
-                .unwrap_or_default()
-                .to_string(),
+            // The SDK's calls (GetQueueUrl, ReceiveMessage,
+            // DeleteMessageBatch) are refused with the same quote of the
+            // canonical request as SendMessageBatch.
+            message: send::without_signing_quote(
+                e.as_service_error()
+                    .and_then(|s| s.message())
+                    .unwrap_or_default(),
+            ),
             sender_fault: !code.contains("InternalError")
                 && !code.contains("ServiceUnavailable")
                 && !code.contains("Throttl"),
         };
     }
-    SendError::Request(DisplayErrorContext(e).to_string())
+    SendError::Request(send::without_signing_quote(
+        &DisplayErrorContext(e).to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod request_error_tests {
+    use super::*;
+    use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
+
+    fn refused(
+        code: Option<&str>,
+    ) -> SdkError<GetQueueUrlError, aws_sdk_sqs::config::http::HttpResponse> {
+        let mut meta = aws_sdk_sqs::error::ErrorMetadata::builder().message(
+            "The request signature we calculated does not match the signature you provided.\n\n\
+             The Canonical String for this request should have been\n'POST\n/\n\n\
+             x-amz-security-token:the-session-token\n'",
+        );
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        SdkError::service_error(
+            GetQueueUrlError::generic(meta.build()),
+            aws_sdk_sqs::config::http::HttpResponse::new(
+                403.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            ),
+        )
+    }
+
+    /// SQS refuses a signature it calculated otherwise by quoting the
+    /// canonical request, the session token among its headers: the SDK's
+    /// calls put that quote in the error that is logged (GetQueueUrl at
+    /// start, ReceiveMessage and DeleteMessageBatch in the intake).
+    #[test]
+    fn a_refused_signature_on_an_sdk_call_never_puts_the_session_token_in_the_error() {
+        let SendError::Rejected { code, message, .. } =
+            request_error(refused(Some("SignatureDoesNotMatch")))
+        else {
+            panic!("not rejected");
+        };
+        assert_eq!(code, "SignatureDoesNotMatch");
+        assert!(message.starts_with("The request signature we calculated"));
+        assert!(!message.contains("the-session-token"), "{message}");
+        let SendError::Request(text) = request_error(refused(None)) else {
+            panic!("not a request error");
+        };
+        assert!(!text.contains("the-session-token"), "{text}");
+    }
 }

@@ -357,26 +357,43 @@ pub fn service_error(status: u16, headers: &HeaderMap, body: &[u8]) -> CallError
 /// quotes (the session token is one of the signed headers), without any
 /// credential in it, and at most [`MAX_MESSAGE_BYTES`] long.
 fn redacted(message: &str, keys: &Keys<'_>) -> String {
-    let mut m = message
-        .split("The Canonical String")
-        .next()
-        .unwrap_or_default()
-        .trim_end()
-        .to_string();
+    let mut m = before_signing_quote(message);
     for secret in [Some(keys.secret_access_key), keys.session_token] {
         if let Some(secret) = secret.filter(|s| !s.is_empty()) {
             m = m.replace(secret, "<redacted>");
         }
     }
-    if m.len() > MAX_MESSAGE_BYTES {
+    cut(m)
+}
+
+/// SQS's error text, from a call the SDK made and signed (whose keys
+/// this does not see), as it may be logged and stored: without the
+/// canonical request `SignatureDoesNotMatch` quotes, where the session
+/// token is, and at most [`MAX_MESSAGE_BYTES`] long.
+pub(crate) fn without_signing_quote(message: &str) -> String {
+    cut(before_signing_quote(message))
+}
+
+fn before_signing_quote(message: &str) -> String {
+    message
+        .split("The Canonical String")
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] at a character boundary.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
         let mut end = MAX_MESSAGE_BYTES;
-        while !m.is_char_boundary(end) {
+        while !text.is_char_boundary(end) {
             end -= 1;
         }
-        m.truncate(end);
-        m.push_str("...");
+        text.truncate(end);
+        text.push_str("...");
     }
-    m
+    text
 }
 
 /// `aws.namespace#Code:http://...` → `Code`.
@@ -648,7 +665,10 @@ impl CredentialsCache {
             match tokio::time::timeout(PROVIDER_TIMEOUT, self.provider.provide_credentials()).await
             {
                 Ok(Ok(c)) => Ok(c),
-                Ok(Err(e)) => Err(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+                // Cut: a `credential_process` failing puts its whole
+                // stderr in the provider's error, and this text is logged
+                // and stored with each job the send fails.
+                Ok(Err(e)) => Err(cut(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())),
                 Err(_) => Err(format!(
                     "the credentials provider did not answer within {} s",
                     PROVIDER_TIMEOUT.as_secs()
@@ -673,20 +693,25 @@ impl CredentialsCache {
 
     /// SQS refused `used`: the next [`get`](Self::get) asks the provider,
     /// unless it gave these same ones again after a refusal less than
-    /// [`REFRESH_RETRY`] ago.
-    pub fn invalidate(&self, used: &Credentials, now: SystemTime) {
+    /// [`REFRESH_RETRY`] ago. Whether it will be asked.
+    pub fn invalidate(&self, used: &Credentials, now: SystemTime) -> bool {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cached.as_mut()
             && same(&c.credentials, used)
             && c.refused_unchanged.is_none_or(|t| now >= t + REFRESH_RETRY)
         {
             c.refresh_at = SystemTime::UNIX_EPOCH;
+            return true;
         }
+        false
     }
 
-    /// SQS refused `used` and the provider gave them again: the next
-    /// [`REFRESH_RETRY`] of refusals do not ask it, so a provider stuck on
-    /// expired credentials is not asked at every send.
+    /// SQS refused `used` and the provider, asked because of it, gave them
+    /// again: the next [`REFRESH_RETRY`] of refusals do not ask it, so a
+    /// provider stuck on expired credentials is not asked at every send.
+    /// Only after asking: noted at a refusal that did not ask, the hold-off
+    /// would start over at each one, and refusals coming more often than
+    /// that would keep the provider from being asked ever again.
     fn refused_unchanged(&self, used: &Credentials, now: SystemTime) {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cached.as_mut()
@@ -822,11 +847,11 @@ impl BatchClient {
                 // provider has now, if that is something else.
                 reauthenticated = true;
                 let now = self.clock.now().into();
-                self.credentials.invalidate(&credentials, now);
+                let asks = self.credentials.invalidate(&credentials, now);
                 match self.credentials.get(now).await {
                     Ok(fresh) if !same(&fresh, &credentials) => continue,
-                    Ok(_) => self.credentials.refused_unchanged(&credentials, now),
-                    Err(_) => {}
+                    Ok(_) if asks => self.credentials.refused_unchanged(&credentials, now),
+                    Ok(_) | Err(_) => {}
                 }
             }
             let Some(cost) = error.retry_cost() else {

@@ -906,3 +906,90 @@ async fn a_provider_that_keeps_giving_expired_credentials_is_not_asked_at_every_
     assert!(client.send(body.clone()).await.is_err());
     assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
 }
+
+/// A refusal within ten seconds of the provider giving the refused
+/// credentials again started the ten seconds over, without asking it:
+/// with refusals coming more often than every ten seconds (a beat that
+/// sends every second) the provider was never asked again, and
+/// credentials it had since rotated were never used.
+#[tokio::test]
+async fn rotated_credentials_are_used_within_ten_seconds_while_refusals_keep_coming() {
+    let refused = || {
+        reply(
+            400,
+            &[("x-amzn-query-error", "ExpiredToken;Sender")],
+            r#"{"__type":"com.amazon.coral.service#ExpiredTokenException","message":"The security token included in the request is expired"}"#,
+        )
+    };
+    let (ep, url) = endpoint((0..3).map(|_| refused()).collect()).await;
+    // Revoked before their stated expiry: only a refusal asks again.
+    let revoked = creds(
+        "ASIAREVOKED",
+        Some("revoked-token"),
+        Some(at("2026-11-28T16:00:00Z")),
+    );
+    let rotated = creds(
+        "ASIAROTATED",
+        Some("rotated-token"),
+        Some(at("2026-11-28T16:00:00Z")),
+    );
+    let provider = rotating(vec![revoked.clone(), revoked, rotated]);
+    let clock = Clock::manual(at(NOW));
+    let client = client(&url, provider.clone(), clock.clone());
+    let body = batch_body(URL, false, &standard_batch());
+    assert!(client.send(body.clone()).await.is_err());
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+    clock.set(at("2026-11-28T10:00:05Z"));
+    assert!(client.send(body.clone()).await.is_err());
+    assert_eq!(
+        provider.calls.load(Ordering::SeqCst),
+        2,
+        "within ten seconds"
+    );
+    clock.set(at("2026-11-28T10:00:10Z"));
+    let answer = client.send(body.clone()).await.unwrap();
+    assert!(outcomes(&answer, 4, "celery").iter().all(Result::is_ok));
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
+    let requests = ep.requests();
+    assert_eq!(requests.len(), 4);
+    assert_eq!(
+        header(&requests[3], "x-amz-security-token"),
+        "rotated-token"
+    );
+}
+
+#[derive(Debug)]
+struct Failing(String);
+
+impl ProvideCredentials for Failing {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::provider_error(self.0.clone()),
+        ))
+    }
+}
+
+/// A failing `credential_process` puts its whole stderr in the provider's
+/// error, and that text went, however long, into the send error that is
+/// logged and stored with each job. It is cut to 512 bytes, never inside
+/// a character.
+#[tokio::test]
+async fn a_credentials_providers_error_is_cut_to_512_bytes_at_a_character() {
+    // Two-byte characters after an odd and an even prefix: one of them
+    // straddles byte 512.
+    for prefix in ["Stderr: ", "Stderr:"] {
+        let stderr = format!("{prefix}{}", "é".repeat(4000));
+        let cache = CredentialsCache::new(
+            SharedCredentialsProvider::new(Failing(stderr)),
+            None,
+            at(NOW).into(),
+        );
+        let err = cache.get(at(NOW).into()).await.unwrap_err();
+        assert!(err.len() <= 512 + "...".len(), "{} bytes", err.len());
+        assert!(err.contains(&format!("{prefix}é")), "{err}");
+        assert!(err.ends_with("é..."), "{err}");
+    }
+}
