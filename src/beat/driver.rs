@@ -26,6 +26,7 @@ use crate::clock::{Clock, StepGuard, Trust};
 use crate::entry::Entry;
 use crate::entry::django::Link;
 use crate::runtime::leader::Role;
+use crate::runtime::metrics::Metrics;
 use crate::store::{self, FireKey, Store, StoreError, django, ledger};
 use crate::wire::MessageOptions;
 use crate::wire::celery::fire_task_id;
@@ -211,6 +212,11 @@ pub struct Driver<S> {
     pub check_ins: crate::runtime::sentry::CheckIns,
     /// Accepted fires not confirmed yet, kept from one term to the next.
     pub accepted: Accepted,
+    /// Where the fire counters and freshness go: the process's registry
+    /// ([`crate::runtime::metrics::get`]); a test that judges them gives
+    /// its driver a registry of its own, as the registry is shared by
+    /// every driver in the process.
+    pub metrics: &'static crate::runtime::metrics::Metrics,
 }
 
 /// Each paused entry's pause, by name.
@@ -290,7 +296,7 @@ impl<S: Sink> Driver<S> {
         while !shutdown.is_cancelled() {
             let current = *role.borrow_and_update();
             let Role::Leader { epoch, .. } = current else {
-                crate::runtime::metrics::get().clear_freshness();
+                self.metrics.clear_freshness();
                 tokio::select! {
                     changed = role.changed() => if changed.is_err() { break },
                     _ = shutdown.cancelled() => break,
@@ -348,7 +354,7 @@ impl<S: Sink> Driver<S> {
         self.accepted.confirm(&self.store).await;
         let (mut beat, misses) = self.resume(&entries, epoch).await?;
         beat.set_pauses(&load_pauses(&self.store).await?);
-        let tracked = track(&self.store, &entries).await?;
+        let tracked = track(self.metrics, &self.store, &entries).await?;
         let now = self.clock.now();
         Ok(Term {
             driver: self,
@@ -419,7 +425,7 @@ impl<S: Sink> Driver<S> {
                 "fires claimed but never confirmed: re-sending those catch_up still allows"
             );
         }
-        report_missed(&beat, &judged);
+        report_missed(self.metrics, &beat, &judged);
         misses.extend(judged.iter().map(|m| miss_row(&beat, m)));
         Ok((beat, misses))
     }
@@ -599,7 +605,7 @@ impl<S: Sink> Term<'_, S> {
         }
         self.write_again().await;
         if let Some(step) = self.guard.observe(now) {
-            report_clock_step(&self.beat, step);
+            report_clock_step(self.driver.metrics, &self.beat, step);
         }
         // Checked whatever holds the beat back: that is when it matters.
         if now >= self.next_freshness {
@@ -633,8 +639,8 @@ impl<S: Sink> Term<'_, S> {
     async fn decide_part(&mut self, now: DateTime<Utc>, limit: usize) -> Result<bool, Fenced> {
         let decision = self.beat.tick_at_most(now, limit);
         let backlog = self.beat.wake_at().is_some_and(|w| w <= now);
-        report_missed(&self.beat, &decision.missed);
-        report_skipped(&self.beat, &decision.skipped);
+        report_missed(self.driver.metrics, &self.beat, &decision.missed);
+        report_skipped(self.driver.metrics, &self.beat, &decision.skipped);
         let mut misses = std::mem::take(&mut self.misses);
         misses.extend(decision.missed.iter().map(|m| miss_row(&self.beat, m)));
         misses.extend(decision.skipped.iter().map(|s| skipped_row(&self.beat, s)));
@@ -802,7 +808,7 @@ impl<S: Sink> Term<'_, S> {
                 next_fire: self.beat.next_send(i),
             })
             .collect();
-        crate::runtime::metrics::get().export_freshness(found, &times);
+        self.driver.metrics.export_freshness(found, &times);
     }
 
     /// When the next turn has work: the earliest send or retry instant.
@@ -874,8 +880,9 @@ impl<S: Sink> Term<'_, S> {
                 *last = (*last).max(Some(f.nominal));
             }
         }
-        let misses = settle(&mut self.beat, sent);
-        report_missed(&self.beat, &misses);
+        let metrics = self.driver.metrics;
+        let misses = settle(metrics, &mut self.beat, sent);
+        report_missed(metrics, &self.beat, &misses);
         let rows: Vec<store::Miss> = misses.iter().map(|m| miss_row(&self.beat, m)).collect();
         self.misses.extend(rows);
     }
@@ -945,10 +952,11 @@ async fn write_back(
 /// [`crate::runtime::metrics`]) and reads their last sent slots: one index
 /// probe each, at most `[metrics] per_entry_limit` of them.
 async fn track(
+    metrics: &Metrics,
     store: &Store,
     entries: &[Entry],
 ) -> Result<HashMap<usize, Option<DateTime<Utc>>>, StoreError> {
-    let names = crate::runtime::metrics::get().track_entries(entries);
+    let names = metrics.track_entries(entries);
     let list: Vec<String> = names.iter().cloned().collect();
     let last = ledger::last_sent(store, &list).await?;
     Ok(entries
@@ -1016,11 +1024,11 @@ fn skipped_row(beat: &Beat, s: &Skipped) -> store::Miss {
     }
 }
 
-fn report_skipped(beat: &Beat, skipped: &[Skipped]) {
+fn report_skipped(metrics: &Metrics, beat: &Beat, skipped: &[Skipped]) {
     for s in skipped {
         let e = &beat.entries()[s.entry];
         warn!(entry = %e.name, first = %s.first.to_rfc3339(), through = %s.through.to_rfc3339(), "missed fires: a backlog longer than a tick walks was skipped to the slots catch_up may still send");
-        crate::runtime::metrics::get()
+        metrics
             .fires_missed
             .get_or_create(&crate::runtime::metrics::Reason {
                 reason: "bound".to_string(),
@@ -1059,7 +1067,7 @@ async fn note_failures(
 /// rules already make a step safe (forward: the skipped slots are late and
 /// `catch_up` decides, each recorded; back: decided slots lie ahead and are
 /// not fired again). What a step needs is to be seen, not to pass silently.
-fn report_clock_step(beat: &Beat, step: Duration) {
+fn report_clock_step(metrics: &Metrics, beat: &Beat, step: Duration) {
     let secs = step.num_milliseconds() as f64 / 1000.0;
     let direction = if step > Duration::zero() {
         warn!(
@@ -1075,7 +1083,7 @@ fn report_clock_step(beat: &Beat, step: Duration) {
         );
         "back"
     };
-    crate::runtime::metrics::get()
+    metrics
         .clock_steps
         .get_or_create(&crate::runtime::metrics::Direction {
             direction: direction.to_string(),
@@ -1096,7 +1104,7 @@ fn miss_reason(r: MissReason) -> String {
     }
 }
 
-fn report_missed(beat: &Beat, missed: &[crate::beat::tick::Missed]) {
+fn report_missed(metrics: &Metrics, beat: &Beat, missed: &[crate::beat::tick::Missed]) {
     for m in missed {
         let e = &beat.entries()[m.entry];
         warn!(entry = %e.name, slot = %m.nominal.to_rfc3339(), "missed fire: {}", miss_reason(m.reason));
@@ -1107,7 +1115,7 @@ fn report_missed(beat: &Beat, missed: &[crate::beat::tick::Missed]) {
             MissReason::Superseded => "superseded".to_string(),
             MissReason::Paused => PAUSED.to_string(),
         };
-        crate::runtime::metrics::get()
+        metrics
             .fires_missed
             .get_or_create(&crate::runtime::metrics::Reason { reason })
             .inc();
@@ -1138,7 +1146,7 @@ fn build(
 
 /// Logs each outcome of a finished send and puts failures back for retry;
 /// returns the fires that gave way (superseded) as a result.
-fn settle(beat: &mut Beat, sent: Sent) -> Vec<crate::beat::tick::Missed> {
+fn settle(metrics: &Metrics, beat: &mut Beat, sent: Sent) -> Vec<crate::beat::tick::Missed> {
     let Sent {
         due,
         ids,
@@ -1154,9 +1162,10 @@ fn settle(beat: &mut Beat, sent: Sent) -> Vec<crate::beat::tick::Missed> {
         let late_ms = (accepted_at - e.send_at(fire.nominal)).num_milliseconds();
         match result {
             Ok(()) => {
-                let m = crate::runtime::metrics::get();
-                m.fire_sent(&e.name, &e.queue);
-                m.fire_lateness.observe(late_ms.max(0) as f64 / 1000.0);
+                metrics.fire_sent(&e.name, &e.queue);
+                metrics
+                    .fire_lateness
+                    .observe(late_ms.max(0) as f64 / 1000.0);
                 info!(
                     task = %e.task,
                     slot = %fire.nominal.to_rfc3339(),
@@ -1168,7 +1177,7 @@ fn settle(beat: &mut Beat, sent: Sent) -> Vec<crate::beat::tick::Missed> {
                 missed.extend(beat.sent(fire));
             }
             Err(err) => {
-                crate::runtime::metrics::get().fire_failed(&e.name, &e.queue);
+                metrics.fire_failed(&e.name, &e.queue);
                 let delay = err.retry_delay(fire.attempt + 1, &id);
                 warn!(
                     slot = %fire.nominal.to_rfc3339(),

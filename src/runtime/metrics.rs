@@ -145,7 +145,8 @@ fn seconds_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    /// A registry of its own; the process's is [`get`].
+    pub fn new() -> Self {
         let mut r = Registry::with_prefix("sqsbeat");
         let fires_sent = Family::<EntryQueue, Counter>::default();
         r.register(
@@ -485,6 +486,12 @@ impl Metrics {
     /// The leader's last freshness check; `None` on a standby.
     pub fn overdue(&self) -> Option<Overdue> {
         self.overdue.lock().ok().and_then(|o| o.clone())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -207,6 +207,7 @@ pub async fn serve<S: Sink, Q: Source>(
         clock: shared.clock.clone(),
         check_ins,
         accepted: Default::default(),
+        metrics: metrics::get(),
     };
     let (beat_role, stop, lock_guard) = (
         shared.role.clone(),

@@ -164,6 +164,7 @@ impl Harness {
             clock: self.clock.clone(),
             check_ins: sqsbeat::runtime::sentry::CheckIns::off(),
             accepted: Default::default(),
+            metrics: sqsbeat::runtime::metrics::get(),
         }
     }
 
