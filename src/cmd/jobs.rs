@@ -125,10 +125,10 @@ pub async fn schedule(
             row.status
         ),
     }
-    if status == "pending"
-        && release_if_open(&store, config, spec.id, &spec.queue, spec.due_at, now).await?
-    {
-        status = "released";
+    if status == "pending" {
+        status = release_if_open(&store, config, spec.id, &spec.queue, spec.due_at, now)
+            .await?
+            .as_str();
     }
     match a.output {
         Output::Json => println!(
@@ -147,8 +147,11 @@ pub async fn schedule(
 }
 
 /// Sends a pending job at once when its release window is open at `now`
-/// (straight to SQS with DelaySeconds, as a releaser would); true if it
-/// was released. If SQS cannot be reached it stays pending for a running
+/// (straight to SQS with DelaySeconds, as a releaser would), and returns
+/// the job's status after: `released` when this pass sent it. A running
+/// releaser may have claimed it first (the window opened for it too), so a
+/// pass that sent nothing reads the row again and says what it is rather
+/// than `pending`. If SQS cannot be reached it stays pending for a running
 /// releaser, with a warning.
 async fn release_if_open(
     store: &crate::store::Store,
@@ -157,14 +160,14 @@ async fn release_if_open(
     queue: &str,
     due_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<JobStatus> {
     let opens = crate::jobs::opens_at(
         due_at,
         config.release_window,
         &crate::wire::queue::QueueName::new(&config.sqs.queue_name_prefix, queue),
     );
     if opens > now {
-        return Ok(false);
+        return Ok(JobStatus::Pending);
     }
     let sink = match SqsSink::connect(config.sqs.clone()).await {
         Ok(sink) => sink,
@@ -172,7 +175,7 @@ async fn release_if_open(
             eprintln!(
                 "warning: stored, but SQS is not reachable from here ({e:#}); a running sqsbeat releases it"
             );
-            return Ok(false);
+            return Ok(JobStatus::Pending);
         }
     };
     let releaser = Releaser {
@@ -189,12 +192,18 @@ async fn release_if_open(
     // Read again: connecting took time, and the delay SQS gets must count
     // from when the message is actually sent.
     let pass = releaser.pass(releaser.clock.now(), Some(id)).await?;
-    if pass.released != 1 {
+    if pass.released == 1 {
+        return Ok(JobStatus::Released);
+    }
+    let status = jobs::get(store, id)
+        .await?
+        .map_or(JobStatus::Pending, |r| r.status);
+    if status == JobStatus::Pending {
         eprintln!(
             "warning: not released yet (see `sqsbeat show {id}`); a running sqsbeat releases it"
         );
     }
-    Ok(pass.released == 1)
+    Ok(status)
 }
 
 /// Lists jobs; a row that cannot be read is an error line naming it (and
@@ -341,11 +350,9 @@ pub async fn reschedule(
         }
         Rescheduled::Missing => bail!("no job with id {id}"),
     }
-    let status = if release_if_open(&store, config, id, &row.queue, due_at, now).await? {
-        "released"
-    } else {
-        "pending"
-    };
+    let status = release_if_open(&store, config, id, &row.queue, due_at, now)
+        .await?
+        .as_str();
     match a.output {
         Output::Json => println!(
             "{}",

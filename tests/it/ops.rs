@@ -1085,7 +1085,11 @@ every = "10s"
     let job = json_out(&out)["id"].as_str().unwrap().to_string();
     let (code, out, err) = sqsbeat(&["reschedule", &job, "--in", "3s", "--output", "json"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(json_out(&out)["status"], "released", "{out}");
+    // Released by this command, or by the running replica whose window
+    // opened for it too (then possibly still being handed to SQS): never
+    // reported as pending once either has it.
+    let status = json_out(&out)["status"].clone();
+    assert!(status == "released" || status == "releasing", "{out}");
 
     let mut expected: std::collections::BTreeSet<String> = want.iter().cloned().collect();
     expected.insert(job.clone());
