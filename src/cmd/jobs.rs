@@ -195,9 +195,12 @@ async fn release_if_open(
     if pass.released == 1 {
         return Ok(JobStatus::Released);
     }
-    let status = jobs::get(store, id)
-        .await?
-        .map_or(JobStatus::Pending, |r| r.status);
+    // The job is stored either way: a failed read leaves it `pending` in
+    // what this prints rather than failing the command.
+    let status = match jobs::get(store, id).await {
+        Ok(row) => row.map_or(JobStatus::Pending, |r| r.status),
+        Err(_) => JobStatus::Pending,
+    };
     if status == JobStatus::Pending {
         eprintln!(
             "warning: not released yet (see `sqsbeat show {id}`); a running sqsbeat releases it"
