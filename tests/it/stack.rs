@@ -57,12 +57,22 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// A loopback port free now, never one this process handed out before:
+/// tests run eight at once, and a port is only bound when the child a test
+/// starts binds it, so the kernel may offer the same one to two tests.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
