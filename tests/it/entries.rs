@@ -450,3 +450,43 @@ async fn a_table_longer_than_a_page_loads_every_row_postgres() {
     )
     .await
 }
+
+/// SQLite reads a page as one JSON value only when every row of it reads
+/// plainly; a row written by hand with a wrong type (a text priority, args
+/// that are not UTF-8) sends its page down the row-by-row read. Both such
+/// rows here open or close a page: each is reported, and every other row
+/// of every page loads, none twice.
+#[tokio::test]
+async fn hand_written_rows_that_do_not_read_plainly_on_page_edges_lose_no_other_row_sqlite() {
+    let h = crate::harness::Harness::sqlite(Default::default()).await;
+    h.exec(
+        "",
+        "INSERT INTO entries (name, task, every, args, kwargs, headers, enabled)
+           WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 4499)
+           SELECT printf('r%05d', i), 'app.t', '1m', '[]', '{}', '{}', 1 FROM c;
+         UPDATE entries SET priority = 'high' WHERE name = 'r02000';
+         UPDATE entries SET args = CAST(X'5B80' AS TEXT) WHERE name = 'r03999';",
+    )
+    .await;
+    let ctx = sqsbeat::entry::Context::default();
+    let loaded = sqsbeat::runtime::reload::load_table(&h.store, &ctx)
+        .await
+        .unwrap();
+    let loaded_names: Vec<&str> = loaded.entries.iter().map(|e| e.name.as_str()).collect();
+    let expected: Vec<String> = (0..4_500)
+        .map(|i| format!("r{i:05}"))
+        .filter(|n| n != "r02000" && n != "r03999")
+        .collect();
+    assert_eq!(loaded_names, expected);
+    let bad: Vec<Option<&str>> = loaded
+        .diagnostics
+        .iter()
+        .map(|d| d.entry.as_deref())
+        .collect();
+    assert_eq!(
+        bad,
+        [Some("r02000"), Some("r03999")],
+        "{:?}",
+        loaded.diagnostics
+    );
+}
