@@ -64,7 +64,7 @@ pub struct CronSchedule {
     /// warn once instead of searching to the end of time on every tick.
     pub ever_fires: bool,
     /// Computed on first use: only entries with a jitter need it.
-    min_gap: OnceLock<Option<gap::MinGap>>,
+    min_gap: GapCache,
     /// The last question [`CronSchedule::next_after`] answered.
     memo: Memo,
 }
@@ -102,6 +102,20 @@ impl Clone for Memo {
 }
 
 impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("_")
+    }
+}
+
+/// [`CronSchedule::min_gap`]'s answer once computed. Like [`Memo`], not
+/// part of what the schedule is: parsed schedules are shared across the
+/// process (see `CronSchedule::cached`), so whether another user of the
+/// same expression asked already must not show in what two equal
+/// schedules print.
+#[derive(Clone, Default)]
+struct GapCache(OnceLock<Option<gap::MinGap>>);
+
+impl fmt::Debug for GapCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("_")
     }
@@ -402,7 +416,7 @@ impl CronSchedule {
                 days,
                 tz,
                 ever_fires,
-                min_gap: OnceLock::new(),
+                min_gap: GapCache::default(),
                 memo: Memo::default(),
             })
         })
