@@ -208,12 +208,20 @@ pub const LOOK_EVERY: Duration = store::listen::LOOK_EVERY;
 /// same instant, one slot every second) makes it first.
 const LOOK_SLACK: Duration = Duration::from_millis(50);
 
+/// How long a changed schedule file must stay as it is before it is read:
+/// a file written in place is first truncated, then written, and a look in
+/// between saw an empty file, so every entry was removed until the next
+/// look (seen in the reload test with eight tests at once).
+pub const SETTLE: Duration = Duration::from_millis(100);
+
 /// Looks at what only looking reveals, one wake-up for both: at idle each
 /// wake-up is most of what the process costs.
 ///
 /// Schedule files: notifies `changed` when one is added, removed or
 /// modified (size and modification time of every file), checked at each
-/// wake-up and at least every [`LOOK_EVERY`].
+/// wake-up and at least every [`LOOK_EVERY`], once the files have stayed
+/// as they are for [`SETTLE`] (a writer in the middle of a file does not
+/// get it read half-written, unless it pauses that long).
 ///
 /// SQLite: whether another process committed to the database file, for
 /// every store watcher at once ([`store::listen`]), at most
@@ -240,6 +248,8 @@ pub async fn watch_files(
                 .collect()
         };
     let mut last = fingerprint(&paths);
+    // What the previous look saw: a change is read once two looks agree.
+    let mut seen = last.clone();
     let mut failing = false;
     let looking = store::listen::needs_looking(&store);
     loop {
@@ -260,6 +270,9 @@ pub async fn watch_files(
         }
         // A look that failed is tried again a second later, not at once.
         let mut wake = now + LOOK_EVERY;
+        if seen != last {
+            wake = wake.min(now + SETTLE);
+        }
         if looking
             && let Some(at) = store::listen::next_look(&store)
             && at + LOOK_SLACK > now
@@ -271,11 +284,12 @@ pub async fn watch_files(
             _ = shutdown.cancelled() => return,
         }
         let now = fingerprint(&paths);
-        if now != last {
+        if now != last && now == seen {
             info!("schedule files changed; reloading");
-            last = now;
+            last = now.clone();
             changed.notify_one();
         }
+        seen = now;
     }
 }
 

@@ -105,3 +105,57 @@ fn schedule_files_reload_on_change_and_sighup_and_keep_the_last_good_one() {
         );
     }
 }
+
+/// A schedule file written in place is truncated first: a look in between
+/// saw it empty and the reload removed every entry until the next look.
+/// The watcher now reads a change only once two looks [`SETTLE`] apart
+/// agree.
+///
+/// [`SETTLE`]: sqsbeat::runtime::reload::SETTLE
+#[tokio::test]
+async fn a_file_caught_half_written_is_not_read_until_it_settles() {
+    use sqsbeat::runtime::reload::{LOOK_EVERY, SETTLE, watch_files};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    use tokio::time::{sleep, timeout};
+
+    // PostgreSQL: the watcher then looks only at the files.
+    let h = crate::harness::Harness::postgres(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    let full = "[entries.a]\ntask = \"r.a\"\nevery = \"1s\"\n";
+    std::fs::write(&file, full).unwrap();
+    tokio::time::pause();
+    let changed = Arc::new(Notify::new());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(watch_files(
+        sqsbeat::entry::file::SchedulePaths::named(vec![dir.path().to_path_buf()]),
+        h.store.clone(),
+        changed.clone(),
+        stop.clone(),
+    ));
+    // The watcher takes its first fingerprint.
+    sleep(SETTLE / 10).await;
+
+    // The writer has truncated the file and not written it yet at the look.
+    std::fs::write(&file, "").unwrap();
+    sleep(LOOK_EVERY).await;
+    assert!(
+        timeout(std::time::Duration::ZERO, changed.notified())
+            .await
+            .is_err(),
+        "an empty file caught mid-write was read"
+    );
+    // Written: read once it has stayed so for SETTLE.
+    std::fs::write(
+        &file,
+        format!("{full}\n[entries.b]\ntask = \"r.b\"\nevery = \"1s\"\n"),
+    )
+    .unwrap();
+    assert!(
+        timeout(3 * SETTLE, changed.notified()).await.is_ok(),
+        "the written file was not read"
+    );
+    stop.cancel();
+    watcher.await.unwrap();
+}
