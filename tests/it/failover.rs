@@ -212,8 +212,14 @@ fn a_frozen_leader_is_replaced_and_cannot_fire_after_waking() {
         .iter()
         .map(|l| stack::sqsbeat_replica(d, &endpoint, &schedule, l, Some(&db.url)))
         .collect();
-    std::thread::sleep(Duration::from_millis(2500));
-    let (idx, epoch) = leader_of(d, &logs).expect("a leader");
+    // A leader within 30 s: a fixed 2.5 s wait failed with the replicas
+    // starting slowly beside seven other tests.
+    let mut leader = None;
+    stack::wait_for("a leader", Duration::from_secs(30), || {
+        leader = leader_of(d, &logs);
+        leader.is_some()
+    });
+    let (idx, epoch) = leader.expect("a leader");
     let pid = procs[idx].child.id().to_string();
     let frozen_at = Utc::now();
     assert!(
