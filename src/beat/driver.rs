@@ -399,10 +399,13 @@ impl<S: Sink> Driver<S> {
             DEFAULT_MAX_CATCH_UP,
         );
         // Only the cursors the store does not hold as they are (new entries,
-        // entries enabled or disabled since): at a restart every entry
+        // entries enabled or disabled since, and every disabled entry: its
+        // cursor is this term's start): at a restart every enabled entry
         // resumes from its stored cursor, and rewriting 100 000 of them
         // unchanged delayed the first fire by a fifth of a second (SQLite)
-        // to half a second (PostgreSQL).
+        // to half a second (PostgreSQL). The store's value read at the
+        // start of this term is what is compared: a row changed or deleted
+        // by hand since is not rewritten until the entry next fires.
         let cursors: Vec<store::Cursor> = beat
             .entries()
             .iter()

@@ -722,4 +722,124 @@ mod tests {
             assert_eq!(summary(&paged), summary(&general), "{row}");
         }
     }
+
+    /// Values written by hand with sqlite3 (NUL and control characters,
+    /// text that is not UTF-8, integers past 2^53 and i64's ends in JSON
+    /// texts, reals and texts in integer columns, blobs, names that are
+    /// NULL, integers or empty, instants of other precisions and zones):
+    /// a page gives each row, or its error, exactly as the row-by-row read.
+    #[tokio::test]
+    async fn hand_written_odd_values_read_the_same_through_the_page_as_row_by_row() {
+        let odd = [
+            "INSERT INTO entries (name, task, every) VALUES ('a' || char(0) || 'b', 'app.t', '1m')",
+            "INSERT INTO entries (name, task, every) VALUES ('nul', 'app' || char(0) || 't', '1m')",
+            "INSERT INTO entries (name, task, every) VALUES ('ctl', 'a\"b\\c' || char(1) || char(10) || char(127) || char(8232) || char(65533) || char(128512), '1m')",
+            "INSERT INTO entries (name, task, every) VALUES ('bad8', CAST(X'61ff62' AS TEXT), '1m')",
+            "INSERT INTO entries (name, task, every) VALUES (CAST(X'62ff' AS TEXT), 'app.t', '1m')",
+            "INSERT INTO entries (name, task, every) VALUES ('bad8args', 'app.t', '1m'); UPDATE entries SET args = CAST(X'5b22ff225d' AS TEXT) WHERE name = 'bad8args'",
+            "INSERT INTO entries (name, task, every, args) VALUES ('big', 'app.t', '1m', '[18446744073709551616, 9223372036854775807, -9223372036854775808, 18446744073709551615, 1.0, 1e308, 0.1]')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('huge', 'app.t', '1m', '[1e400]')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('dup', 'app.t', '1m', '{\"a\":1,\"a\":2}')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('esc', 'app.t', '1m', '[\"\\u0000\\ud83d\\ude00\"]')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('lone', 'app.t', '1m', '[\"\\ud800\"]')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('json5', 'app.t', '1m', '[1,]')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('ws', 'app.t', '1m', ' [1] ')",
+            "INSERT INTO entries (name, task, every, args) VALUES ('ws2', 'app.t', '1m', '[1]' || char(0))",
+            "INSERT INTO entries (name, task, every, enabled, sentry_monitor) VALUES ('ints', 'app.t', '1m', 4294967296, -9223372036854775808)",
+            "INSERT INTO entries (name, task, every, enabled) VALUES ('real', 'app.t', '1m', 1.0)",
+            "INSERT INTO entries (name, task, every, enabled) VALUES ('realt', 'app.t', '1m', '1.0')",
+            "INSERT INTO entries (name, task, every, priority) VALUES ('pmin', 'app.t', '1m', -2147483648)",
+            "INSERT INTO entries (name, task, every, priority) VALUES ('preal', 'app.t', '1m', 7.5)",
+            "INSERT INTO entries (name, task, every, priority) VALUES ('ptext', 'app.t', '1m', '7')",
+            "INSERT INTO entries (name, task, every, cron, queue) VALUES ('empty', 'app.t', '', '', '')",
+            "INSERT INTO entries (name, task, every) VALUES ('', 'app.t', '1m')",
+            "INSERT INTO entries (name, task, every) VALUES (5, 'app.t', '1m')",
+            "INSERT INTO entries (name, task, every) VALUES (NULL, 'app.t', '1m')",
+            "INSERT INTO entries (name, task, every, start_at) VALUES ('ns', 'app.t', '1m', '2026-01-01T00:00:00.123456789123Z')",
+            "INSERT INTO entries (name, task, every, start_at) VALUES ('tz', 'app.t', '1m', '2026-01-01t00:00:00+14:00')",
+            "INSERT INTO entries (name, task, every, start_at) VALUES ('sp', 'app.t', '1m', '2026-01-01 00:00:00Z')",
+            "INSERT INTO entries (name, task, every, start_at) VALUES ('int', 'app.t', '1m', 1767225600)",
+            "INSERT INTO entries (name, task, every, crontab) VALUES ('ctb', 'app.t', NULL, '  null ')",
+            "INSERT INTO entries (name, task, every, crontab) VALUES ('ctb2', 'app.t', NULL, '\"x\"')",
+            "INSERT INTO entries (name, task, every, headers) VALUES ('h', 'app.t', '1m', 'null')",
+            "INSERT INTO entries (name, task, every, timezone) VALUES ('blobtz', 'app.t', '1m', X'00')",
+            "INSERT INTO entries (name, task, every, sentry_monitor) VALUES ('smt', 'app.t', '1m', 'true')",
+        ];
+        let mut bad = Vec::new();
+        for row in odd {
+            let (_dir, store) = store_with(&format!(
+                "INSERT INTO entries (name, task, every) VALUES ('plain', 'app.t', '1m'); {row}"
+            ))
+            .await;
+            let general = list(&store).await.unwrap();
+            let (paged, _) = page(&store, None, 100).await.unwrap();
+            let plain = plain_page(&store, None, 100).await.is_some();
+            if summary(&paged) != summary(&general) {
+                bad.push(format!(
+                    "{row}\n plain={plain}\n paged={:?}\n list={:?}",
+                    summary(&paged),
+                    summary(&general)
+                ));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n\n"));
+    }
+
+    /// Loading a page at a time, the next page read ahead, gives the
+    /// entries and diagnostics of the whole table read at once: tables of
+    /// 0, 1, 1999, 2000, 2001 and 4000 rows, with a NULL, blob or non-UTF-8
+    /// name (one at the end of the first page).
+    #[tokio::test]
+    async fn the_table_read_a_page_at_a_time_is_the_whole_table_at_page_edges() {
+        let mut bad = Vec::new();
+        for n in [0, 1, 1999, 2000, 2001, 4000] {
+            for extra in [
+                "",
+                "INSERT INTO entries (name, task, every) VALUES (NULL, 'app.t', '1m');",
+                "INSERT INTO entries (name, task, every) VALUES (X'7a7a', 'app.t', '1m');",
+                "INSERT INTO entries (name, task, every) VALUES (CAST(X'72ff' AS TEXT), 'app.t', '1m');",
+                "UPDATE entries SET name = CAST(X'7230313939397f80' AS TEXT) WHERE name = 'r01999';",
+            ] {
+                let dir = tempfile::tempdir().unwrap();
+                let s = super::super::sqlite::SqliteStore::open(&dir.path().join("s.db"))
+                    .await
+                    .unwrap();
+                let sql = format!(
+                    "INSERT INTO entries (name, task, every)
+                       WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {n} - 1)
+                       SELECT printf('r%05d', i), 'app.t', '1m' FROM c WHERE {n} > 0; {extra}"
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+                let store = Store::Sqlite(s);
+                let ctx = crate::entry::Context::default();
+                let paged = crate::runtime::reload::load_table(&store, &ctx)
+                    .await
+                    .unwrap();
+                let all = crate::entry::merge::validate(&list(&store).await.unwrap(), &ctx);
+                let names = |l: &crate::entry::file::Loaded| {
+                    (
+                        l.entries.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+                        l.diagnostics
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                if names(&paged) != names(&all) {
+                    let (p, a) = (names(&paged), names(&all));
+                    bad.push(format!(
+                        "n={n} {extra}: paged {} entries {:?}; list {} entries {:?}",
+                        p.0.len(),
+                        p.1,
+                        a.0.len(),
+                        a.1
+                    ));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
 }
